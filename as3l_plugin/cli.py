@@ -1,0 +1,71 @@
+"""``as3l``: the command-line front door.
+
+Each group of subcommands lives in a module of :mod:`as3l_plugin.commands` that exposes
+``register(subparsers)``; those modules import only argparse-level code, and each command
+imports its heavy dependencies (torch, scikit-learn, semilearn) when it runs, so
+``as3l <cmd> --help`` is fast.
+
+Errors a user can cause (:class:`as3l_plugin.errors.AS3LError`) print one line
+``as3l: error: <message>`` and exit with code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+#: command modules, in the order their subcommands appear in ``as3l --help``
+COMMAND_MODULES = (
+    "as3l_plugin.commands.offline",
+    "as3l_plugin.commands.features",
+    "as3l_plugin.commands.train",
+    "as3l_plugin.commands.pipeline",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="as3l",
+        description="Active Self-Semi-Supervised Learning (AS3L) for USB: pick which samples "
+                    "to label, propagate a prior, and train as3l_flexmatch.",
+        epilog="Run `as3l <command> --help` for a command's options.")
+    parser.add_argument("--version", action="version", version=f"as3l_plugin {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # that command group is not installed in this build
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from .errors import AS3LError
+    try:
+        rc = args.func(args)
+    except AS3LError as exc:
+        if args.debug:
+            raise
+        print(f"as3l: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("as3l: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
