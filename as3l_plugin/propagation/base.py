@@ -1,0 +1,187 @@
+"""The propagator contract shared by every label-propagation method.
+
+A propagator turns a few labeled samples into a *prior*: a class distribution for every
+sample of the dataset. Subclasses implement :meth:`BasePropagator._propagate`, which returns
+non-negative per-class evidence; :meth:`BasePropagator.propagate` validates the inputs up
+front and turns the evidence into a valid prior:
+
+- rows are normalised to sum to 1;
+- rows that received no evidence at all become uniform (``1 / num_classes``), with a
+  :class:`PropagationWarning` giving their count;
+- labeled rows are set to the one-hot vector of their label, whatever the method said.
+
+Diagnostics of the last call are stored as attributes ending in ``_`` (``coverage_``,
+``n_uniform_``), scikit-learn style.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import warnings
+
+import numpy as np
+
+from ..errors import InputError, LabelsError, ParameterError, PriorError
+from ..io import check_features
+
+
+class PropagationWarning(UserWarning):
+    """A propagation result is valid but degenerate (e.g. rows with no label evidence)."""
+
+
+def _check_int(value, name: str, *, low: int | None = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ParameterError(f"expected an integer, got {value!r}", field=name)
+    value = int(value)
+    if low is not None and value < low:
+        raise ParameterError(f"={value} must be >= {low}", field=name)
+    return value
+
+
+def check_labeled(labeled_idx, labels, n_samples: int, num_classes: int):
+    """Validate a labeled set against a dataset of ``n_samples`` rows.
+
+    Parameters
+    ----------
+    labeled_idx : array-like of int, shape (m,)
+        Row numbers of the labeled samples; unique, in ``[0, n_samples)``.
+    labels : array-like of int, shape (m,)
+        Their class ids, in ``[0, num_classes)``.
+
+    Returns
+    -------
+    labeled_idx, labels : ndarray of int64, shape (m,)
+    """
+    idx = np.asarray(labeled_idx)
+    lab = np.asarray(labels)
+    if idx.ndim != 1:
+        raise ParameterError(f"expected a 1-D array of row numbers, got shape {idx.shape}",
+                             field="labeled_idx")
+    if idx.size == 0:
+        raise ParameterError("is empty; at least one labeled sample is needed to propagate "
+                             "labels", field="labeled_idx")
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise ParameterError(f"expected integer row numbers, got dtype {idx.dtype}",
+                             field="labeled_idx")
+    idx = idx.astype(np.int64)
+    bad = (idx < 0) | (idx >= n_samples)
+    if bad.any():
+        raise ParameterError(f"{int(bad.sum())} row number(s) out of range [0, {n_samples}) "
+                             f"(first: {idx[bad][:5].tolist()})", field="labeled_idx")
+    uniq, counts = np.unique(idx, return_counts=True)
+    if uniq.size != idx.size:
+        raise ParameterError(f"contains duplicates (e.g. {uniq[counts > 1][:5].tolist()}); "
+                             "each sample can be labeled once", field="labeled_idx")
+    if lab.ndim != 1 or lab.shape[0] != idx.shape[0]:
+        raise LabelsError(f"expected shape ({idx.shape[0]},) to match labeled_idx, got "
+                          f"{lab.shape}", field="labels")
+    if not np.issubdtype(lab.dtype, np.integer):
+        raise LabelsError(f"expected integer class ids, got dtype {lab.dtype}", field="labels")
+    lab = lab.astype(np.int64)
+    bad = (lab < 0) | (lab >= num_classes)
+    if bad.any():
+        raise LabelsError(f"{int(bad.sum())} class id(s) out of range [0, {num_classes}) "
+                          f"(first: {lab[bad][:5].tolist()}); check --num-classes",
+                          field="labels")
+    return idx, lab
+
+
+class BasePropagator:
+    """Base class of the propagators; see the module docstring for the contract.
+
+    Subclasses take their hyper-parameters as keyword-only ``__init__`` arguments, store
+    them unchanged, validate them in :meth:`_check_params` and implement
+    :meth:`_propagate`.
+    """
+
+    #: registry name, set by :func:`as3l_plugin.propagation.register_propagator`
+    name: str = ""
+
+    # ----------------------------------------------------------------- parameters
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values()
+                if p.kind == p.KEYWORD_ONLY]
+
+    def get_params(self) -> dict:
+        """The hyper-parameters, as passed to ``__init__`` (JSON-friendly)."""
+        out = {}
+        for k in self._param_names():
+            v = getattr(self, k)
+            out[k] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def _check_params(self) -> None:
+        """Raise :class:`ParameterError` for an invalid hyper-parameter (override)."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ----------------------------------------------------------------- the verb
+    def propagate(self, features, labeled_idx, labels, num_classes, seed=0) -> np.ndarray:
+        """Propagate the labels of ``labeled_idx`` to every sample.
+
+        Parameters
+        ----------
+        features : array-like of shape (n, d)
+            Finite real features (converted to float32).
+        labeled_idx : array-like of int, shape (m,)
+            Unique row numbers of the labeled samples.
+        labels : array-like of int, shape (m,)
+            Their class ids in ``[0, num_classes)``.
+        num_classes : int
+            Number of classes C (>= 1); classes absent from ``labels`` get columns too.
+        seed : int, default=0
+            Seeds every random choice; the same seed gives byte-identical output.
+
+        Returns
+        -------
+        prior : ndarray of float32, shape (n, num_classes)
+            Rows sum to 1; labeled rows are one-hot; rows without evidence are uniform.
+        """
+        self._check_params()
+        num_classes = _check_int(num_classes, "num_classes", low=1)
+        seed = _check_int(seed, "seed", low=0)
+        X = check_features(features)
+        idx, lab = check_labeled(labeled_idx, labels, X.shape[0], num_classes)
+
+        evidence = np.asarray(self._propagate(X, idx, lab, num_classes, seed), dtype=np.float64)
+        if evidence.shape != (X.shape[0], num_classes):
+            raise PriorError(f"{type(self).__name__} returned shape {evidence.shape}, expected "
+                             f"{(X.shape[0], num_classes)} (a bug in the propagator)")
+        if not np.isfinite(evidence).all() or (evidence < 0).any():
+            raise PriorError(f"{type(self).__name__} returned negative or non-finite evidence "
+                             "(a bug in the propagator)")
+        return self._finalize(evidence, idx, lab, num_classes)
+
+    def _finalize(self, evidence, idx, lab, num_classes) -> np.ndarray:
+        n = evidence.shape[0]
+        totals = evidence.sum(axis=1)
+        has = totals > 0
+        has[idx] = True
+        prior = np.empty_like(evidence)
+        prior[has] = evidence[has] / np.where(totals[has] > 0, totals[has], 1.0)[:, None]
+        prior[~has] = 1.0 / num_classes
+        prior[idx] = 0.0
+        prior[idx, lab] = 1.0
+        self.n_uniform_ = int((~has).sum())
+        self.coverage_ = float(has.mean())
+        if self.n_uniform_:
+            warnings.warn(f"{self.n_uniform_} of {n} rows got no label evidence from "
+                          f"{self.name or type(self).__name__} and were set to the uniform "
+                          "distribution", PropagationWarning, stacklevel=3)
+        prior = prior.astype(np.float32)
+        # renormalise in float32 so that rows sum to 1 at the stored precision
+        prior /= prior.sum(axis=1, keepdims=True)
+        return prior
+
+    def _propagate(self, X, labeled_idx, labels, num_classes, seed) -> np.ndarray:
+        """Return non-negative evidence, shape (n, num_classes) (any float dtype).
+
+        Inputs are already validated: ``X`` float32 C-contiguous (n, d), ``labeled_idx`` and
+        ``labels`` int64 (m,), ``num_classes`` and ``seed`` ints.
+        """
+        raise NotImplementedError

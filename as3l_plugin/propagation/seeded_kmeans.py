@@ -1,0 +1,238 @@
+"""The paper's prior: constrained seeded K-means at several K (AS3L Sec. 3.3).
+
+For every K in ``ks`` (default 10, 20, 30, 40, 50, 60) the features are clustered with
+*constrained seeded K-means* (Basu, Banerjee & Mooney 2002): centres start from the labeled
+samples ("seeds") and every seed stays in its own cluster in every assignment step; the other
+samples move freely. The label histogram of a cluster's labeled members, normalised, is then
+given to every member of that cluster. The K runs are averaged and each row normalised;
+rows that no run covered become uniform (see :class:`~.base.BasePropagator`).
+
+Seeding when K differs from the number of labeled samples m
+-----------------------------------------------------------
+The seeds are first split into ``G = min(K, m)`` *seed groups*; group g is cluster g, its
+centre starts at the mean of its seeds and its seeds are held in it.
+
+- ``K >= m``: every labeled sample is its own group (G = m). The remaining ``K - m``
+  clusters start from greedy k-means++ around the seed centres (on a seeded subsample, see
+  :func:`as3l_plugin.clustering.kmeans_plusplus`). They hold no seed, so their members get
+  no evidence from this K — the paper's "K greater than the number of labeled samples".
+- ``K < m`` and K at least the number P of classes present: groups never mix classes. Each
+  class gets one group, and the remaining ``K - P`` groups go one at a time to the class with
+  the highest ``seeds / groups`` ratio (D'Hondt; ties to the smaller class id). Inside a
+  class, its seeds are split into its groups by farthest-point (k-center greedy) seeding —
+  starting from the seed nearest the class mean, each next group centre is the seed farthest
+  from the chosen ones (ties to the smaller position) — and every seed joins the nearest
+  chosen centre. With K = P this is exactly Basu et al.'s seeded K-means (one cluster per
+  class, started at the class mean).
+- ``K < P`` (fewer clusters than classes present): the P class means are grouped the same
+  farthest-point way into K groups, so the classes whose seeds are closest share a cluster;
+  that cluster's histogram mixes them and its members get a soft label.
+
+All choices are deterministic; ``seed`` only drives the k-means++ seeding of the free clusters
+(run ``j`` of the K list uses seed ``seed * 1000 + j``), so the same seed gives
+byte-identical output.
+
+Combining the K runs
+--------------------
+``uncovered='ignore'`` (default, the paper's text): a run in which a sample's cluster holds no
+seed contributes nothing for that sample; the prior is the normalised sum of the other runs.
+``uncovered='uniform'``: such a run contributes the uniform distribution instead, so a sample
+covered by few runs (far from every labeled sample) gets a flatter, lower-confidence prior
+(the paper's "those farther away from any labeled samples will have lower confidence").
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+
+from ..errors import ParameterError
+from .base import BasePropagator, PropagationWarning
+
+DEFAULT_KS = (10, 20, 30, 40, 50, 60)
+UNCOVERED = ("ignore", "uniform")
+
+
+def _farthest_point_groups(P: np.ndarray, k: int) -> np.ndarray:
+    """Split the rows of ``P`` (small, float) into at most ``k`` groups, deterministically.
+
+    The first centre is the row nearest the mean; each next one is the row farthest from the
+    chosen centres (first on ties); rows join the nearest centre (earliest chosen on ties).
+    Stops early when every row coincides with a centre (duplicates), so a group is never
+    empty.
+
+    Returns
+    -------
+    groups : ndarray of int64, shape (len(P),), values in ``[0, n_groups)``.
+    """
+    P = np.asarray(P, dtype=np.float64)
+    if k >= len(P):
+        return np.arange(len(P), dtype=np.int64)
+    first = int(np.argmin(((P - P.mean(axis=0)) ** 2).sum(axis=1)))
+    chosen = [first]
+    dmin = ((P - P[first]) ** 2).sum(axis=1)
+    while len(chosen) < k:
+        nxt = int(np.argmax(dmin))
+        if dmin[nxt] <= 0:
+            break
+        chosen.append(nxt)
+        dmin = np.minimum(dmin, ((P - P[nxt]) ** 2).sum(axis=1))
+    D = ((P[:, None, :] - P[chosen][None, :, :]) ** 2).sum(axis=2)
+    return D.argmin(axis=1).astype(np.int64)
+
+
+def seed_groups(X: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Group the m labeled samples into ``min(n_clusters, m)`` seed clusters (see module doc).
+
+    Parameters
+    ----------
+    X : ndarray of float32, shape (m, d)
+        Features of the labeled samples.
+    labels : ndarray of int64, shape (m,)
+        Their class ids.
+    n_clusters : int
+        K.
+
+    Returns
+    -------
+    groups : ndarray of int64, shape (m,)
+        Cluster id of every seed; ids are ``0 .. G-1`` with G <= K, every id used.
+    """
+    m = len(labels)
+    K = int(n_clusters)
+    if K >= m:
+        return np.arange(m, dtype=np.int64)
+    classes, counts = np.unique(labels, return_counts=True)
+    groups = np.empty(m, dtype=np.int64)
+    if K < classes.size:
+        means = np.stack([X[labels == c].mean(axis=0, dtype=np.float64) for c in classes])
+        cg = _farthest_point_groups(means, K)
+        _, cg = np.unique(cg, return_inverse=True)
+        groups[:] = cg[np.searchsorted(classes, labels)]
+        return groups
+    # D'Hondt allocation of K groups over the classes, at least one each, at most `count`
+    alloc = np.ones(classes.size, dtype=np.int64)
+    for _ in range(K - classes.size):
+        ratio = np.where(alloc < counts, counts / alloc, -1.0)
+        alloc[int(np.argmax(ratio))] += 1
+    nxt = 0
+    for c, k in zip(classes, alloc):
+        members = np.flatnonzero(labels == c)
+        g = _farthest_point_groups(X[members], int(k))
+        _, g = np.unique(g, return_inverse=True)
+        groups[members] = nxt + g
+        nxt += int(g.max()) + 1
+    return groups
+
+
+class SeededKMeansPropagator(BasePropagator):
+    """Constrained seeded K-means at several K, averaged (the paper's prior, Sec. 3.3).
+
+    Parameters
+    ----------
+    ks : sequence of int, default=(10, 20, 30, 40, 50, 60)
+        Numbers of clusters, one K-means run each. A K larger than the number of samples is
+        lowered to it (with a warning).
+    max_iter : int, default=50
+        Lloyd iterations per run at most.
+    tol : float, default=1e-4
+        Relative centre-shift tolerance (as scikit-learn's KMeans).
+    uncovered : {'ignore', 'uniform'}, default='ignore'
+        What a run contributes for a sample whose cluster holds no labeled sample (see the
+        module docstring).
+    backend : {'auto', 'torch', 'numpy', 'faiss'}, default='auto'
+        Matrix-product backend of :func:`as3l_plugin.clustering.kmeans`.
+
+    Attributes
+    ----------
+    coverage_ : float
+        Fraction of rows that got label evidence from at least one run (1.0 with
+        ``uncovered='uniform'`` counts only real evidence too).
+    coverage_per_k_ : dict[int, float]
+        Fraction of rows whose cluster held a labeled sample, per K.
+    n_iter_per_k_ : dict[int, int]
+        Lloyd iterations run per K.
+    n_uniform_ : int
+        Rows set to uniform because no run covered them.
+    """
+
+    def __init__(self, *, ks=DEFAULT_KS, max_iter=50, tol=1e-4, uncovered="ignore",
+                 backend="auto"):
+        self.ks = ks
+        self.max_iter = max_iter
+        self.tol = tol
+        self.uncovered = uncovered
+        self.backend = backend
+
+    def _check_params(self):
+        ks = self.ks
+        if isinstance(ks, numbers.Integral) and not isinstance(ks, bool):
+            ks = (ks,)
+        try:
+            ks = tuple(ks)
+        except TypeError:
+            raise ParameterError(f"ks={self.ks!r} must be a list of ints >= 1, e.g. "
+                                 "10,20,30", field="ks") from None
+        if not ks or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1
+                         for k in ks):
+            raise ParameterError(f"ks={self.ks!r} must be a non-empty list of ints >= 1",
+                                 field="ks")
+        if (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral)
+                or self.max_iter < 1):
+            raise ParameterError(f"max_iter={self.max_iter!r} must be an int >= 1",
+                                 field="max_iter")
+        if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
+            raise ParameterError(f"tol={self.tol!r} must be a float >= 0", field="tol")
+        if self.uncovered not in UNCOVERED:
+            raise ParameterError(f"uncovered={self.uncovered!r} must be one of {UNCOVERED}",
+                                 field="uncovered")
+        return tuple(int(k) for k in ks)
+
+    def get_params(self):
+        p = super().get_params()
+        if isinstance(p["ks"], numbers.Integral):
+            p["ks"] = [int(p["ks"])]
+        else:
+            p["ks"] = [int(k) for k in p["ks"]]
+        return p
+
+    def _propagate(self, X, labeled_idx, labels, num_classes, seed):
+        from tqdm.auto import tqdm
+
+        from ..clustering import kmeans
+
+        ks = self._check_params()
+        n = X.shape[0]
+        if max(ks) > n:
+            warnings.warn(f"ks={list(ks)} has K > n_samples={n}; those runs use K={n}",
+                          PropagationWarning, stacklevel=4)
+            ks = tuple(min(k, n) for k in ks)
+        Xl = X[labeled_idx]
+        votes = np.zeros((n, num_classes), dtype=np.float64)
+        covered_any = np.zeros(n, dtype=bool)
+        self.coverage_per_k_ = {}
+        self.n_iter_per_k_ = {}
+        bar = tqdm(ks, desc="seeded k-means", unit="K", disable=None, leave=False)
+        for j, K in enumerate(bar):
+            groups = seed_groups(Xl, labels, K)
+            fixed = np.full(n, -1, dtype=np.int64)
+            fixed[labeled_idx] = groups
+            res = kmeans(X, K, seed=seed * 1000 + j, n_init=1, max_iter=int(self.max_iter),
+                         tol=float(self.tol), fixed_labels=fixed, backend=self.backend)
+            hist = np.zeros((K, num_classes), dtype=np.float64)
+            np.add.at(hist, (res.labels[labeled_idx], labels), 1.0)
+            tot = hist.sum(axis=1)
+            has = tot > 0
+            hist[has] /= tot[has, None]
+            row_has = has[res.labels]
+            votes += hist[res.labels]
+            if self.uncovered == "uniform":
+                votes[~row_has] += 1.0 / num_classes
+            covered_any |= row_has
+            self.coverage_per_k_[int(K)] = float(row_has.mean())
+            self.n_iter_per_k_[int(K)] = int(res.n_iter)
+        if self.uncovered == "uniform":
+            votes[~covered_any] = 0.0  # no real evidence at all: let the base make it uniform
+        return votes / len(ks)
