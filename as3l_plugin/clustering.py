@@ -1,0 +1,527 @@
+"""The one fast, seeded, deterministic K-means / kNN used by selection and propagation.
+
+Everything here works on float32 ``(n, d)`` features without float64 copies of ``X``;
+distances are ``|x|^2 - 2 x.c + |c|^2`` computed with one matrix product per fixed-size
+chunk of rows, so memory stays ``O(chunk * K)`` on top of ``X`` itself and the work is one
+BLAS call per chunk.
+
+Determinism
+-----------
+Results depend only on ``(X, arguments, seed)``:
+
+- randomness comes from ``numpy.random.default_rng(seed)`` only;
+- chunk sizes depend on ``n`` and ``K`` only (never on the thread count);
+- ``argmin`` / ``argmax`` ties go to the smallest index; empty clusters are re-seeded at the
+  free point farthest from its centre (ties: smallest index);
+- cluster sums are accumulated chunk by chunk in a fixed order (float32 inside a chunk,
+  float64 across chunks).
+
+The test-suite checks byte-identical labels across runs, processes and thread counts.
+
+Backends
+--------
+``'torch'`` (the default, ``'auto'``) runs the matrix products with torch on the CPU (MKL);
+``'numpy'`` uses numpy's BLAS (no torch needed); ``'faiss'`` uses ``faiss.knn`` /
+``IndexFlatL2`` for the nearest-centre and kNN searches (useful at millions of rows, where its
+blocked search keeps memory flat). All backends return the same types.
+
+Scaling
+-------
+One Lloyd iteration costs ``2 n d K`` flops plus one pass over ``X`` for the sums (about
+0.1 s for n=50,000, d=512, K=100 on 2 cores). Memory is ``X`` plus ``O(chunk*K + K*d)``,
+so 1M x 512 float32 (2 GB) clusters in place; ``knn`` is ``O(n^2 d)`` and is meant for
+per-cluster or moderate ``n`` (use ``backend='faiss'`` beyond that).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError, ParameterError
+
+__all__ = ["KMeansResult", "kmeans", "assign", "knn", "pairwise_sqdist", "kmeans_plusplus"]
+
+BACKENDS = ("auto", "torch", "numpy", "faiss")
+# number of float32 distance entries computed per chunk (rows * K); 4M entries = 16 MB
+_CHUNK_ENTRIES = 1 << 22
+
+
+@dataclass
+class KMeansResult:
+    """Output of :func:`kmeans`.
+
+    Attributes
+    ----------
+    centers : ndarray of float32, shape (K, d)
+    labels : ndarray of int64, shape (n,)
+        Nearest centre of every sample (fixed samples keep their fixed cluster).
+    inertia : float
+        Sum of squared distances of samples to their assigned centre.
+    n_iter : int
+        Lloyd iterations run (best of ``n_init`` restarts).
+    """
+
+    centers: np.ndarray
+    labels: np.ndarray
+    inertia: float
+    n_iter: int
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_X(X, name="X"):
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise InputError(f"expected a non-empty 2-D array (n_samples, n_features), got shape "
+                         f"{X.shape}", field=name)
+    if X.dtype != np.float32 or not X.flags.c_contiguous:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+    return X
+
+
+def _resolve_backend(backend):
+    if backend not in BACKENDS:
+        raise ParameterError(f"backend={backend!r} is not one of {BACKENDS}", field="backend")
+    if backend == "auto":
+        try:
+            import torch  # noqa: F401
+            return "torch"
+        except ImportError:  # pragma: no cover - torch is a hard dependency
+            return "numpy"
+    return backend
+
+
+def _chunk_rows(n, k):
+    return int(max(256, min(n, _CHUNK_ENTRIES // max(int(k), 1))))
+
+
+def _matmul_t(A, B, backend):
+    """``A @ B.T`` for float32 C-contiguous arrays."""
+    if backend == "torch":
+        import torch
+        return torch.from_numpy(A).matmul(torch.from_numpy(B).T).numpy()
+    return A @ B.T
+
+
+def _sqnorms(X):
+    return np.einsum("ij,ij->i", X, X, dtype=np.float32)
+
+
+def pairwise_sqdist(A, B, *, backend="auto"):
+    """Squared Euclidean distances between rows of ``A`` and rows of ``B``.
+
+    Parameters
+    ----------
+    A : ndarray of shape (m, d)
+    B : ndarray of shape (p, d)
+
+    Returns
+    -------
+    D : ndarray of float32, shape (m, p), clipped at 0.
+    """
+    A = _check_X(A, "A")
+    B = _check_X(B, "B")
+    if A.shape[1] != B.shape[1]:
+        raise InputError(f"A has {A.shape[1]} features but B has {B.shape[1]}", field="B")
+    be = _resolve_backend(backend)
+    be = "numpy" if be == "faiss" else be
+    D = _matmul_t(A, B, be)
+    D *= -2.0
+    D += _sqnorms(A)[:, None]
+    D += _sqnorms(B)[None, :]
+    np.maximum(D, 0.0, out=D)
+    return D
+
+
+# --------------------------------------------------------------------------- assignment
+def _assign(X, centers, backend, fixed=None, xsq=None):
+    """Nearest centre per row; returns labels int64 (n,), sqdist float32 (n,)."""
+    n = X.shape[0]
+    K = centers.shape[0]
+    if xsq is None:
+        xsq = _sqnorms(X)
+    csq = _sqnorms(centers)
+    labels = np.empty(n, dtype=np.int64)
+    sqd = np.empty(n, dtype=np.float32)
+    if backend == "faiss" and fixed is None:
+        import faiss
+        D, I = faiss.knn(X, centers, 1)
+        labels[:] = I[:, 0]
+        np.maximum(D[:, 0], 0.0, out=sqd)
+        return labels, sqd
+    step = _chunk_rows(n, K)
+    if backend == "torch":
+        import torch
+        Ct = torch.from_numpy(centers)
+        csq_t = torch.from_numpy(csq)
+        lab_t = torch.from_numpy(labels)
+        sqd_t = torch.from_numpy(sqd)
+        xsq_t = torch.from_numpy(xsq)
+        fixed_t = None if fixed is None else torch.from_numpy(fixed)
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            D = torch.addmm(csq_t[None, :], torch.from_numpy(X[s:e]), Ct.T, alpha=-2.0)
+            vals, lab = D.min(dim=1)        # first index on ties
+            if fixed_t is not None:
+                f = fixed_t[s:e]
+                m = f >= 0
+                if bool(m.any()):
+                    lab = torch.where(m, f, lab)
+                    vals = D.gather(1, lab[:, None])[:, 0]
+            lab_t[s:e] = lab
+            torch.clamp_min(vals + xsq_t[s:e], 0.0, out=sqd_t[s:e])
+        return labels, sqd
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        D = X[s:e] @ centers.T              # (chunk, K)
+        D *= -2.0
+        D += csq[None, :]
+        lab = D.argmin(axis=1)              # first index on ties
+        if fixed is not None:
+            f = fixed[s:e]
+            m = f >= 0
+            if m.any():
+                lab[m] = f[m]
+        d = D[np.arange(e - s), lab] + xsq[s:e]
+        labels[s:e] = lab
+        np.maximum(d, 0.0, out=sqd[s:e])
+    return labels, sqd
+
+
+def assign(X, centers, *, backend="auto"):
+    """Assign every row of ``X`` to its nearest centre (chunked, memory ``O(chunk*K)``).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    centers : ndarray of shape (K, d)
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (n,)
+        Index of the nearest centre (smallest index on ties).
+    sqdist : ndarray of float32, shape (n,)
+        Squared distance to that centre.
+    """
+    X = _check_X(X)
+    centers = _check_X(centers, "centers")
+    if centers.shape[1] != X.shape[1]:
+        raise InputError(f"centers have {centers.shape[1]} features but X has {X.shape[1]}",
+                         field="centers")
+    return _assign(X, centers, _resolve_backend(backend))
+
+
+# --------------------------------------------------------------------------- kNN
+def knn(X, k, *, chunk=None, backend="auto"):
+    """Exact k nearest neighbours of every row of ``X`` among the other rows.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    k : int
+        Neighbours per row, ``1 <= k <= n - 1``. The row itself is excluded (by index, so an
+        exact duplicate of a row still counts as a neighbour).
+    chunk : int, optional
+        Query rows per block; memory is ``O(chunk * n)``. Default keeps a block at ~64 MB.
+
+    Returns
+    -------
+    dist : ndarray of float32, shape (n, k)
+        Euclidean (not squared) distances, ascending.
+    idx : ndarray of int64, shape (n, k)
+        Neighbour indices; equal distances are ordered by index.
+    """
+    X = _check_X(X)
+    n = X.shape[0]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n - 1:
+        raise ParameterError(f"k={k!r} must be an int in [1, n_samples-1={n - 1}]", field="k")
+    k = int(k)
+    be = _resolve_backend(backend)
+    if chunk is None:
+        chunk = max(16, (1 << 24) // n)
+    chunk = int(chunk)
+    if chunk < 1:
+        raise ParameterError(f"chunk={chunk} must be >= 1", field="chunk")
+    dist = np.empty((n, k), dtype=np.float32)
+    idx = np.empty((n, k), dtype=np.int64)
+    if be == "faiss":
+        import faiss
+        D, I = faiss.knn(X, X, k + 1)
+        for i in range(n):  # drop self (wherever faiss put it)
+            row = I[i]
+            keep = row != i
+            r, dd = row[keep][:k], D[i][keep][:k]
+            order = np.lexsort((r, dd))
+            idx[i], dist[i] = r[order], np.sqrt(np.maximum(dd[order], 0.0))
+        return dist, idx
+    xsq = _sqnorms(X)
+    if be == "torch":
+        import torch
+        Xt = torch.from_numpy(X)
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        if be == "torch":
+            D = torch.from_numpy(X[s:e]).matmul(Xt.T)
+            D.mul_(-2.0).add_(torch.from_numpy(xsq)[None, :]).add_(torch.from_numpy(xsq[s:e])[:, None])
+            D[torch.arange(e - s), torch.arange(s, e)] = float("inf")
+            vals, inds = torch.topk(D, k, dim=1, largest=False, sorted=True)
+            vals, inds = vals.numpy(), inds.numpy().astype(np.int64)
+        else:
+            D = X[s:e] @ X.T
+            D *= -2.0
+            D += xsq[None, :]
+            D += xsq[s:e, None]
+            D[np.arange(e - s), np.arange(s, e)] = np.inf
+            part = np.argpartition(D, k - 1, axis=1)[:, :k]
+            vals = np.take_along_axis(D, part, axis=1)
+            inds = part.astype(np.int64)
+        for r in range(e - s):  # order (distance, index) for a stable, documented result
+            o = np.lexsort((inds[r], vals[r]))
+            idx[s + r] = inds[r][o]
+            dist[s + r] = vals[r][o]
+    np.sqrt(np.maximum(dist, 0.0, out=dist), out=dist)
+    return dist, idx
+
+
+# --------------------------------------------------------------------------- k-means++
+def kmeans_plusplus(X, n_clusters, *, seed=0, init_size=None, centers0=None, backend="auto"):
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, greedy variant as scikit-learn).
+
+    To stay cheap at large ``n`` the seeding runs on a seeded random subsample of
+    ``init_size`` rows (default ``min(n, max(4096, 64 * K))``); Lloyd iterations on all rows
+    follow in :func:`kmeans`.
+
+    Parameters
+    ----------
+    X : ndarray of float32, shape (n, d)
+    n_clusters : int
+    centers0 : ndarray of float32, shape (m, d), optional
+        Centres already fixed (e.g. seed-cluster means); the remaining ``K - m`` are drawn
+        with potentials measured against them.
+
+    Returns
+    -------
+    centers : ndarray of float32, shape (K, d)
+    """
+    X = _check_X(X)
+    be = _resolve_backend(backend)
+    be = "numpy" if be == "faiss" else be
+    n, d = X.shape
+    K = int(n_clusters)
+    rng = np.random.default_rng(seed)
+    m = min(n, max(4096, 64 * K) if init_size is None else max(K, int(init_size)))
+    sub = X if m >= n else X[np.sort(rng.choice(n, size=m, replace=False))]
+    xsq = _sqnorms(sub)
+    centers = np.empty((K, d), dtype=np.float32)
+    n0 = 0
+    if centers0 is not None and len(centers0):
+        n0 = len(centers0)
+        centers[:n0] = centers0
+        closest = pairwise_sqdist(sub, centers[:n0], backend=be).min(axis=1).astype(np.float64)
+    else:
+        first = int(rng.integers(sub.shape[0]))
+        centers[0] = sub[first]
+        closest = pairwise_sqdist(sub, sub[first:first + 1], backend=be)[:, 0].astype(np.float64)
+        n0 = 1
+    n_trials = 2 + int(math.log(K))
+    for c in range(n0, K):
+        pot = closest.sum()
+        if pot <= 0:  # all points coincide with centres: take unused rows in index order
+            cand = np.array([c % sub.shape[0]])
+        else:
+            cum = np.cumsum(closest)
+            r = rng.random(n_trials) * cum[-1]
+            cand = np.minimum(np.searchsorted(cum, r, side="right"), sub.shape[0] - 1)
+        D = _matmul_t(sub, sub[cand], be)
+        D *= -2.0
+        D += xsq[:, None]
+        D += xsq[cand][None, :]
+        np.maximum(D, 0.0, out=D)
+        newpot = np.minimum(D.astype(np.float64), closest[:, None]).sum(axis=0)
+        best = int(np.argmin(newpot))
+        centers[c] = sub[cand[best]]
+        closest = np.minimum(closest, D[:, best].astype(np.float64))
+    return centers
+
+
+# --------------------------------------------------------------------------- Lloyd
+def _sums(X, labels, K, be, step):
+    """Per-cluster sums (float64, accumulated over fixed chunks) and counts."""
+    d = X.shape[1]
+    sums = np.zeros((K, d), dtype=np.float64)
+    if be == "torch":
+        import torch
+        acc = torch.zeros((K, d), dtype=torch.float32)
+        for s in range(0, X.shape[0], step):
+            e = min(X.shape[0], s + step)
+            acc.zero_()
+            acc.index_add_(0, torch.from_numpy(labels[s:e]), torch.from_numpy(X[s:e]))
+            sums += acc.numpy()
+    else:
+        for s in range(0, X.shape[0], step):
+            e = min(X.shape[0], s + step)
+            part = np.zeros((K, d), dtype=np.float32)
+            np.add.at(part, labels[s:e], X[s:e])
+            sums += part
+    counts = np.bincount(labels, minlength=K)
+    return sums, counts
+
+
+def _relocate_empty(X, labels, sqd, centers, K, fixed):
+    """Re-seed empty clusters at the free points farthest from their centre (in place)."""
+    counts = np.bincount(labels, minlength=K)
+    empty = np.flatnonzero(counts == 0)
+    if empty.size == 0:
+        return 0
+    free = np.ones(X.shape[0], dtype=bool) if fixed is None else fixed < 0
+    # don't take the sole member of a cluster
+    free &= counts[labels] > 1
+    cand = np.flatnonzero(free)
+    order = cand[np.lexsort((cand, -sqd[cand]))]  # farthest first, ties by index
+    moved = 0
+    for k, p in zip(empty, order):
+        counts[labels[p]] -= 1
+        labels[p] = k
+        counts[k] = 1
+        sqd[p] = 0.0
+        centers[k] = X[p]
+        moved += 1
+    return moved
+
+
+def _lloyd(X, centers, max_iter, tol_abs, be, fixed, xsq):
+    n = X.shape[0]
+    K = centers.shape[0]
+    step = _chunk_rows(n, K)
+    prev = None
+    n_iter = 0
+    for it in range(max_iter):
+        labels, sqd = _assign(X, centers, be, fixed, xsq)
+        _relocate_empty(X, labels, sqd, centers, K, fixed)
+        sums, counts = _sums(X, labels, K, be if be != "faiss" else "torch", step)
+        new = centers.astype(np.float64)
+        nz = counts > 0
+        new[nz] = sums[nz] / counts[nz, None]
+        new = new.astype(np.float32)
+        shift = float(((new.astype(np.float64) - centers) ** 2).sum())
+        centers = new
+        n_iter = it + 1
+        if prev is not None and np.array_equal(prev, labels):
+            break
+        prev = labels
+        if shift <= tol_abs:
+            break
+    labels, sqd = _assign(X, centers, be, fixed, xsq)
+    _relocate_empty(X, labels, sqd, centers, K, fixed)
+    inertia = float(sqd.astype(np.float64).sum())
+    return KMeansResult(centers=centers, labels=labels, inertia=inertia, n_iter=n_iter)
+
+
+def _check_int(name, value, lo, hi=None):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ParameterError(f"{name}={value!r} must be an int", field=name)
+    if value < lo or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ParameterError(f"{name}={value} must be {rng}", field=name)
+    return int(value)
+
+
+def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, init=None,
+           fixed_labels=None, init_size=None, backend="auto"):
+    """Seeded, deterministic Lloyd K-means, optionally with samples held in fixed clusters.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d)
+        Converted to float32 (no copy when already float32 C-contiguous).
+    n_clusters : int
+        ``K``, ``1 <= K <= n``.
+    seed : int
+        Seeds k-means++ (restart ``r`` uses seed ``seed * 1_000_003 + r``).
+    n_init : int
+        Restarts; the lowest inertia wins (first on ties). Ignored when ``init`` is given.
+    max_iter : int
+        Lloyd iterations at most. Iteration stops early when labels stop changing or the
+        summed squared centre shift is ``<= tol * mean feature variance`` (as scikit-learn).
+    init : ndarray of float32, shape (K, d), optional
+        Initial centres; default greedy k-means++ (see :func:`kmeans_plusplus`).
+    fixed_labels : ndarray of int64, shape (n,), optional
+        ``-1`` = free; otherwise the sample's cluster, held fixed in every assignment step.
+        Constrained seeded K-means (Basu et al. 2002) is ``init`` = seed means plus
+        ``fixed_labels`` for the seeds. Without ``init``, clusters holding fixed samples start
+        at the mean of those samples and the others are k-means++-seeded around them.
+    init_size : int, optional
+        Rows used for k-means++ seeding (default ``min(n, max(4096, 64 K))``).
+    backend : {'auto', 'torch', 'numpy', 'faiss'}
+
+    Returns
+    -------
+    KMeansResult
+        ``centers`` float32 (K, d), ``labels`` int64 (n,), ``inertia`` float, ``n_iter`` int.
+        An empty cluster is re-seeded at the free sample farthest from its centre.
+    """
+    X = _check_X(X)
+    n, d = X.shape
+    K = _check_int("n_clusters", n_clusters, 1, n)
+    n_init = _check_int("n_init", n_init, 1)
+    max_iter = _check_int("max_iter", max_iter, 1)
+    seed = _check_int("seed", seed, 0)
+    if not (isinstance(tol, (int, float, np.floating)) and tol >= 0):
+        raise ParameterError(f"tol={tol!r} must be a float >= 0", field="tol")
+    be = _resolve_backend(backend)
+    fixed = None
+    if fixed_labels is not None:
+        fixed = np.asarray(fixed_labels)
+        if fixed.shape != (n,) or not np.issubdtype(fixed.dtype, np.integer):
+            raise ParameterError(f"fixed_labels must be an int array of shape ({n},), got "
+                                 f"{fixed.dtype} {fixed.shape}", field="fixed_labels")
+        fixed = fixed.astype(np.int64)
+        if fixed.min() < -1 or fixed.max() >= K:
+            raise ParameterError(f"fixed_labels values must be -1 (free) or in [0, {K - 1}], "
+                                 f"got range [{fixed.min()}, {fixed.max()}]",
+                                 field="fixed_labels")
+        if not (fixed >= 0).any():
+            fixed = None
+    if init is not None:
+        init = np.ascontiguousarray(init, dtype=np.float32)
+        if init.shape != (K, d) or not np.isfinite(init).all():
+            raise ParameterError(f"init must be finite with shape ({K}, {d}), got {init.shape}",
+                                 field="init")
+        n_init = 1
+    xsq = _sqnorms(X)
+    var = float(X.var(axis=0, dtype=np.float64).mean())
+    tol_abs = float(tol) * var
+    best = None
+    for r in range(n_init):
+        if init is not None:
+            c0 = init.copy()
+        elif fixed is not None:
+            c0 = _seeded_init(X, K, fixed, seed * 1_000_003 + r, init_size, be)
+        else:
+            c0 = kmeans_plusplus(X, K, seed=seed * 1_000_003 + r, init_size=init_size,
+                                 backend=be)
+        res = _lloyd(X, c0, max_iter, tol_abs, be, fixed, xsq)
+        if best is None or res.inertia < best.inertia:
+            best = res
+    return best
+
+
+def _seeded_init(X, K, fixed, seed, init_size, be):
+    """Clusters with fixed members start at their mean; the rest by k-means++ around them."""
+    d = X.shape[1]
+    present = np.unique(fixed[fixed >= 0])
+    means = np.empty((present.size, d), dtype=np.float32)
+    for j, c in enumerate(present):
+        means[j] = X[fixed == c].mean(axis=0, dtype=np.float64)
+    free_ids = np.setdiff1d(np.arange(K), present)
+    if free_ids.size == 0:
+        centers = np.empty((K, d), dtype=np.float32)
+        centers[present] = means
+        return centers
+    allc = kmeans_plusplus(X, K, seed=seed, init_size=init_size, centers0=means, backend=be)
+    centers = np.empty((K, d), dtype=np.float32)
+    centers[present] = allc[:present.size]
+    centers[free_ids] = allc[present.size:]
+    return centers

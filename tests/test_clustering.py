@@ -1,0 +1,170 @@
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from as3l_plugin.clustering import assign, kmeans, kmeans_plusplus, knn, pairwise_sqdist
+from as3l_plugin.errors import InputError, ParameterError
+
+
+def _mixture(n=3000, d=16, k=6, seed=0, scale=6.0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=scale, size=(k, d))
+    y = rng.integers(0, k, n)
+    return (centers[y] + rng.normal(size=(n, d))).astype(np.float32), y
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_kmeans_recovers_blobs_and_types(blobs, backend):
+    X, y = blobs
+    r = kmeans(X, 4, seed=0, backend=backend)
+    assert r.centers.dtype == np.float32 and r.centers.shape == (4, 8)
+    assert r.labels.dtype == np.int64 and r.labels.shape == (400,)
+    assert isinstance(r.inertia, float) and isinstance(r.n_iter, int)
+    # every blob maps to exactly one cluster
+    for c in range(4):
+        assert np.unique(r.labels[y == c]).size == 1
+    assert np.unique(r.labels).size == 4
+
+
+@pytest.mark.parametrize("K", [5, 12])
+def test_kmeans_inertia_close_to_sklearn(K):
+    from sklearn.cluster import KMeans
+    X, _ = _mixture(n=2000, d=10, k=6, seed=1, scale=3.0)
+    ours = min(kmeans(X, K, seed=s, max_iter=100).inertia for s in range(3))
+    ref = KMeans(K, n_init=3, random_state=0).fit(X).inertia_
+    assert ours <= ref * 1.03
+    # inertia is the real sum of squared distances to the returned centres
+    r = kmeans(X, K, seed=0)
+    exact = ((X.astype(np.float64) - r.centers[r.labels]) ** 2).sum()
+    assert r.inertia == pytest.approx(exact, rel=1e-4)
+
+
+def test_kmeans_labels_are_nearest_centre():
+    X, _ = _mixture()
+    r = kmeans(X, 9, seed=2)
+    D = ((X[:, None, :].astype(np.float64) - r.centers[None]) ** 2).sum(-1)
+    gap = D[np.arange(len(X)), r.labels] - D.min(1)
+    assert gap.max() <= 1e-3 * D.max()
+
+
+def test_kmeans_deterministic_per_seed_and_seed_matters():
+    X, _ = _mixture(n=4000, d=32, k=8, seed=3, scale=1.0)
+    a = kmeans(X, 20, seed=7)
+    b = kmeans(X.copy(), 20, seed=7)
+    assert a.labels.tobytes() == b.labels.tobytes()
+    assert a.centers.tobytes() == b.centers.tobytes()
+    assert a.inertia == b.inertia
+    c = kmeans(X, 20, seed=8)
+    assert c.labels.tobytes() != a.labels.tobytes()
+
+
+_SCRIPT = """
+import hashlib, sys, numpy as np, torch
+torch.set_num_threads(int(sys.argv[1]))
+from as3l_plugin.clustering import kmeans, knn
+rng = np.random.default_rng(1)
+X = rng.normal(size=(6000, 48)).astype(np.float32)
+f = np.full(6000, -1); f[:30] = np.arange(30) % 17
+r = kmeans(X, 17, seed=3, max_iter=15)
+r2 = kmeans(X, 17, seed=3, fixed_labels=f, max_iter=15)
+d, i = knn(X[:1500], 7)
+h = hashlib.sha256(r.labels.tobytes() + r.centers.tobytes() + r2.labels.tobytes()
+                   + i.tobytes() + d.tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_byte_identical_across_processes_and_thread_counts():
+    outs = [subprocess.run([sys.executable, "-c", _SCRIPT, str(t)], capture_output=True,
+                           text=True, check=True).stdout.strip() for t in (1, 2, 1)]
+    assert len(outs[0]) == 64
+    assert outs[0] == outs[1] == outs[2]
+
+
+def test_constrained_kmeans_keeps_fixed_labels():
+    X, y = _mixture(n=1500, d=8, k=5, seed=4)
+    fixed = np.full(len(X), -1, dtype=np.int64)
+    # put some samples in a "wrong" cluster on purpose: they must stay there
+    fixed[:10] = np.arange(10) % 7
+    r = kmeans(X, 7, seed=0, fixed_labels=fixed)
+    assert np.array_equal(r.labels[:10], fixed[:10])
+    # seeded init: clusters start at their seeds' means -> init given explicitly works too
+    init = np.stack([X[fixed == c].mean(0) for c in range(7)]).astype(np.float32)
+    r2 = kmeans(X, 7, init=init, fixed_labels=fixed)
+    assert np.array_equal(r2.labels[:10], fixed[:10])
+    assert np.unique(r2.labels).size == 7
+
+
+def test_empty_clusters_are_reseeded_deterministically():
+    X, _ = _mixture(n=600, d=4, k=3, seed=5)
+    init = np.repeat(X[:1], 6, axis=0)  # identical centres -> 5 empty clusters at step 1
+    r = kmeans(X, 6, init=init)
+    assert np.unique(r.labels).size == 6
+    r2 = kmeans(X, 6, init=init)
+    assert r.labels.tobytes() == r2.labels.tobytes()
+
+
+def test_duplicate_points_and_k_equals_n():
+    X = np.zeros((5, 3), dtype=np.float32)
+    r = kmeans(X, 5, seed=0)
+    assert sorted(r.labels.tolist()) == [0, 1, 2, 3, 4]
+    assert r.inertia == 0.0
+
+
+def test_assign_matches_bruteforce_and_chunking():
+    X, _ = _mixture(n=700, d=5, k=4, seed=6)
+    C = X[::50].copy()
+    lab, sq = assign(X, C)
+    D = pairwise_sqdist(X, C)
+    assert np.array_equal(lab, D.argmin(1))
+    np.testing.assert_allclose(sq, D.min(1), rtol=1e-4, atol=1e-3)
+    assert lab.dtype == np.int64 and sq.dtype == np.float32
+
+
+def test_knn_excludes_self_and_matches_bruteforce():
+    X, _ = _mixture(n=300, d=6, k=3, seed=7)
+    dist, idx = knn(X, 5, chunk=64)
+    assert idx.shape == (300, 5) and idx.dtype == np.int64 and dist.dtype == np.float32
+    assert not (idx == np.arange(300)[:, None]).any()
+    D = pairwise_sqdist(X, X).astype(np.float64)
+    np.fill_diagonal(D, np.inf)
+    ref = np.sort(D, axis=1)[:, :5]
+    np.testing.assert_allclose(dist, np.sqrt(ref), rtol=1e-3, atol=1e-3)
+    assert (np.diff(dist, axis=1) >= 0).all()
+    d2, i2 = knn(X, 5, backend="numpy")
+    np.testing.assert_allclose(d2, dist, rtol=1e-4, atol=1e-4)
+
+
+def test_kmeans_plusplus_uses_fixed_centres():
+    X, _ = _mixture(n=500, d=4, k=4, seed=8)
+    c0 = X[:2].copy()
+    C = kmeans_plusplus(X, 5, seed=0, centers0=c0)
+    assert C.shape == (5, 4)
+    assert np.array_equal(C[:2], c0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_clusters=0), "n_clusters=0"),
+    (dict(n_clusters=11), "n_clusters=11"),
+    (dict(n_clusters=2.5), "must be an int"),
+    (dict(n_clusters=2, max_iter=0), "max_iter=0"),
+    (dict(n_clusters=2, backend="gpu"), "backend='gpu'"),
+    (dict(n_clusters=2, fixed_labels=np.full(10, 5)), "fixed_labels"),
+    (dict(n_clusters=2, init=np.zeros((3, 2), np.float32)), "init must be"),
+])
+def test_kmeans_bad_parameters(kwargs, match):
+    X = np.random.default_rng(0).normal(size=(10, 2)).astype(np.float32)
+    with pytest.raises(ParameterError, match=match):
+        kmeans(X, **kwargs)
+
+
+def test_bad_inputs():
+    with pytest.raises(InputError, match="2-D"):
+        kmeans(np.zeros(5, np.float32), 2)
+    with pytest.raises(ParameterError, match="k=10"):
+        knn(np.zeros((10, 2), np.float32), 10)
+    with pytest.raises(InputError, match="features"):
+        assign(np.zeros((4, 2), np.float32), np.zeros((2, 3), np.float32))
