@@ -49,6 +49,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
+import numpy as np
+
 from . import __version__
 from .errors import ConfigError, OutputError
 from .io import atomic_write_json, sha256_file
@@ -103,6 +105,7 @@ class StageContext:
     inputs: Dict[str, StageRecord]
     resuming: bool
     log: Callable[[str], None]
+    env: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,9 @@ class Stage:
         checksummed into the stage's fingerprint and verified before a cache hit.
     resumable : bool
         Keep partial files across a kill (the stage resumes from its own checkpoint).
+    env : dict
+        Run-time settings that do not change the result and stay out of the cache key
+        (device, data directory, thread count).
     """
     name: str
     fn: Callable[[StageContext], Mapping[str, Any]]
@@ -132,6 +138,7 @@ class Stage:
     params: Mapping[str, Any] = field(default_factory=dict)
     outputs: tuple = ()
     resumable: bool = False
+    env: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _file_info(path: Path) -> Dict[str, Any]:
@@ -227,7 +234,7 @@ def run_stage(stage: Stage, root: Path, upstream: Mapping[str, StageRecord], *,
     log(f"{prefix}{stage.name}: {why} ...")
     t0 = time.perf_counter()
     ctx = StageContext(stage.name, sdir, params, {n: upstream[n] for n in stage.inputs},
-                       resuming, log)
+                       resuming, log, dict(stage.env))
     result = dict(stage.fn(ctx) or {})
     wall = time.perf_counter() - t0
     outputs = {}
@@ -272,3 +279,587 @@ def run_stages(stages: Sequence[Stage], root, *, force: Iterable[str] = (),
         records[st.name] = run_stage(st, root, records, force=("all" in force or st.name in force),
                                      log=log, prefix=f"[{i}/{n}] ")
     return records
+
+
+# =========================================================================== configuration
+#: top-level keys of a pipeline YAML and their defaults (None = required)
+CONFIG_DEFAULTS: Dict[str, Any] = {
+    "name": "",               # results/<name> unless --out (default: the config file's stem)
+    "dataset": None,          # digits | fashion_mnist
+    "data_dir": None,         # where the dataset files are (None: the packaged location)
+    "net": "cnn4",            # backbone, the same for SimSiam and USB
+    "num_labels": None,       # labeling budget (total labels; 10 = 1 per class on 10 classes)
+    "seed": 0,                # one seed for every stage
+    "device": "cpu",          # torch device of pretrain / features / finetune
+    "pretrain": {},           # keyword arguments of features.pretrain_simsiam
+    "features": {},           # keyword arguments of features.extract_features
+    "finetune": {},           # keyword arguments of features.finetune_features
+    "select": {},             # sampler, params, features
+    "labels": {},             # source: dataset | csv; path
+    "prior": {},              # propagator, params, features
+    "usb": {},                # USB overrides for both trainings
+    "as3l_flexmatch": {},     # config (USB base YAML) + overrides of the AS3L training
+    "baseline": {},           # enabled, config, sampler + overrides of the baseline training
+}
+SECTION_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "select": {"sampler": "as3l", "params": {}, "features": "fine"},
+    "labels": {"source": "dataset", "path": None},
+    "prior": {"propagator": "seeded_kmeans", "params": {}, "features": "fine"},
+    "as3l_flexmatch": {"config": None},
+    "baseline": {"enabled": True, "config": None, "sampler": "random"},
+}
+#: USB keys the pipeline sets itself (paths into the run directory, the labeled set, the seed)
+USB_MANAGED = ("save_dir", "save_name", "resume", "load_path", "lb_index_file", "prior_file",
+               "pretrain_path", "num_labels", "seed", "dataset", "net", "data_dir")
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for k, v in (over or {}).items():
+        out[k] = _merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+    return out
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    import yaml
+    if not path.is_file():
+        raise ConfigError("config file not found", path=path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML ({exc})", path=path) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of keys, got {type(data).__name__}", path=path)
+    return data
+
+
+def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Load and validate a pipeline YAML (or dict) into a complete config dict.
+
+    Relative file paths inside the config (``as3l_flexmatch.config``, ``baseline.config``,
+    ``labels.path``) are resolved against the config file's directory; the result holds
+    them as absolute paths. ``overrides`` are merged on top (nested dicts merge).
+    """
+    if isinstance(source, Mapping):
+        raw, where, base_dir = dict(source), None, Path.cwd()
+    else:
+        where = Path(source)
+        raw, base_dir = _read_yaml(where), where.resolve().parent
+    raw = _merge(raw, overrides or {})
+    unknown = sorted(set(raw) - set(CONFIG_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown}; known keys: {sorted(CONFIG_DEFAULTS)}",
+                          path=where)
+    cfg = _merge(CONFIG_DEFAULTS, raw)
+    for sec, d in SECTION_DEFAULTS.items():
+        if not isinstance(cfg[sec], Mapping):
+            raise ConfigError(f"expected a mapping, got {cfg[sec]!r}", path=where, field=sec)
+        cfg[sec] = _merge(d, cfg[sec])
+    for sec in ("pretrain", "features", "finetune", "usb"):
+        if not isinstance(cfg[sec], Mapping):
+            raise ConfigError(f"expected a mapping, got {cfg[sec]!r}", path=where, field=sec)
+    for k in ("dataset", "num_labels"):
+        if cfg[k] is None:
+            raise ConfigError("is required", path=where, field=k)
+    if not isinstance(cfg["num_labels"], int) or cfg["num_labels"] < 1:
+        raise ConfigError(f"={cfg['num_labels']!r} must be a positive integer (total labels)",
+                          path=where, field="num_labels")
+    if not isinstance(cfg["seed"], int) or cfg["seed"] < 0:
+        raise ConfigError(f"={cfg['seed']!r} must be a non-negative integer", path=where,
+                          field="seed")
+    for sec in ("select", "prior"):
+        if cfg[sec]["features"] not in ("fine", "self"):
+            raise ConfigError(f"={cfg[sec]['features']!r}; allowed: fine, self", path=where,
+                              field=f"{sec}.features")
+    if cfg["labels"]["source"] not in ("dataset", "csv"):
+        raise ConfigError(f"={cfg['labels']['source']!r}; allowed: dataset (simulation with "
+                          "the dataset's labels) or csv (your annotations)", path=where,
+                          field="labels.source")
+    if cfg["labels"]["source"] == "csv":
+        if not cfg["labels"]["path"]:
+            raise ConfigError("is required when labels.source is csv", path=where,
+                              field="labels.path")
+        cfg["labels"]["path"] = str(base_dir / cfg["labels"]["path"])
+    for sec in ("as3l_flexmatch", "baseline"):
+        if sec == "baseline" and not cfg[sec]["enabled"]:
+            continue
+        if not cfg[sec]["config"]:
+            raise ConfigError("is required: the USB base YAML of this training (e.g. "
+                              "usb_configs/digits/as3l_flexmatch_digits_10_0.yaml)",
+                              path=where, field=f"{sec}.config")
+        p = base_dir / cfg[sec]["config"]
+        if not p.is_file():
+            raise ConfigError(f"USB base config {p} not found", path=where,
+                              field=f"{sec}.config")
+        cfg[sec]["config"] = str(p)
+    managed = sorted(set(cfg["usb"]) & set(USB_MANAGED))
+    for sec in ("as3l_flexmatch", "baseline"):
+        managed += sorted(set(cfg[sec]) & set(USB_MANAGED))
+    if managed:
+        raise ConfigError(f"key(s) {managed} are set by the pipeline (paths into the run "
+                          "directory, the labeled set, the seed); use the top-level "
+                          "dataset/net/num_labels/seed keys instead", path=where, field="usb")
+    if not cfg["name"]:
+        cfg["name"] = where.stem if where is not None else "run"
+    return cfg
+
+
+# =========================================================================== the stages
+SAVE_NAME = "usb"          # USB save_name of the trainings: <stage dir>/usb/
+BACKBONE = "backbone.pth"
+F_SELF = "f_self.npy"
+F_FINE = "f_fine.npy"
+PRIOR = "prior.npy"
+LABELS = "labels.csv"
+METRICS = "metrics.csv"
+
+
+def _dataset(env: Mapping[str, Any]):
+    from .datasets import load_dataset
+    return load_dataset(env["dataset"], env.get("data_dir"))
+
+
+def _stage_pretrain(ctx: StageContext) -> Dict[str, Any]:
+    from .features import pretrain_simsiam
+    p = ctx.params
+    pretrain_simsiam(dataset=p["dataset"], net=p["net"], out=ctx.dir, seed=p["seed"],
+                     device=ctx.env.get("device", "cpu"), data_dir=ctx.env.get("data_dir"),
+                     **p["kwargs"])
+    return {}
+
+
+def _stage_features(ctx: StageContext) -> Dict[str, Any]:
+    from .features import extract_features
+    from .io import atomic_save_npy
+    p = ctx.params
+    X = extract_features(ctx.inputs["pretrain"].path(BACKBONE), dataset=p["dataset"],
+                         device=ctx.env.get("device", "cpu"),
+                         data_dir=ctx.env.get("data_dir"), **p["kwargs"])
+    atomic_save_npy(ctx.dir / F_SELF, X)
+    return {"shape": list(X.shape)}
+
+
+def _stage_finetune(ctx: StageContext) -> Dict[str, Any]:
+    from .features import finetune_features
+    from .io import atomic_save_npy, load_features
+    p = ctx.params
+    X = load_features(ctx.inputs["features"].path(F_SELF))
+    Xf = finetune_features(X, seed=p["seed"], device=ctx.env.get("device", "cpu"),
+                           **p["kwargs"])
+    atomic_save_npy(ctx.dir / F_FINE, Xf)
+    return {"shape": list(Xf.shape)}
+
+
+def _features_of(ctx: StageContext, which: str):
+    from .io import load_features
+    if which == "fine":
+        return load_features(ctx.inputs["finetune"].path(F_FINE))
+    return load_features(ctx.inputs["features"].path(F_SELF))
+
+
+def _write_selection(sdir: Path, idx, meta: Mapping[str, Any], labels=None) -> str:
+    """Index file in USB's naming + sidecar + to_annotate.csv (labels filled when given)."""
+    from .annotations import ANNOTATION_FILENAME, HEADER, annotation_rows
+    from .io import atomic_write_csv, index_filename, write_with_sidecar
+    name = index_filename(meta["budget"], meta["seed"])
+    write_with_sidecar(sdir / name, idx, meta)
+    atomic_write_csv(sdir / ANNOTATION_FILENAME, HEADER, annotation_rows(idx, labels))
+    return name
+
+
+def _select(ctx: StageContext, sampler: str, params: Mapping[str, Any], features: str):
+    from .io import sha256_array
+    from .selection import get_sampler
+    X = _features_of(ctx, features)
+    budget, seed = ctx.params["budget"], ctx.params["seed"]
+    idx = np.asarray(get_sampler(sampler, **params).select(X, budget, seed=seed), dtype=np.int64)
+    meta = {"sampler": sampler, "params": dict(params), "budget": int(budget),
+            "seed": int(seed), "n": int(X.shape[0]), "features": features,
+            "features_sha256": sha256_array(X), "version": __version__}
+    return X, idx, meta
+
+
+def _stage_select(ctx: StageContext) -> Dict[str, Any]:
+    p = ctx.params
+    _, idx, meta = _select(ctx, p["sampler"], p["params"], p["features"])
+    name = _write_selection(ctx.dir, idx, meta)
+    return {"index_file": name, "n": meta["n"]}
+
+
+def _selected(rec: StageRecord) -> np.ndarray:
+    from .io import load_npy
+    return load_npy(rec.path(rec.result["index_file"]), what="label index").astype(np.int64)
+
+
+def _stage_labels(ctx: StageContext) -> Dict[str, Any]:
+    """Labels of the selected samples: the dataset's (simulation) or the user's CSV."""
+    from .annotations import HEADER, annotation_rows, read_labels_csv
+    from .io import atomic_write_csv
+    from .metrics import class_coverage
+    p = ctx.params
+    data = _dataset(ctx.env)
+    idx = _selected(ctx.inputs["select"])
+    if p["source"] == "dataset":
+        labels = data.y_train[idx]
+        disagree = 0
+    else:
+        labels = read_labels_csv(p["file"]["path"], idx, data.num_classes,
+                                 n_samples=len(data.y_train))
+        disagree = int((labels != data.y_train[idx]).sum())
+        if disagree:
+            ctx.log(f"  note: {disagree} of your {len(idx)} labels differ from the dataset's; "
+                    "the prior uses yours, USB training reads labels from the dataset")
+    atomic_write_csv(ctx.dir / LABELS, HEADER, annotation_rows(idx, labels))
+    return {"coverage": int(class_coverage(labels, data.num_classes)),
+            "num_classes": int(data.num_classes), "disagree_with_dataset": disagree,
+            "label_counts": np.bincount(labels, minlength=data.num_classes).tolist()}
+
+
+def _read_labels(rec: StageRecord) -> np.ndarray:
+    import csv
+    with open(rec.path(LABELS), newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return np.array([[int(r["index"]), int(r["label"])] for r in rows], dtype=np.int64)
+
+
+def prior_diagnostics(prior: np.ndarray, y: np.ndarray, idx: np.ndarray,
+                      num_classes: int) -> Dict[str, Any]:
+    """Prior accuracy / ECE on the unlabeled rows and per-class accuracy (JSON-able)."""
+    from .metrics import expected_calibration_error, prior_accuracy
+    from .report import per_class_accuracy
+    pc = per_class_accuracy(prior.argmax(1), y, num_classes, exclude=idx)
+    return {"prior_acc": float(prior_accuracy(prior, y, exclude=idx)),
+            "ece": float(expected_calibration_error(prior, y, n_bins=15, exclude=idx)),
+            "per_class_acc": [None if not np.isfinite(v) else float(v) for v in pc]}
+
+
+def _stage_prior(ctx: StageContext) -> Dict[str, Any]:
+    from .io import sha256_array, write_with_sidecar
+    from .propagation import get_propagator
+    p = ctx.params
+    data = _dataset(ctx.env)
+    lab = _read_labels(ctx.inputs["labels"])
+    X = _features_of(ctx, p["features"])
+    prior = get_propagator(p["propagator"], **p["params"]).propagate(
+        X, lab[:, 0], lab[:, 1], data.num_classes, seed=p["seed"])
+    prior = np.asarray(prior, dtype=np.float32)
+    write_with_sidecar(ctx.dir / PRIOR, prior, {
+        "propagator": p["propagator"], "params": dict(p["params"]), "seed": int(p["seed"]),
+        "n": int(prior.shape[0]), "num_classes": int(data.num_classes),
+        "labeled_idx_sha256": sha256_array(lab[:, 0]), "features": p["features"],
+        "features_sha256": sha256_array(X), "version": __version__})
+    return prior_diagnostics(prior, data.y_train, lab[:, 0], data.num_classes)
+
+
+def _stage_baseline_select(ctx: StageContext) -> Dict[str, Any]:
+    """Random labels (oracle-labeled) for the baseline, with the prior they would give."""
+    from .annotations import HEADER, annotation_rows
+    from .io import atomic_write_csv
+    from .metrics import class_coverage
+    from .propagation import get_propagator
+    p = ctx.params
+    data = _dataset(ctx.env)
+    X, idx, meta = _select(ctx, p["sampler"], p["params"], p["features"])
+    labels = data.y_train[idx]
+    name = _write_selection(ctx.dir, idx, meta, labels)
+    atomic_write_csv(ctx.dir / LABELS, HEADER, annotation_rows(idx, labels))
+    prior = get_propagator(p["propagator"], **p["prior_params"]).propagate(
+        X, idx, labels, data.num_classes, seed=p["seed"])
+    out = prior_diagnostics(np.asarray(prior), data.y_train, idx, data.num_classes)
+    out.update(index_file=name, n=meta["n"],
+               coverage=int(class_coverage(labels, data.num_classes)))
+    return out
+
+
+def _stage_train(ctx: StageContext) -> Dict[str, Any]:
+    """One USB training; resumes from <stage>/usb/latest_model.pth after a kill."""
+    from .usb.train import train
+    conf = dict(ctx.params["usb"])
+    conf.update(ctx.params["managed"])
+    conf.update(save_dir=str(ctx.dir), save_name=SAVE_NAME, overwrite=True,
+                data_dir=ctx.env.get("data_dir") or conf.get("data_dir", "./data"))
+    if "select" in ctx.inputs:
+        conf["lb_index_file"] = str(_selected_path(ctx.inputs["select"]))
+    if "prior" in ctx.inputs:
+        conf["prior_file"] = str(ctx.inputs["prior"].path(PRIOR))
+    if "pretrain" in ctx.inputs:
+        conf["use_pretrain"] = True
+        conf["pretrain_path"] = str(ctx.inputs["pretrain"].path(BACKBONE))
+    latest = ctx.dir / SAVE_NAME / "latest_model.pth"
+    resume = bool(ctx.resuming and latest.is_file())
+    conf["resume"] = resume
+    conf["load_path"] = str(latest) if resume else None
+    if resume:
+        ctx.log(f"  resuming USB training from {latest}")
+    out = train(conf)
+    return {"best_acc": float(out["best_acc"]), "best_it": int(out["best_it"]),
+            "final_acc": float(out["final_acc"]), "num_train_iter": int(conf["num_train_iter"]),
+            "algorithm": conf["algorithm"]}
+
+
+def _selected_path(rec: StageRecord) -> Path:
+    return rec.path(rec.result["index_file"])
+
+
+def _stage_evaluate(ctx: StageContext) -> Dict[str, Any]:
+    """Curves of both trainings → metrics.csv, the comparison numbers, the two plots."""
+    from . import report as rp
+    p = ctx.params
+    curves = {"as3l_flexmatch": rp.read_metrics(ctx.inputs["train_as3l"].path(f"{SAVE_NAME}/{METRICS}"))}
+    base_name = None
+    if "train_baseline" in ctx.inputs:
+        base_name = f"flexmatch_{p['baseline_sampler']}"
+        curves[base_name] = rp.read_metrics(
+            ctx.inputs["train_baseline"].path(f"{SAVE_NAME}/{METRICS}"))
+    rp.write_curves_csv(ctx.dir / METRICS, curves)
+    out: Dict[str, Any] = {"runs": {}}
+    for name, c in curves.items():
+        best, best_it = rp.best_accuracy(c)
+        out["runs"][name] = {"final_acc": rp.final_accuracy(c), "best_acc": best,
+                             "best_it": best_it, "last_it": int(c[0][-1]) if len(c[0]) else 0}
+    hline = None
+    if base_name is not None:
+        target = out["runs"][base_name]["final_acc"]
+        ref_iters = p["num_train_iter"]
+        for name, c in curves.items():
+            reach = rp.iterations_to_reach(c, target)
+            out["runs"][name]["iters_to_target"] = reach
+            out["runs"][name]["speedup"] = rp.speedup(ref_iters, reach)
+        out["target_acc"] = target
+        hline = (target, f"{base_name} final accuracy")
+    rp.plot_accuracy_curves({k: [v] for k, v in curves.items()}, ctx.dir / "acc_vs_iteration.png",
+                            title=f"{p['dataset']}, {p['num_labels']} labels: test accuracy",
+                            hline=hline)
+    per_class = {"AS3L labels (" + p["prior_name"] + ")": ctx.inputs["prior"].result["per_class_acc"]}
+    if "baseline_select" in ctx.inputs:
+        per_class[f"{p['baseline_sampler']} labels"] = \
+            ctx.inputs["baseline_select"].result["per_class_acc"]
+    rp.plot_per_class({k: [np.nan if v is None else v for v in vals]
+                       for k, vals in per_class.items()}, ctx.dir / "prior_per_class.png")
+    return out
+
+
+PLOTS = ("acc_vs_iteration.png", "prior_per_class.png")
+
+
+def _usb_block(cfg: Mapping[str, Any], section: str) -> Dict[str, Any]:
+    """Base USB YAML + the ``usb:`` block + the section's overrides, minus managed keys."""
+    base = _read_yaml(Path(cfg[section]["config"]))
+    extra = {k: v for k, v in cfg[section].items()
+             if k not in ("config", "enabled", "sampler", "params")}
+    conf = _merge(_merge(base, cfg["usb"]), extra)
+    for k in USB_MANAGED:
+        conf.pop(k, None)
+    if "num_train_iter" not in conf or "algorithm" not in conf:
+        raise ConfigError("the USB config needs algorithm and num_train_iter",
+                          path=cfg[section]["config"])
+    if conf.get("use_pretrain") is None:
+        conf["use_pretrain"] = True
+    return conf
+
+
+def build_stages(cfg: Mapping[str, Any]) -> List[Stage]:
+    """The stages of ``as3l run`` for a config from :func:`load_config`."""
+    env = {"dataset": cfg["dataset"], "data_dir": cfg["data_dir"], "device": cfg["device"]}
+    sel = cfg["select"]
+    prior = cfg["prior"]
+    managed = {"dataset": cfg["dataset"], "net": cfg["net"], "num_labels": cfg["num_labels"],
+               "seed": cfg["seed"]}
+    stages = feature_stages(cfg, env)
+    stages += [
+        Stage("select", _stage_select, inputs=_feature_inputs(sel["features"]),
+              params={"sampler": sel["sampler"], "params": sel["params"],
+                      "features": sel["features"], "budget": cfg["num_labels"],
+                      "seed": cfg["seed"]},
+              outputs=(_index_name(cfg),), env=env),
+        Stage("labels", _stage_labels, inputs=("select",),
+              params={"dataset": cfg["dataset"], "source": cfg["labels"]["source"],
+                      "file": _labels_file_param(cfg)},
+              outputs=(LABELS,), env=env),
+        Stage("prior", _stage_prior, inputs=("labels",) + _feature_inputs(prior["features"]),
+              params={"propagator": prior["propagator"], "params": prior["params"],
+                      "features": prior["features"], "seed": cfg["seed"]},
+              outputs=(PRIOR,), env=env),
+    ]
+    as3l_usb = _usb_block(cfg, "as3l_flexmatch")
+    pre = ("pretrain",) if as3l_usb["use_pretrain"] else ()
+    stages.append(Stage("train_as3l", _stage_train, inputs=("select", "prior") + pre,
+                        params={"usb": as3l_usb, "managed": managed},
+                        outputs=(f"{SAVE_NAME}/{METRICS}",), resumable=True, env=env))
+    eval_inputs = ("prior", "train_as3l")
+    base = cfg["baseline"]
+    if base["enabled"]:
+        base_usb = _usb_block(cfg, "baseline")
+        if base_usb["num_train_iter"] != as3l_usb["num_train_iter"]:
+            raise ConfigError(f"num_train_iter differs between the runs "
+                              f"({as3l_usb['num_train_iter']} vs {base_usb['num_train_iter']});"
+                              " the comparison needs the same iteration budget",
+                              field="baseline.num_train_iter")
+        pre = ("pretrain",) if base_usb["use_pretrain"] else ()
+        stages += [
+            Stage("baseline_select", _stage_baseline_select,
+                  inputs=_feature_inputs(sel["features"]),
+                  params={"sampler": base["sampler"], "params": base.get("params") or {},
+                          "features": sel["features"], "budget": cfg["num_labels"],
+                          "seed": cfg["seed"], "propagator": prior["propagator"],
+                          "prior_params": prior["params"], "dataset": cfg["dataset"]},
+                  outputs=(_index_name(cfg), LABELS), env=env),
+            Stage("train_baseline", _stage_train, inputs=("baseline_select",) + pre,
+                  params={"usb": base_usb, "managed": managed},
+                  outputs=(f"{SAVE_NAME}/{METRICS}",), resumable=True, env=env),
+        ]
+        eval_inputs += ("baseline_select", "train_baseline")
+    stages.append(Stage("evaluate", _stage_evaluate, inputs=eval_inputs,
+                        params={"dataset": cfg["dataset"], "num_labels": cfg["num_labels"],
+                                "num_train_iter": as3l_usb["num_train_iter"],
+                                "baseline_sampler": base["sampler"],
+                                "prior_name": prior["propagator"]},
+                        outputs=(METRICS,) + PLOTS, env=env))
+    return stages
+
+
+def _index_name(cfg) -> str:
+    from .io import index_filename
+    return index_filename(cfg["num_labels"], cfg["seed"])
+
+
+def _feature_inputs(which: str) -> tuple:
+    return ("finetune",) if which == "fine" else ("features",)
+
+
+def feature_stages(cfg: Mapping[str, Any], env: Mapping[str, Any]) -> List[Stage]:
+    """pretrain → features → finetune (shared with ``as3l bench``)."""
+    common = {"dataset": cfg["dataset"], "net": cfg["net"], "seed": cfg["seed"]}
+    return [
+        Stage("pretrain", _stage_pretrain, params={**common, "kwargs": dict(cfg["pretrain"])},
+              outputs=(BACKBONE,), resumable=True, env=env),
+        Stage("features", _stage_features, inputs=("pretrain",),
+              params={"dataset": cfg["dataset"], "kwargs": dict(cfg["features"])},
+              outputs=(F_SELF,), env=env),
+        Stage("finetune", _stage_finetune, inputs=("features",),
+              params={"seed": cfg["seed"], "kwargs": dict(cfg["finetune"])},
+              outputs=(F_FINE,), env=env),
+    ]
+
+
+def _labels_file_param(cfg) -> Optional[Dict[str, Any]]:
+    if cfg["labels"]["source"] != "csv":
+        return None
+    path = Path(cfg["labels"]["path"])
+    return file_param(path) if path.is_file() else {"path": str(path), "sha256": None}
+
+
+# =========================================================================== summary, entry
+def _run_label(name: str) -> str:
+    return {"as3l_flexmatch": "as3l_flexmatch (AS3L labels + prior)"}.get(
+        name, name.replace("flexmatch_", "flexmatch (") + " labels)" if name.startswith("flexmatch_") else name)
+
+
+def summary_markdown(cfg: Mapping[str, Any], records: Mapping[str, StageRecord],
+                     root: Path, wall_total: float) -> str:
+    """The table a person reads: labels, prior, both trainings, speed-up, time per stage."""
+    from . import report as rp
+    ev = records["evaluate"].result
+    runs = ev["runs"]
+    names = list(runs)
+    C = records["labels"].result["num_classes"]
+    pr = records["prior"].result
+    bs = records.get("baseline_select")
+    iters = records["train_as3l"].result["num_train_iter"]
+
+    def per_run(f_as3l, f_base):
+        return [f_as3l] + ([f_base] if len(names) > 1 else [])
+
+    rows = [
+        ["labeled-set class coverage",
+         *per_run(f"{records['labels'].result['coverage']}/{C}",
+                  f"{bs.result['coverage']}/{C}" if bs else None)],
+        ["prior accuracy on unlabeled samples (%)",
+         *per_run(rp.pct(pr["prior_acc"]),
+                  (rp.pct(bs.result["prior_acc"]) + " (not used)") if bs else None)],
+        ["prior ECE", *per_run(f"{pr['ece']:.3f}",
+                               f"{bs.result['ece']:.3f} (not used)" if bs else None)],
+        ["final test accuracy (%)", *[rp.pct(runs[n]["final_acc"]) for n in names]],
+        ["best test accuracy (%) @ iteration",
+         *[f"{rp.pct(runs[n]['best_acc'])} @ {runs[n]['best_it']}" for n in names]],
+    ]
+    if "target_acc" in ev:
+        rows += [
+            [f"iterations to reach {names[-1]}'s final accuracy ({rp.pct(ev['target_acc'])}%)",
+             *[("not reached" if runs[n]["iters_to_target"] is None
+                else str(runs[n]["iters_to_target"])) for n in names]],
+            ["speed-up (iterations run / iterations to reach)",
+             *[("–" if not np.isfinite(runs[n]["speedup"]) else f"{runs[n]['speedup']:.2f}×")
+               for n in names]],
+        ]
+    header = [f"{cfg['dataset']}, {cfg['num_labels']} labels, seed {cfg['seed']}, "
+              f"{iters} iterations"] + [_run_label(n) for n in names]
+    out = [f"# AS3L run `{cfg['name']}`\n",
+           rp.markdown_table(header, rows, align="l" + "r" * len(names)),
+           "\n## Wall time per stage\n"]
+    trows = []
+    for name, rec in records.items():
+        trows.append([name, rp.format_seconds(rec.wall_s),
+                      "cached (time of the run that made it)" if rec.cached else "ran now"])
+    trows.append(["**this invocation**", rp.format_seconds(wall_total), ""])
+    out.append(rp.markdown_table(["stage", "wall time", ""], trows, align="lrl"))
+    sel = records["select"]
+    files = [("label index", sel.path(sel.result["index_file"])),
+             ("labels", records["labels"].path(LABELS)),
+             ("prior", records["prior"].path(PRIOR)),
+             ("as3l_flexmatch checkpoints", records["train_as3l"].path(SAVE_NAME)),
+             ("SimSiam backbone", records["pretrain"].path(BACKBONE))]
+    if "train_baseline" in records:
+        files.append(("baseline checkpoints", records["train_baseline"].path(SAVE_NAME)))
+    out.append("\n## Files\n")
+    out += [f"- {what}: `{_rel(path, root)}`" for what, path in files]
+    out.append("- curves: `metrics.csv`, `acc_vs_iteration.png`; prior per class: "
+               "`prior_per_class.png`\n")
+    return "\n".join(out)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def run_pipeline(config, *, out=None, force: Iterable[str] = (),
+                 log: Callable[[str], None] = print,
+                 overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Run (or resume) the whole job; returns ``{'root', 'records', 'summary'}``.
+
+    Parameters
+    ----------
+    config : path or dict
+        A pipeline YAML (see ``usb_configs/digits/pipeline.yaml``).
+    out : path, optional
+        Run directory; default ``results/<name>``.
+    force : iterable of str
+        Stage names to re-run even if cached (``"all"`` for every stage).
+    """
+    from .errors import LabelsError
+    from .io import atomic_write_bytes, atomic_write_text
+    cfg = load_config(config, overrides=overrides)
+    root = Path(out) if out is not None else Path("results") / cfg["name"]
+    t0 = time.perf_counter()
+    with run_lock(root):
+        stages = build_stages(cfg)
+        lab = cfg["labels"]
+        if lab["source"] == "csv" and not Path(lab["path"]).is_file():
+            upto = [s.name for s in stages].index("labels")
+            records = run_stages(stages[:upto], root, force=set(force) & {
+                s.name for s in stages[:upto]} | ({"all"} & set(force)), log=log)
+            todo = records["select"].path("to_annotate.csv")
+            raise LabelsError(f"labels file not found; fill the label column of {todo} "
+                              f"({cfg['num_labels']} rows) and save it as this file, then "
+                              "re-run the same command", path=lab["path"])
+        records = run_stages(stages, root, force=force, log=log)
+        wall = time.perf_counter() - t0
+        ev = records["evaluate"]
+        for name in (METRICS,) + PLOTS:
+            atomic_write_bytes(root / name, ev.path(name).read_bytes())
+        text = summary_markdown(cfg, records, root.resolve(), wall)
+        atomic_write_text(root / "summary.md", text)
+    return {"root": root, "records": records, "summary": text}

@@ -1,0 +1,549 @@
+"""``as3l bench``: samplers × SSL algorithms × label budgets × seeds, the paper's tables.
+
+Grid and cells
+--------------
+A *cell* is one USB training: ``(sampler, algorithm, labels per class, seed)`` at the same
+number of iterations for every cell. Around the cells, everything is a cached stage of
+:mod:`as3l_plugin.pipeline` (same code, same cache keys):
+
+- per seed: ``pretrain → features → finetune`` under ``<out>/shared/seed<S>/`` (shared by
+  every cell of that seed);
+- per (seed, sampler, budget): ``select → labels`` (the dataset's labels: simulation) and
+  one ``prior_<propagator>`` stage per propagator, under ``<out>/labels/seed<S>/<sampler>_b<B>/``;
+  the first propagator's prior is the one ``as3l_flexmatch`` trains with; all of them feed the
+  prior tables;
+- per cell: a ``train`` stage under ``<out>/cells/<cell>/`` (resumes from USB's latest
+  checkpoint after a kill).
+
+Each finished cell appends one row to ``<out>/cells.csv`` (rewritten atomically); a cell
+whose row carries the current cell key is skipped on a re-run, so the bench can be killed and
+restarted at any time. Cells run in priority order (the ``priority`` pairs first, for every
+seed, then the rest), seed-major, so a partial run already holds complete paired comparisons.
+
+Report
+------
+``<out>/tables.md`` (mean ± std over seeds) and ``<out>/plots/*.png``, rebuilt from
+``cells.csv``, ``priors.csv`` and the cells' ``metrics.csv`` after every cell:
+
+- Table 1: final and best test accuracy per sampler × algorithm × budget;
+- Table 2: iterations to reach the reference's (FlexMatch-random's) final accuracy, per
+  seed and budget, and the speed-up ``num_train_iter / iterations``;
+- Tables 4–6: prior accuracy (unlabeled samples), class coverage and ECE per sampler ×
+  propagator × budget.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import __version__
+from .errors import ConfigError
+from . import pipeline as pl
+
+CELLS_CSV = "cells.csv"
+PRIORS_CSV = "priors.csv"
+TABLES_MD = "tables.md"
+CELL_COLUMNS = ["cell", "dataset", "sampler", "algorithm", "labels_per_class", "budget", "seed",
+                "num_train_iter", "final_acc", "best_acc", "best_it", "last_it", "coverage",
+                "prior_acc", "ece", "wall_s", "key", "metrics"]
+PRIOR_COLUMNS = ["dataset", "sampler", "propagator", "labels_per_class", "budget", "seed",
+                 "coverage", "prior_acc", "ece", "key"]
+
+BENCH_DEFAULTS: Dict[str, Any] = {
+    "name": "",
+    "dataset": None,
+    "data_dir": None,
+    "net": "cnn4",
+    "device": "cpu",
+    "seeds": [0, 1, 2],
+    "labels_per_class": [1, 4],
+    "samplers": {"as3l": {}, "random": {}, "kmedoids": {}, "coreset": {}, "typiclust": {},
+                 "probcover": {}},
+    "select_features": "fine",
+    "propagators": {"seeded_kmeans": {}},
+    "prior_features": "fine",
+    "algorithms": None,       # name -> {config: USB base YAML, ...USB overrides}
+    "reference": ["random", "flexmatch"],
+    "priority": [],
+    "pretrain": {},
+    "features": {},
+    "finetune": {},
+    "usb": {},
+    "quick": {},
+}
+
+
+# =========================================================================== config
+def _as_named(value, what: str, full: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """``{name: params}`` from a mapping, or a list of names (picked from ``full``)."""
+    if isinstance(value, Mapping):
+        return {str(k): dict(v or {}) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        out = {}
+        for name in value:
+            if full is not None and name not in full:
+                raise ConfigError(f"{name!r} is not in the full grid {sorted(full)}", field=what)
+            out[str(name)] = dict((full or {}).get(name) or {})
+        return out
+    raise ConfigError(f"expected a mapping name -> params or a list of names, got {value!r}",
+                      field=what)
+
+
+def load_bench_config(source, *, quick: bool = False,
+                      overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Load a bench YAML (or dict); ``quick`` merges its ``quick:`` block on top.
+
+    In the ``quick`` block, ``samplers``, ``algorithms`` and ``propagators`` may be lists of
+    names picked from the full grid. USB base configs are resolved against the YAML's folder.
+    """
+    if isinstance(source, Mapping):
+        raw, where, base_dir = dict(source), None, Path.cwd()
+    else:
+        where = Path(source)
+        raw, base_dir = pl._read_yaml(where), where.resolve().parent
+    raw = pl._merge(raw, overrides or {})
+    unknown = sorted(set(raw) - set(BENCH_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown}; known keys: {sorted(BENCH_DEFAULTS)}",
+                          path=where)
+    cfg = dict(BENCH_DEFAULTS)
+    cfg.update(raw)
+    if cfg["dataset"] is None:
+        raise ConfigError("is required", path=where, field="dataset")
+    if not cfg["algorithms"]:
+        raise ConfigError("is required: name -> {config: USB base YAML, overrides...}",
+                          path=where, field="algorithms")
+    cfg["samplers"] = _as_named(cfg["samplers"], "samplers")
+    cfg["propagators"] = _as_named(cfg["propagators"], "propagators")
+    cfg["algorithms"] = _as_named(cfg["algorithms"], "algorithms")
+    if quick:
+        q = dict(cfg.get("quick") or {})
+        for key in ("samplers", "propagators", "algorithms"):
+            if key in q:
+                cfg[key] = _as_named(q.pop(key), f"quick.{key}", cfg[key])
+        bad = sorted(set(q) - set(BENCH_DEFAULTS))
+        if bad:
+            raise ConfigError(f"unknown key(s) {bad} in the quick block", path=where,
+                              field="quick")
+        for k, v in q.items():
+            cfg[k] = pl._merge(cfg[k], v) if isinstance(cfg[k], dict) and isinstance(v, dict) \
+                else v
+    for name, alg in cfg["algorithms"].items():
+        if not alg.get("config"):
+            raise ConfigError("needs config: a USB base YAML", path=where,
+                              field=f"algorithms.{name}")
+        p = base_dir / alg["config"]
+        if not p.is_file():
+            raise ConfigError(f"USB base config {p} not found", path=where,
+                              field=f"algorithms.{name}.config")
+        alg["config"] = str(p)
+        managed = sorted(set(alg) & set(pl.USB_MANAGED))
+        if managed:
+            raise ConfigError(f"key(s) {managed} are set by the bench", path=where,
+                              field=f"algorithms.{name}")
+    for key in ("seeds", "labels_per_class"):
+        vals = cfg[key]
+        if (not isinstance(vals, list) or not vals
+                or not all(isinstance(v, int) and v >= 0 for v in vals)):
+            raise ConfigError(f"={vals!r} must be a non-empty list of integers", path=where,
+                              field=key)
+    if 0 in cfg["labels_per_class"]:
+        raise ConfigError("labels per class must be >= 1", path=where, field="labels_per_class")
+    ref = cfg["reference"]
+    if not (isinstance(ref, (list, tuple)) and len(ref) == 2):
+        raise ConfigError(f"={ref!r} must be [sampler, algorithm]", path=where,
+                          field="reference")
+    cfg["reference"] = [str(ref[0]), str(ref[1])]
+    cfg["priority"] = [tuple(map(str, p)) for p in (cfg["priority"] or [])]
+    for sec in ("select_features", "prior_features"):
+        if cfg[sec] not in ("fine", "self"):
+            raise ConfigError(f"={cfg[sec]!r}; allowed: fine, self", path=where, field=sec)
+    if not cfg["name"]:
+        cfg["name"] = (where.stem if where is not None else "bench") + ("_quick" if quick else "")
+    return cfg
+
+
+# =========================================================================== cells
+def cell_id(sampler: str, algorithm: str, budget: int, seed: int) -> str:
+    return f"{sampler}-{algorithm}-b{budget}-s{seed}"
+
+
+def plan_cells(cfg: Mapping[str, Any], num_classes: int) -> List[Dict[str, Any]]:
+    """Every cell of the grid, in run order (priority pairs first; seed-major)."""
+    prio = {tuple(p): i for i, p in enumerate(cfg["priority"])}
+    cells = []
+    for s_rank, seed in enumerate(cfg["seeds"]):
+        for b_rank, lpc in enumerate(cfg["labels_per_class"]):
+            for sampler in cfg["samplers"]:
+                for alg in cfg["algorithms"]:
+                    rank = prio.get((sampler, alg), len(prio))
+                    grp = 0 if rank < len(prio) else 1
+                    cells.append({"cell": cell_id(sampler, alg, lpc * num_classes, seed),
+                                  "sampler": sampler, "algorithm": alg,
+                                  "labels_per_class": lpc, "budget": lpc * num_classes,
+                                  "seed": seed, "_order": (grp, s_rank, b_rank, rank)})
+    cells.sort(key=lambda c: c["_order"])
+    for c in cells:
+        c.pop("_order")
+    return cells
+
+
+def read_rows(path: Path) -> List[Dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def upsert_row(path: Path, columns: Sequence[str], row: Mapping[str, Any],
+               keys: Sequence[str]) -> None:
+    """Replace the row with the same ``keys`` (or append), rewriting the file atomically."""
+    from .io import atomic_write_csv
+    rows = read_rows(path)
+    ident = tuple(str(row[k]) for k in keys)
+    rows = [r for r in rows if tuple(r.get(k, "") for k in keys) != ident]
+    rows.append({c: row.get(c, "") for c in columns})
+    atomic_write_csv(path, columns, ([r.get(c, "") for c in columns] for r in rows))
+
+
+# =========================================================================== running
+class Bench:
+    """One bench run directory: plans cells, runs the missing ones, writes the report.
+
+    Parameters
+    ----------
+    cfg : dict
+        From :func:`load_bench_config`.
+    out : path
+        The bench directory (``results/bench_<name>`` by default).
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], out, *, log: Callable[[str], None] = print):
+        self.cfg = dict(cfg)
+        self.out = Path(out)
+        self.log = log
+        self.env = {"dataset": cfg["dataset"], "data_dir": cfg["data_dir"],
+                    "device": cfg["device"]}
+        self._shared: Dict[int, Dict[str, pl.StageRecord]] = {}
+        self._labels: Dict[Tuple[int, str, int], Dict[str, pl.StageRecord]] = {}
+        self._usb: Dict[str, Dict[str, Any]] = {}
+
+    # ----------------------------------------------------------------- stages
+    def num_classes(self) -> int:
+        from .datasets import load_dataset
+        return int(load_dataset(self.cfg["dataset"], self.cfg["data_dir"]).num_classes)
+
+    def shared(self, seed: int) -> Dict[str, pl.StageRecord]:
+        """pretrain → features → finetune for one seed (cached on disk)."""
+        if seed not in self._shared:
+            c = {"dataset": self.cfg["dataset"], "net": self.cfg["net"], "seed": seed,
+                 "pretrain": self.cfg["pretrain"], "features": self.cfg["features"],
+                 "finetune": self.cfg["finetune"]}
+            self._shared[seed] = pl.run_stages(
+                pl.feature_stages(c, self.env), self.out / "shared" / f"seed{seed}",
+                log=self._sub(f"seed {seed}"))
+        return self._shared[seed]
+
+    def labels(self, seed: int, sampler: str, budget: int) -> Dict[str, pl.StageRecord]:
+        """select → labels (oracle) → one prior per propagator, for one labeled set."""
+        k = (seed, sampler, budget)
+        if k in self._labels:
+            return self._labels[k]
+        from .io import index_filename
+        up = self.shared(seed)
+        feat_in = pl._feature_inputs(self.cfg["select_features"])
+        prior_in = pl._feature_inputs(self.cfg["prior_features"])
+        stages = [
+            pl.Stage("select", pl._stage_select, inputs=feat_in,
+                     params={"sampler": sampler, "params": self.cfg["samplers"][sampler],
+                             "features": self.cfg["select_features"], "budget": budget,
+                             "seed": seed},
+                     outputs=(index_filename(budget, seed),), env=self.env),
+            pl.Stage("labels", pl._stage_labels, inputs=("select",),
+                     params={"dataset": self.cfg["dataset"], "source": "dataset", "file": None},
+                     outputs=(pl.LABELS,), env=self.env),
+        ]
+        for prop, params in self.cfg["propagators"].items():
+            stages.append(pl.Stage(
+                f"prior_{prop}", pl._stage_prior, inputs=("labels",) + prior_in,
+                params={"propagator": prop, "params": params,
+                        "features": self.cfg["prior_features"], "seed": seed},
+                outputs=(pl.PRIOR,), env=self.env))
+        recs = pl.run_stages(stages, self.out / "labels" / f"seed{seed}" / f"{sampler}_b{budget}",
+                             upstream=up, log=self._sub(f"seed {seed} {sampler} b{budget}"))
+        lpc = budget // max(1, self.num_classes_)
+        for prop in self.cfg["propagators"]:
+            r = recs[f"prior_{prop}"]
+            upsert_row(self.out / PRIORS_CSV, PRIOR_COLUMNS, {
+                "dataset": self.cfg["dataset"], "sampler": sampler, "propagator": prop,
+                "labels_per_class": lpc, "budget": budget, "seed": seed,
+                "coverage": recs["labels"].result["coverage"],
+                "prior_acc": f"{r.result['prior_acc']:.6f}", "ece": f"{r.result['ece']:.6f}",
+                "key": r.key}, keys=("sampler", "propagator", "budget", "seed"))
+        self._labels[k] = recs
+        return recs
+
+    def usb_conf(self, alg: str) -> Dict[str, Any]:
+        if alg not in self._usb:
+            spec = self.cfg["algorithms"][alg]
+            base = pl._read_yaml(Path(spec["config"]))
+            extra = {k: v for k, v in spec.items() if k != "config"}
+            conf = pl._merge(pl._merge(base, self.cfg["usb"]), extra)
+            for k in pl.USB_MANAGED:
+                conf.pop(k, None)
+            if conf.get("use_pretrain") is None:
+                conf["use_pretrain"] = True
+            if "num_train_iter" not in conf or "algorithm" not in conf:
+                raise ConfigError("the USB config needs algorithm and num_train_iter",
+                                  path=spec["config"])
+            self._usb[alg] = conf
+        return self._usb[alg]
+
+    def cell_stage(self, cell: Mapping[str, Any]) -> Tuple[pl.Stage, Dict[str, pl.StageRecord]]:
+        seed, budget = cell["seed"], cell["budget"]
+        shared = self.shared(seed)
+        labels = self.labels(seed, cell["sampler"], budget)
+        conf = self.usb_conf(cell["algorithm"])
+        first_prop = next(iter(self.cfg["propagators"]))
+        ups = {"select": labels["select"]}
+        inputs = ["select"]
+        if conf["algorithm"].startswith("as3l"):
+            ups["prior"] = labels[f"prior_{first_prop}"]
+            inputs.append("prior")
+        if conf["use_pretrain"]:
+            ups["pretrain"] = shared["pretrain"]
+            inputs.append("pretrain")
+        managed = {"dataset": self.cfg["dataset"], "net": self.cfg["net"],
+                   "num_labels": budget, "seed": seed}
+        st = pl.Stage("train", pl._stage_train, inputs=tuple(inputs),
+                      params={"usb": conf, "managed": managed},
+                      outputs=(f"{pl.SAVE_NAME}/{pl.METRICS}",), resumable=True, env=self.env)
+        return st, ups
+
+    # ----------------------------------------------------------------- main loop
+    def run(self, *, max_cells: Optional[int] = None, report_only: bool = False) -> Dict[str, Any]:
+        """Run the missing cells (at most ``max_cells``), then write the report."""
+        from tqdm.auto import tqdm
+        self.out.mkdir(parents=True, exist_ok=True)
+        with pl.run_lock(self.out):
+            self.num_classes_ = self.num_classes()
+            cells = plan_cells(self.cfg, self.num_classes_)
+            done = {r["cell"]: r for r in read_rows(self.out / CELLS_CSV)}
+            ran = 0
+            if not report_only:
+                bar = tqdm(cells, desc="bench cells", unit="cell", dynamic_ncols=True)
+                for cell in bar:
+                    bar.set_postfix_str(cell["cell"])
+                    st, ups = self.cell_stage(cell)
+                    key = pl.cache_key(st.name, dict(st.params),
+                                       {n: ups[n].fingerprint for n in st.inputs})
+                    if cell["cell"] in done and done[cell["cell"]].get("key") == key:
+                        continue
+                    if max_cells is not None and ran >= max_cells:
+                        self.log(f"stopping after {ran} cell(s) (--max-cells); re-run to go on")
+                        break
+                    self._run_cell(cell, st, ups)
+                    ran += 1
+                    self.report(cells)
+                bar.close()
+            paths = self.report(cells)
+        return {"out": self.out, "cells": len(cells), "ran": ran, **paths}
+
+    def _run_cell(self, cell, st, ups) -> None:
+        from . import report as rp
+        root = self.out / "cells" / cell["cell"]
+        rec = pl.run_stage(st, root, ups, log=self._sub(cell["cell"]))
+        curve = rp.read_metrics(rec.path(f"{pl.SAVE_NAME}/{pl.METRICS}"))
+        best, best_it = rp.best_accuracy(curve)
+        first_prop = next(iter(self.cfg["propagators"]))
+        labels = self.labels(cell["seed"], cell["sampler"], cell["budget"])
+        pr = labels[f"prior_{first_prop}"].result
+        upsert_row(self.out / CELLS_CSV, CELL_COLUMNS, {
+            **cell, "dataset": self.cfg["dataset"],
+            "num_train_iter": st.params["usb"]["num_train_iter"],
+            "final_acc": f"{rp.final_accuracy(curve):.6f}", "best_acc": f"{best:.6f}",
+            "best_it": best_it, "last_it": int(curve[0][-1]) if len(curve[0]) else 0,
+            "coverage": labels["labels"].result["coverage"],
+            "prior_acc": f"{pr['prior_acc']:.6f}", "ece": f"{pr['ece']:.6f}",
+            "wall_s": f"{rec.wall_s:.1f}",
+            "key": rec.key,
+            "metrics": str(rec.path(f"{pl.SAVE_NAME}/{pl.METRICS}").relative_to(self.out))},
+            keys=("cell",))
+
+    def report(self, cells: Optional[Sequence[Mapping[str, Any]]] = None) -> Dict[str, Any]:
+        """Rebuild ``tables.md`` and the plots from the rows on disk."""
+        from .io import atomic_write_text
+        rows = read_rows(self.out / CELLS_CSV)
+        priors = read_rows(self.out / PRIORS_CSV)
+        text = bench_tables(self.cfg, rows, priors, planned=len(cells) if cells else None,
+                            out=self.out)
+        atomic_write_text(self.out / TABLES_MD, text)
+        plots = bench_plots(self.cfg, rows, self.out)
+        return {"tables": self.out / TABLES_MD, "plots": plots, "text": text}
+
+    def _sub(self, what: str) -> Callable[[str], None]:
+        return lambda msg: self.log(f"  [{what}] {msg}")
+
+
+# =========================================================================== tables, plots
+def _f(r: Mapping[str, str], k: str) -> float:
+    try:
+        return float(r[k])
+    except (KeyError, TypeError, ValueError):
+        return float("nan")
+
+
+def _curve(out: Path, row: Mapping[str, str]):
+    from . import report as rp
+    try:
+        return rp.read_metrics(out / row["metrics"])
+    except Exception:  # a deleted cell directory: the row's numbers still count
+        return None
+
+
+def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
+                 priors: Sequence[Mapping[str, str]], *, planned: Optional[int] = None,
+                 out: Optional[Path] = None) -> str:
+    """The Markdown report: Tables 1, 2 and 4–6 (mean ± std over seeds)."""
+    from . import report as rp
+    samplers = list(cfg["samplers"])
+    algs = list(cfg["algorithms"])
+    lpcs = list(cfg["labels_per_class"])
+    by = {(r["sampler"], r["algorithm"], int(r["labels_per_class"]), int(r["seed"])): r
+          for r in rows}
+    ref_s, ref_a = cfg["reference"]
+    lines = [f"# as3l bench `{cfg['name']}` — {cfg['dataset']}, net {cfg['net']}\n",
+             f"{len(rows)} of {planned if planned is not None else '?'} cells done; seeds "
+             f"{cfg['seeds']}; mean ± std over the seeds done (`(k/n)`: only k of n values "
+             "finite). Accuracies in %.\n"]
+    iters = sorted({r["num_train_iter"] for r in rows})
+    if iters:
+        lines.append(f"Iterations per cell: {', '.join(iters)}.\n")
+
+    for title, key in (("Table 1a. Final test accuracy (%)", "final_acc"),
+                       ("Table 1b. Best test accuracy (%) (the paper reports best)", "best_acc")):
+        header = ["sampler"] + [f"{a} @{l}/cls" for l in lpcs for a in algs]
+        trs = []
+        for s in samplers:
+            tr = [s]
+            for l in lpcs:
+                for a in algs:
+                    vals = [_f(by[(s, a, l, sd)], key) for sd in cfg["seeds"] if (s, a, l, sd) in by]
+                    tr.append(rp.mean_std(vals, scale=100) if vals else "")
+            trs.append(tr)
+        lines += [f"## {title}\n", rp.markdown_table(header, trs)]
+
+    # Table 2: iterations to reach the reference's final accuracy (same budget and seed)
+    header = ["sampler + algorithm"] + [h for l in lpcs for h in
+                                        (f"iterations @{l}/cls", f"speed-up @{l}/cls")]
+    trs = []
+    out_dir = Path(out) if out is not None else None
+    for s in samplers:
+        for a in algs:
+            tr = [f"{s} + {a}"]
+            any_val = False
+            for l in lpcs:
+                its, sps = [], []
+                for sd in cfg["seeds"]:
+                    r, ref = by.get((s, a, l, sd)), by.get((ref_s, ref_a, l, sd))
+                    if r is None or ref is None:
+                        continue
+                    any_val = True
+                    reach = _reach(r, _f(ref, "final_acc"), out_dir)
+                    its.append(float("nan") if reach is None else reach)
+                    sps.append(rp.speedup(int(r["num_train_iter"]), reach))
+                tr += [rp.mean_std(its, digits=0) if its else "",
+                       rp.mean_std(sps, digits=2, suffix="×") if sps else ""]
+            if any_val:
+                trs.append(tr)
+    lines += [f"## Table 2. Iterations to reach {ref_s} + {ref_a}'s final accuracy "
+              "(same budget and seed), and speed-up = iterations run / iterations to reach\n",
+              "Resolution: the evaluation interval. `(k/n)`: reached in k of n seeds; "
+              "mean ± std over those.\n\n" + (rp.markdown_table(header, trs) if trs else
+                                               "(needs the reference cells)\n")]
+
+    props = sorted({p["propagator"] for p in priors}, key=lambda p: list(cfg["propagators"]).index(p)
+                   if p in cfg["propagators"] else 99)
+    pby = {(p["sampler"], p["propagator"], int(p["labels_per_class"]), int(p["seed"])): p
+           for p in priors}
+    for title, key, scale, digits in (
+            ("Table 4/5. Prior accuracy on unlabeled samples (%)", "prior_acc", 100, 1),
+            ("Class coverage of the labeled set (classes with ≥ 1 label)", "coverage", 1, 1),
+            ("Table 6. Expected calibration error of the prior (15 bins)", "ece", 1, 3)):
+        if key == "coverage":
+            header = ["sampler"] + [f"@{l}/cls" for l in lpcs]
+        else:
+            header = ["sampler"] + [f"{p} @{l}/cls" for l in lpcs for p in props]
+        trs = []
+        for s in samplers:
+            tr = [s]
+            for l in lpcs:
+                for p in (props[:1] if key == "coverage" else props):
+                    vals = [_f(pby[(s, p, l, sd)], key) for sd in cfg["seeds"]
+                            if (s, p, l, sd) in pby]
+                    tr.append(rp.mean_std(vals, scale=scale, digits=digits) if vals else "")
+            trs.append(tr)
+        lines += [f"## {title}\n", rp.markdown_table(header, trs) if props else "(no priors yet)\n"]
+    wall = [_f(r, "wall_s") for r in rows]
+    if wall:
+        lines.append(f"Compute: {len(wall)} cells, {rp.format_seconds(float(np.nansum(wall)))} "
+                     f"of training in total, {rp.format_seconds(float(np.nanmean(wall)))} per "
+                     "cell on average.\n")
+    return "\n".join(lines)
+
+
+def _reach(row, target: float, out: Optional[Path]) -> Optional[int]:
+    from . import report as rp
+    if out is None:
+        return None
+    c = _curve(out, row)
+    return None if c is None else rp.iterations_to_reach(c, target)
+
+
+def bench_plots(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]], out: Path) -> List[Path]:
+    """Accuracy-vs-iteration plots: per budget × algorithm (samplers as lines) and the
+    priority pairs per budget; mean ± std band over seeds."""
+    from . import report as rp
+    out = Path(out)
+    paths = []
+    groups: Dict[Tuple[int, str], Dict[str, list]] = {}
+    key_pairs = set(map(tuple, cfg["priority"])) | {tuple(cfg["reference"])}
+    keyplots: Dict[int, Dict[str, list]] = {}
+    for r in rows:
+        c = _curve(out, r)
+        if c is None:
+            continue
+        l = int(r["labels_per_class"])
+        groups.setdefault((l, r["algorithm"]), {}).setdefault(r["sampler"], []).append(c)
+        if (r["sampler"], r["algorithm"]) in key_pairs:
+            keyplots.setdefault(l, {}).setdefault(f"{r['sampler']} + {r['algorithm']}", []).append(c)
+    if not groups:
+        return paths
+    (out / "plots").mkdir(exist_ok=True)
+    for (l, alg), curves in sorted(groups.items()):
+        p = out / "plots" / f"acc_{l}perclass_{alg}.png"
+        rp.plot_accuracy_curves(curves, p, title=f"{cfg['dataset']}, {l} label(s)/class, {alg}: "
+                                "test accuracy (mean ± std over seeds)")
+        paths.append(p)
+    for l, curves in sorted(keyplots.items()):
+        p = out / "plots" / f"acc_{l}perclass_key.png"
+        rp.plot_accuracy_curves(curves, p, title=f"{cfg['dataset']}, {l} label(s)/class: "
+                                "key comparisons (mean ± std over seeds)")
+        paths.append(p)
+    return paths
+
+
+def run_bench(config, *, quick: bool = False, out=None, max_cells: Optional[int] = None,
+              report_only: bool = False, log: Callable[[str], None] = print,
+              overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Load the config and run the bench; returns paths and the tables' text."""
+    cfg = load_bench_config(config, quick=quick, overrides=overrides)
+    out = Path(out) if out is not None else Path("results") / f"bench_{cfg['name']}"
+    return Bench(cfg, out, log=log).run(max_cells=max_cells, report_only=report_only)

@@ -1,0 +1,75 @@
+"""``as3l run`` (the whole job) and ``as3l bench`` (the comparison grid)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run", help="the whole AS3L job: pretrain → features → fine-tune → select → labels → "
+                    "prior → as3l_flexmatch + FlexMatch-random baseline → summary",
+        description="Run every stage of AS3L from one pipeline YAML. Each stage writes into "
+                    "<out>/<stage>/ and is cached by the hash of its inputs: a re-run skips "
+                    "finished stages, a changed input re-runs what depends on it, and a killed "
+                    "run resumes (trainings from their latest checkpoint). Prints the summary "
+                    "table at the end (also in <out>/summary.md).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  as3l run --config usb_configs/digits/pipeline.yaml\n"
+               "  as3l run --config usb_configs/digits/pipeline.yaml --force train_as3l")
+    p.add_argument("--config", "-c", required=True, help="pipeline YAML "
+                   "(e.g. usb_configs/digits/pipeline.yaml)")
+    p.add_argument("--out", help="run directory (default: results/<name from the config>)")
+    p.add_argument("--force", action="append", default=[], metavar="STAGE",
+                   help="re-run STAGE even if cached (repeatable; 'all' for every stage). "
+                        "Stages: pretrain features finetune select labels prior train_as3l "
+                        "baseline_select train_baseline evaluate")
+    p.set_defaults(func=_run)
+
+    b = subparsers.add_parser(
+        "bench", help="grid of samplers × SSL algorithms × budgets × seeds → the paper's tables",
+        description="Train one USB run per cell (sampler, algorithm, labels per class, seed) "
+                    "at equal iterations, sharing pretraining/features per seed, and write "
+                    "Markdown tables (mean ± std) and plots. Resumable: finished cells "
+                    "(rows of <out>/cells.csv) are skipped on a re-run.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  as3l bench --config usb_configs/digits/bench.yaml --quick\n"
+               "  nohup as3l bench --config usb_configs/digits/bench.yaml > bench.log 2>&1 &")
+    b.add_argument("--config", "-c", required=True, help="bench YAML "
+                   "(e.g. usb_configs/digits/bench.yaml)")
+    b.add_argument("--quick", action="store_true",
+                   help="the config's tiny `quick:` grid (minutes)")
+    b.add_argument("--out", help="bench directory (default: results/bench_<name>)")
+    b.add_argument("--max-cells", type=int, default=None, metavar="N",
+                   help="run at most N new cells, then write the tables and stop")
+    b.add_argument("--report-only", action="store_true",
+                   help="only rebuild the tables and plots from the finished cells")
+    b.set_defaults(func=_bench)
+
+
+def _run(args) -> int:
+    from ..pipeline import run_pipeline
+    res = run_pipeline(args.config, out=args.out, force=args.force, log=_log)
+    print()
+    print(res["summary"])
+    print(f"results in {res['root']}/ (summary.md, metrics.csv, plots)")
+    return 0
+
+
+def _bench(args) -> int:
+    from ..bench import run_bench
+    if args.max_cells is not None and args.max_cells < 0:
+        from ..errors import ParameterError
+        raise ParameterError(f"={args.max_cells} must be >= 0", field="--max-cells")
+    res = run_bench(args.config, quick=args.quick, out=args.out, max_cells=args.max_cells,
+                    report_only=args.report_only, log=_log)
+    print()
+    print(res["text"])
+    print(f"tables in {res['tables']}; {len(res['plots'])} plot(s) in {res['out']}/plots/")
+    return 0
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+    sys.stdout.flush()

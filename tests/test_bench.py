@@ -1,0 +1,174 @@
+"""`as3l bench`: grid planning, resumable cell bookkeeping, tables (stand-in stages), and the
+real `as3l bench --quick` on a 2-cell grid."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from as3l_plugin import bench as bn
+from as3l_plugin import pipeline as pl
+from as3l_plugin import report as rp
+from as3l_plugin.errors import ConfigError
+from as3l_plugin.io import atomic_save_npy, atomic_write_csv, write_with_sidecar, index_filename
+
+
+def quiet(_msg):
+    pass
+
+
+# --------------------------------------------------------------------------- stand-in stages
+def _fake_feature(ctx):
+    rng = np.random.default_rng(ctx.params.get("seed", 0))
+    from as3l_plugin.datasets import load_dataset
+    y = load_dataset("digits").y_train
+    X = (np.eye(10)[y] * 5 + rng.normal(size=(len(y), 10))).astype(np.float32)
+    if ctx.name == "pretrain":
+        (ctx.dir / pl.BACKBONE).write_bytes(b"weights")
+    else:
+        atomic_save_npy(ctx.dir / (pl.F_SELF if ctx.name == "features" else pl.F_FINE), X)
+    return {}
+
+
+def _fake_select(ctx):
+    p = ctx.params
+    rng = np.random.default_rng(p["seed"] + (0 if p["sampler"] == "good" else 100))
+    from as3l_plugin.datasets import load_dataset
+    y = load_dataset("digits").y_train
+    if p["sampler"] == "good":  # one per class first
+        idx = np.array([np.flatnonzero(y == c % 10)[c // 10] for c in range(p["budget"])])
+    else:
+        idx = rng.choice(len(y), p["budget"], replace=False)
+    name = index_filename(p["budget"], p["seed"])
+    write_with_sidecar(ctx.dir / name, idx.astype(np.int64), {"budget": p["budget"]})
+    return {"index_file": name, "n": len(y)}
+
+
+def _fake_prior(ctx):
+    from as3l_plugin.datasets import load_dataset
+    y = load_dataset("digits").y_train
+    lab = pl._read_labels(ctx.inputs["labels"])
+    prior = np.full((len(y), 10), 0.05, dtype=np.float32)
+    prior[np.arange(len(y)), y] = 0.55
+    write_with_sidecar(ctx.dir / pl.PRIOR, prior, {})
+    return pl.prior_diagnostics(prior, y, lab[:, 0], 10)
+
+
+def _fake_train(ctx):
+    """A curve that rises faster for the 'good' sampler and for as3l_* algorithms."""
+    calls.append(ctx.dir.parent.name)
+    conf = ctx.params["usb"]
+    rate = (3.0 if "good" in str(ctx.inputs["select"].dir) else 1.0) * \
+        (2.0 if conf["algorithm"].startswith("as3l") else 1.0)
+    its = np.arange(10, conf["num_train_iter"] + 1, 10)
+    acc = 0.9 * (1 - np.exp(-rate * its / conf["num_train_iter"]))
+    (ctx.dir / pl.SAVE_NAME).mkdir(exist_ok=True)
+    atomic_write_csv(ctx.dir / pl.SAVE_NAME / pl.METRICS, ["iteration", "algorithm", "eval_acc"],
+                     [[i, conf["algorithm"], f"{a:.5f}"] for i, a in zip(its, acc)])
+    return {"best_acc": float(acc.max()), "best_it": int(its[acc.argmax()]),
+            "final_acc": float(acc[-1]), "num_train_iter": conf["num_train_iter"],
+            "algorithm": conf["algorithm"]}
+
+
+calls = []
+
+
+@pytest.fixture
+def fakes(monkeypatch, tmp_path):
+    for name in ("_stage_pretrain", "_stage_features", "_stage_finetune"):
+        monkeypatch.setattr(pl, name, _fake_feature)
+    monkeypatch.setattr(pl, "_stage_select", _fake_select)
+    monkeypatch.setattr(pl, "_stage_prior", _fake_prior)
+    monkeypatch.setattr(pl, "_stage_train", _fake_train)
+    calls.clear()
+    base = tmp_path / "base.yaml"
+    base.write_text("algorithm: flexmatch\nnum_train_iter: 100\nnum_eval_iter: 10\n")
+    return {"dataset": "digits", "seeds": [0, 1], "labels_per_class": [1],
+            "samplers": {"good": {}, "random": {}},
+            "propagators": {"seeded_kmeans": {}},
+            "algorithms": {"flexmatch": {"config": str(base)},
+                           "as3l_remove": {"config": str(base), "algorithm": "as3l_flexmatch",
+                                           "prior_mode": "remove"}},
+            "priority": [["good", "as3l_remove"]],
+            "quick": {"seeds": [0], "samplers": ["good"], "algorithms": ["as3l_remove"]}}
+
+
+# --------------------------------------------------------------------------- unit tests
+def test_plan_cells_priority_then_seed_major(fakes):
+    cfg = bn.load_bench_config(fakes)
+    cells = bn.plan_cells(cfg, 10)
+    assert len(cells) == 2 * 2 * 2
+    assert [c["cell"] for c in cells[:2]] == ["good-as3l_remove-b10-s0", "good-as3l_remove-b10-s1"]
+    assert [c["seed"] for c in cells[2:]] == [0, 0, 0, 1, 1, 1]
+    assert len({c["cell"] for c in cells}) == len(cells)
+    q = bn.load_bench_config(fakes, quick=True)
+    assert [c["cell"] for c in bn.plan_cells(q, 10)] == ["good-as3l_remove-b10-s0"]
+
+
+def test_config_errors(fakes):
+    with pytest.raises(ConfigError, match="unknown key"):
+        bn.load_bench_config({**fakes, "sampler": "as3l"})
+    with pytest.raises(ConfigError, match="not in the full grid"):
+        bn.load_bench_config({**fakes, "quick": {"samplers": ["nope"]}}, quick=True)
+    with pytest.raises(ConfigError, match="set by the bench"):
+        bn.load_bench_config({**fakes, "algorithms": {"x": {**fakes["algorithms"]["flexmatch"],
+                                                               "seed": 3}}})
+
+
+def test_upsert_row_replaces_by_key(tmp_path):
+    p = tmp_path / "t.csv"
+    bn.upsert_row(p, ["a", "b"], {"a": 1, "b": 2}, keys=("a",))
+    bn.upsert_row(p, ["a", "b"], {"a": 2, "b": 3}, keys=("a",))
+    bn.upsert_row(p, ["a", "b"], {"a": 1, "b": 5}, keys=("a",))
+    assert bn.read_rows(p) == [{"a": "2", "b": "3"}, {"a": "1", "b": "5"}]
+
+
+def test_bench_resumes_skips_done_cells_and_writes_tables(fakes, tmp_path):
+    out = tmp_path / "bench"
+    res = bn.run_bench(fakes, out=out, max_cells=3, log=quiet)
+    assert res["ran"] == 3 and len(calls) == 3
+    assert len(bn.read_rows(out / bn.CELLS_CSV)) == 3
+    res = bn.run_bench(fakes, out=out, log=quiet)  # the remaining 5, none twice
+    assert res["ran"] == 5 and len(calls) == 8 and len(set(calls)) == 8
+    res = bn.run_bench(fakes, out=out, log=quiet)
+    assert res["ran"] == 0 and len(calls) == 8
+    rows = bn.read_rows(out / bn.CELLS_CSV)
+    assert len(rows) == 8
+    text = (out / bn.TABLES_MD).read_text()
+    for t in ("Table 1a", "Table 1b", "Table 2", "Table 4/5", "Class coverage", "Table 6"):
+        assert t in text
+    # good + as3l_remove rises 6x faster than random + flexmatch: reaches its final accuracy
+    # early; the reference itself needs all its iterations (speed-up 1.00)
+    t2 = text.split("## Table 2")[1].split("## Table 4")[0]
+    line = next(l for l in t2.splitlines() if l.startswith("| good + as3l_remove"))
+    its = float(line.split("|")[2].split("±")[0])
+    assert 0 < its < 40
+    ref = next(l for l in t2.splitlines() if l.startswith("| random + flexmatch"))
+    assert "100 ± 0" in ref and "1.00× ± 0.00" in ref
+    # a changed setting re-runs exactly the cells it touches
+    fakes["algorithms"]["flexmatch"]["lr"] = 0.01
+    res = bn.run_bench(fakes, out=out, log=quiet)
+    assert res["ran"] == 4
+    assert list((out / "plots").glob("*.png"))
+
+
+def test_report_helpers():
+    c = (np.array([10, 20, 30]), np.array([0.2, 0.6, 0.5]))
+    assert rp.final_accuracy(c) == 0.5
+    assert rp.best_accuracy(c) == (0.6, 20)
+    assert rp.iterations_to_reach(c, 0.55) == 20
+    assert rp.iterations_to_reach(c, 0.7) is None
+    assert rp.speedup(30, 10) == 3.0 and np.isnan(rp.speedup(30, None))
+    assert rp.mean_std([0.5, 0.7], scale=100) == "60.0 ± 14.1"
+    assert rp.mean_std([1.0, float("nan")], digits=0) == "1 ± 0 (1/2)"
+    assert rp.mean_std([]) == "–"
+    t = rp.markdown_table(["a", "b"], [["x", 1], ["y", None]])
+    assert t.splitlines()[1] == "|:---|---:|" and "| y | – |" in t
+
+
+def test_read_metrics_dedupes_resumed_rows(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text("iteration,algorithm,eval_acc,eval_loss,time\n10,f,0.1,1,0\n20,f,0.2,1,0\n"
+                 "20,f,0.25,1,0\n30,f,0.3,1,0\n")
+    its, acc = rp.read_metrics(p)
+    assert its.tolist() == [10, 20, 30] and acc.tolist() == [0.1, 0.25, 0.3]
