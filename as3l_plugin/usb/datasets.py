@@ -1,0 +1,189 @@
+"""The plugin's embedded datasets as USB datasets (``dataset: digits`` / ``dataset: fashion_mnist``).
+
+:func:`build_plugin_dataset` returns what USB's ``get_dataset`` returns —
+``{'train_lb', 'train_ulb', 'eval', 'test': None}`` of USB ``BasicDataset`` — built from
+:func:`as3l_plugin.datasets.load_dataset` (grayscale uint8 ``(n, H, W)``, native size; the
+config's ``img_size`` is not used for these datasets).
+
+Split
+    ``lb_index_file`` when set (checked by :func:`as3l_plugin.usb.compat.load_lb_index`),
+    else ``num_labels / num_classes`` random samples per class drawn with
+    ``np.random.RandomState(seed)``. The unlabeled set is every other train sample in
+    dataset order, preceded by the labeled ones when ``include_lb_to_ulb`` (USB's layout).
+    ``fullysupervised`` trains on the whole train split unless ``lb_index_file`` is set.
+    Every dataset carries ``orig_index`` (int64, the train-split row of each item) and
+    ``orig_len``.
+
+Augmentation (PIL 'L' images, then ``ToTensor`` and ``Normalize(ds.mean, ds.std)``)
+    weak: reflect-padded random crop (padding ``max(1, int(size * (1 - crop_ratio)))``:
+    1 px for digits, 3 px for Fashion-MNIST at 0.875) and, for fashion_mnist only, a
+    horizontal flip (digits are not mirror-symmetric);
+    strong: weak + :class:`GrayRandAugment` (2 random ops from a grayscale-safe list with
+    random magnitudes, then a random cutout, like USB's RandAugment).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+from PIL import Image
+from torchvision import transforms
+from torchvision.transforms import functional as TF
+
+from ..errors import ConfigError
+
+#: dataset name → horizontal flip in the weak augmentation
+PLUGIN_DATASETS = {"digits": False, "fashion_mnist": True}
+
+
+class GrayRandAugment:
+    """RandAugment for small grayscale PIL images.
+
+    Parameters
+    ----------
+    n : int, default 2
+        Operations applied per image (each with a magnitude drawn uniformly in [0, 1]).
+    cutout : float, default 0.5
+        Maximal side of the final cutout square, as a fraction of the image side (a random
+        fraction in [0, cutout) is used, as USB's RandAugment does).
+
+    Operations: identity, autocontrast, equalize, rotate (±30°), solarize, posterize
+    (8→4 bits), contrast / brightness / sharpness (×[0.1, 1.9]), shear x/y (±0.3),
+    translate x/y (±30 % of the side). Uses Python's ``random`` (seeded by the run).
+    """
+
+    OPS = ("identity", "autocontrast", "equalize", "rotate", "solarize", "posterize",
+           "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x",
+           "translate_y")
+
+    def __init__(self, n: int = 2, cutout: float = 0.5):
+        self.n = int(n)
+        self.cutout = float(cutout)
+
+    @staticmethod
+    def _signed(m: float) -> float:
+        return m if random.random() < 0.5 else -m
+
+    def _apply(self, img: Image.Image, op: str, m: float) -> Image.Image:
+        w, h = img.size
+        if op == "identity":
+            return img
+        if op == "autocontrast":
+            return TF.autocontrast(img)
+        if op == "equalize":
+            return TF.equalize(img)
+        if op == "rotate":
+            return TF.rotate(img, self._signed(30.0 * m))
+        if op == "solarize":
+            return TF.solarize(img, int(256 - 256 * m))
+        if op == "posterize":
+            return TF.posterize(img, int(8 - round(4 * m)))
+        if op in ("contrast", "brightness", "sharpness"):
+            factor = 1.0 + self._signed(0.9 * m)
+            fn = {"contrast": TF.adjust_contrast, "brightness": TF.adjust_brightness,
+                  "sharpness": TF.adjust_sharpness}[op]
+            return fn(img, factor)
+        if op in ("shear_x", "shear_y"):
+            deg = float(np.degrees(np.arctan(self._signed(0.3 * m))))
+            shear = [deg, 0.0] if op == "shear_x" else [0.0, deg]
+            return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=shear)
+        if op in ("translate_x", "translate_y"):
+            t = int(round(self._signed(0.3 * m) * (w if op == "translate_x" else h)))
+            tr = [t, 0] if op == "translate_x" else [0, t]
+            return TF.affine(img, angle=0.0, translate=tr, scale=1.0, shear=[0.0, 0.0])
+        raise ValueError(f"unknown op {op!r}")
+
+    def _cutout(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        side = int(random.random() * self.cutout * min(w, h))
+        if side < 1:
+            return img
+        x0, y0 = random.randint(0, w - 1), random.randint(0, h - 1)
+        arr = np.array(img)
+        arr[max(0, y0 - side // 2): y0 + (side + 1) // 2, max(0, x0 - side // 2): x0 + (side + 1) // 2] = 127
+        return Image.fromarray(arr, mode=img.mode)
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        for op in random.choices(self.OPS, k=self.n):
+            img = self._apply(img, op, random.random())
+        return self._cutout(img)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(n={self.n}, cutout={self.cutout})"
+
+
+def make_transforms(image_size: int, mean, std, *, flip: bool, crop_ratio: float = 0.875):
+    """Weak, strong and evaluation transforms for grayscale ``image_size`` images."""
+    pad = max(1, int(image_size * (1 - crop_ratio)))
+    base = [transforms.RandomCrop(image_size, padding=pad, padding_mode="reflect")]
+    if flip:
+        base.append(transforms.RandomHorizontalFlip())
+    tail = [transforms.ToTensor(), transforms.Normalize(list(mean), list(std))]
+    weak = transforms.Compose(base + tail)
+    strong = transforms.Compose(base + [GrayRandAugment()] + tail)
+    evaluation = transforms.Compose(tail)
+    return weak, strong, evaluation
+
+
+def random_split(targets: np.ndarray, num_labels: int, num_classes: int, seed: int) -> np.ndarray:
+    """``num_labels / num_classes`` random indices per class (sorted by class, then draw)."""
+    if num_labels % num_classes:
+        raise ConfigError(f"num_labels={num_labels} is not a multiple of num_classes="
+                          f"{num_classes} (a balanced random split needs one; or give "
+                          "lb_index_file)", field="num_labels")
+    rng = np.random.RandomState(seed)
+    per = num_labels // num_classes
+    out = []
+    for c in range(num_classes):
+        idx = np.flatnonzero(targets == c)
+        if idx.size < per:
+            raise ConfigError(f"class {c} has {idx.size} samples, fewer than the {per} "
+                              "labeled samples per class asked for", field="num_labels")
+        out.append(rng.choice(idx, per, replace=False))
+    return np.concatenate(out).astype(np.int64)
+
+
+def _data_dir_for(name: str, data_dir):
+    """``<data_dir>/<name>`` if it exists (USB's layout), else None (the loader's default)."""
+    if data_dir:
+        cand = os.path.join(str(data_dir), name)
+        if os.path.isdir(cand):
+            return cand
+    return None
+
+
+def build_plugin_dataset(args, algorithm, name, num_labels, num_classes, *, data_dir=None,
+                         include_lb_to_ulb=True, lb_index_file=None) -> dict:
+    """USB datasets for an embedded dataset (see the module docstring)."""
+    from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
+
+    from ..datasets import load_dataset
+    from .compat import load_lb_index
+    ds = load_dataset(name, data_dir=_data_dir_for(name, data_dir))
+    if int(num_classes) != ds.num_classes:
+        raise ConfigError(f"num_classes={num_classes} but {name} has {ds.num_classes} classes",
+                          field="num_classes")
+    n = len(ds.y_train)
+    supervised = algorithm in ("fullysupervised", "supervised")
+    if lb_index_file:
+        lb = load_lb_index(lb_index_file, n_samples=n, num_labels=num_labels)
+    elif supervised:
+        lb = np.arange(n, dtype=np.int64)
+    else:
+        lb = random_split(ds.y_train, int(num_labels), ds.num_classes, int(getattr(args, "seed", 0) or 0))
+    rest = np.setdiff1d(np.arange(n), lb)
+    ulb = np.concatenate([lb, rest]) if include_lb_to_ulb else rest
+    crop_ratio = float(getattr(args, "crop_ratio", 0.875) or 0.875)
+    weak, strong, evaluation = make_transforms(ds.image_size, ds.mean, ds.std,
+                                               flip=PLUGIN_DATASETS[name], crop_ratio=crop_ratio)
+    C = ds.num_classes
+    lb_dset = BasicDataset(algorithm, ds.x_train[lb], ds.y_train[lb], C, weak, False, strong, False)
+    ulb_dset = BasicDataset(algorithm, ds.x_train[ulb], ds.y_train[ulb], C, weak, True, strong, False)
+    eval_dset = BasicDataset(algorithm, ds.x_test, ds.y_test, C, evaluation, False, None, False)
+    lb_dset.orig_index, ulb_dset.orig_index = lb, ulb
+    lb_dset.orig_len = ulb_dset.orig_len = n
+    print(f"{name}: {len(lb)} labeled, {len(ulb)} unlabeled, {len(ds.y_test)} eval samples; "
+          f"lb count: {np.bincount(ds.y_train[lb], minlength=C).tolist()}")
+    return {"train_lb": lb_dset, "train_ulb": ulb_dset, "eval": eval_dset, "test": None}
