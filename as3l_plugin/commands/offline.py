@@ -1,0 +1,549 @@
+"""``as3l select``, ``as3l prior``, ``as3l evaluate-prior``: the offline stage on a feature file.
+
+Workflow::
+
+    as3l select --features F.npy --budget 10 --sampler as3l --seed 0 --out sel/
+    #   -> sel/lb_labels10_1_seed0_idx.npy (+ .json sidecar), sel/ulb_labels10_1_seed0_idx.npy,
+    #      sel/to_annotate.csv  (index,label — fill in the label column)
+    as3l prior --features F.npy --select-dir sel/ --num-classes 10 --out prior.npy
+    as3l evaluate-prior --prior prior.npy --labels y.npy     # when true labels exist
+
+Only argparse and the standard library are imported at module level; each command imports
+numpy / the samplers / the propagators when it runs, so ``as3l select --help`` is fast.
+
+Every file is written atomically; the sidecar JSON of the index (resp. the prior) is written
+last and marks a complete output. If a command fails, the files it created are removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+DEFAULT_SAMPLER = "as3l"
+DEFAULT_PROPAGATOR = "seeded_kmeans"
+
+
+# --------------------------------------------------------------------------- helpers
+def parse_param(text: str):
+    """``'k=v'`` → ``(k, value)``; values are Python/JSON literals when they parse
+    (``10``, ``0.5``, ``true``, ``10,20,30`` → tuple, ``[1,2]``), else strings."""
+    from ..errors import ParameterError
+
+    if "=" not in text:
+        raise ParameterError(f"{text!r} is not NAME=VALUE (e.g. --param ks=10,20,30)",
+                             field="--param")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key.isidentifier():
+        raise ParameterError(f"{key!r} is not a parameter name", field="--param")
+    low = raw.strip().lower()
+    if low in ("true", "false"):
+        return key, low == "true"
+    if low in ("none", "null"):
+        return key, None
+    try:
+        value = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        value = raw.strip()
+    return key, value
+
+
+def _params(items) -> dict:
+    from ..errors import ParameterError
+
+    out = {}
+    for item in items or ():
+        k, v = parse_param(item)
+        if k in out:
+            raise ParameterError(f"{k} given twice", field="--param")
+        out[k] = v
+    return out
+
+
+def _jsonable(v):
+    import numpy as np
+
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, np.generic):
+        return v.item()
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return repr(v)
+
+
+def _effective_params(obj, given: dict) -> dict:
+    """Hyper-parameters of a sampler/propagator (get_params() or public attributes)."""
+    if hasattr(obj, "get_params"):
+        try:
+            return _jsonable(obj.get_params())
+        except Exception:  # pragma: no cover - foreign objects
+            pass
+    public = {k: v for k, v in vars(obj).items()
+              if not k.startswith("_") and not k.endswith("_")}
+    return _jsonable(public or given)
+
+
+class _Outputs:
+    """Track the files a command writes; on error remove those it created."""
+
+    def __init__(self):
+        self.created: list[Path] = []
+        self.made_dir: Path | None = None
+
+    def ensure_dir(self, d: Path):
+        if not d.exists():
+            d.mkdir(parents=True)
+            self.made_dir = d
+
+    def will_write(self, p: Path):
+        if not p.exists():
+            self.created.append(p)
+
+    def rollback(self):
+        for p in reversed(self.created):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+        if self.made_dir is not None:
+            try:
+                self.made_dir.rmdir()
+            except OSError:
+                pass
+
+
+def _print(msg: str = ""):
+    print(msg, flush=True)
+
+
+def _version() -> str:
+    from .. import __version__
+    return __version__
+
+
+def _check_budget(budget: int, n: int):
+    from ..errors import ParameterError
+
+    if budget < 1:
+        raise ParameterError(f"budget={budget} must be >= 1", field="--budget")
+    if budget > n:
+        raise ParameterError(f"budget={budget} > {n} samples in the feature file; lower "
+                             "--budget", field="--budget")
+
+
+def _load_full_labels(path, n: int):
+    """Load a dataset label array (int, shape (n,)) for simulation / oracle / evaluation."""
+    import numpy as np
+
+    from ..errors import LabelsError
+    from ..io import load_npy
+
+    y = load_npy(path, what="labels")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise LabelsError(f"expected a 1-D integer array of class ids, got {y.dtype} {y.shape}",
+                          path=path)
+    if y.shape[0] != n:
+        raise LabelsError(f"has {y.shape[0]} labels but the features have {n} rows; they must "
+                          "describe the same dataset in the same order", path=path)
+    if y.size and y.min() < 0:
+        raise LabelsError(f"has negative class ids (min {y.min()})", path=path)
+    return y.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- select
+def select_to_dir(features, budget, *, sampler=DEFAULT_SAMPLER, params=None, seed=0,
+                  out_dir, labels=None, dataset=None, force=False) -> dict:
+    """Library form of ``as3l select``; returns the sidecar dict (with ``paths``).
+
+    Writes ``lb_labels{B}_1_seed{S}_idx.npy`` (int64, the sampler's order, which for ``as3l``
+    is its priority order), ``ulb_labels{B}_1_seed{S}_idx.npy`` (the sorted complement, as
+    USB's own dump), ``to_annotate.csv`` and, last, the sidecar ``lb_..._idx.npy.json``.
+    """
+    import numpy as np
+
+    from .. import io
+    from ..annotations import ANNOTATION_FILENAME, HEADER, annotation_rows, count_filled
+    from ..errors import OutputError
+    from ..metrics import class_coverage
+    from ..selection import get_sampler
+
+    params = dict(params or {})
+    out_dir = Path(out_dir)
+    X = io.load_features(features)
+    n = X.shape[0]
+    _check_budget(int(budget), n)
+    y = _load_full_labels(labels, n) if labels is not None else None
+    csv_path = out_dir / ANNOTATION_FILENAME
+    if csv_path.exists() and not force:
+        filled = count_filled(csv_path)
+        if filled:
+            raise OutputError(f"already holds {filled} label(s); pass --force to overwrite it "
+                              "or choose another --out", path=csv_path)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError("exists and is not a directory", path=out_dir)
+
+    smp = get_sampler(sampler, **params)
+    idx = np.asarray(smp.select(X, int(budget), seed=int(seed)))
+    if idx.shape != (int(budget),) or np.unique(idx).size != idx.size \
+            or idx.min() < 0 or idx.max() >= n:
+        raise RuntimeError(f"sampler {sampler!r} returned an invalid selection {idx!r}")
+    idx = idx.astype(np.int64)
+    ulb = np.setdiff1d(np.arange(n, dtype=np.int64), idx)
+
+    lb_path = out_dir / io.index_filename(budget, seed, prefix="lb")
+    ulb_path = out_dir / io.index_filename(budget, seed, prefix="ulb")
+    meta = {
+        "kind": "as3l-selection",
+        "sampler": sampler,
+        "params": _jsonable(params),
+        "params_effective": _effective_params(smp, params),
+        "budget": int(budget),
+        "seed": int(seed),
+        "lb_imb_ratio": 1,
+        "n": int(n),
+        "num_features": int(X.shape[1]),
+        "dataset": dataset,
+        "features_file": str(Path(features).resolve()),
+        "features_sha256": io.sha256_array(X),
+        "features_checksum": "io.sha256_array of the float32 C-order feature matrix "
+                             "(dtype, shape and bytes)",
+        "index_order": "sampler order",
+        "lb_index_file": lb_path.name,
+        "ulb_index_file": ulb_path.name,
+        "annotation_file": ANNOTATION_FILENAME,
+        "labels_prefilled": y is not None,
+        "labels_file": None if labels is None else str(Path(labels).resolve()),
+        "package_version": _version(),
+    }
+    if y is not None:
+        meta["class_coverage"] = class_coverage(y[idx], int(y.max()) + 1)
+
+    outs = _Outputs()
+    try:
+        outs.ensure_dir(out_dir)
+        side = io.sidecar_path(lb_path)
+        if side.exists():  # the old sidecar would vouch for files we are about to replace
+            side.unlink()
+        for p in (ulb_path, csv_path, lb_path, side):
+            outs.will_write(p)
+        io.atomic_save_npy(ulb_path, ulb)
+        io.atomic_write_csv(csv_path, HEADER,
+                            annotation_rows(idx, None if y is None else y[idx]))
+        io.write_with_sidecar(lb_path, idx, meta)
+    except BaseException:
+        outs.rollback()
+        raise
+    meta["paths"] = {"lb_index": str(lb_path), "ulb_index": str(ulb_path),
+                     "annotation": str(csv_path), "sidecar": str(io.sidecar_path(lb_path))}
+    return meta
+
+
+def cmd_select(args) -> int:
+    meta = select_to_dir(args.features, args.budget, sampler=args.sampler,
+                         params=_params(args.param), seed=args.seed, out_dir=args.out,
+                         labels=args.labels, dataset=args.dataset, force=args.force)
+    p = meta["paths"]
+    _print(f"selected {meta['budget']} of {meta['n']} samples with sampler "
+           f"{meta['sampler']} (seed {meta['seed']})")
+    _print(f"  index : {p['lb_index']}  (+ {Path(p['ulb_index']).name}, sidecar .json)")
+    _print(f"  labels: {p['annotation']}")
+    if meta["labels_prefilled"]:
+        _print(f"  label column pre-filled from {args.labels} (simulation); class coverage "
+               f"{meta['class_coverage']}")
+        _print(f"next: as3l prior --features {args.features} --select-dir {args.out} "
+               "--num-classes C --out prior.npy")
+    else:
+        _print("next: fill in the 'label' column (integer class ids), then run")
+        _print(f"  as3l prior --features {args.features} --select-dir {args.out} "
+               "--num-classes C --out prior.npy")
+    return 0
+
+
+# --------------------------------------------------------------------------- prior
+def _find_index(select_dir: Path) -> Path:
+    from ..errors import InputError
+
+    if not select_dir.is_dir():
+        raise InputError("selection directory not found (run `as3l select --out` first)",
+                         path=select_dir, field="--select-dir")
+    found = sorted(p for p in select_dir.glob("lb_labels*_idx.npy"))
+    if not found:
+        raise InputError("holds no lb_labels*_idx.npy index; run `as3l select --out` first",
+                         path=select_dir, field="--select-dir")
+    if len(found) > 1:
+        raise InputError(f"holds {len(found)} index files ({', '.join(p.name for p in found)});"
+                         " pass the one you annotated with --index", path=select_dir,
+                         field="--select-dir")
+    return found[0]
+
+
+def prior_from_selection(features, *, index, labels_csv=None, oracle_labels=None,
+                         num_classes=None, propagator=DEFAULT_PROPAGATOR, params=None, seed=0,
+                         out) -> dict:
+    """Library form of ``as3l prior``; returns the prior's sidecar dict.
+
+    Exactly one of ``labels_csv`` (the annotated ``to_annotate.csv``) and ``oracle_labels``
+    (a ``.npy`` of all n true labels, for benchmarks) gives the labels of the selection.
+    """
+    import numpy as np
+
+    from .. import io
+    from ..annotations import read_labels_csv
+    from ..errors import InputError, LabelsError, ParameterError, StaleInputError
+    from ..propagation import get_propagator
+
+    if (labels_csv is None) == (oracle_labels is None):
+        raise ParameterError("give exactly one of --labels-csv and --oracle-labels",
+                             field="--labels-csv")
+    params = dict(params or {})
+    prop = get_propagator(propagator, **params)  # fail fast on a bad name / parameter
+    index = Path(index)
+    out = Path(out)
+    if out.suffix != ".npy":
+        raise ParameterError(f"{out} should end in .npy", field="--out")
+    sel = io.read_sidecar(index)
+    X = io.load_features(features)
+    n = X.shape[0]
+    if sel.get("n") != n or sel.get("features_sha256") != io.sha256_array(X):
+        raise StaleInputError(
+            f"the selection was made on other features (n={sel.get('n')}, sha256 "
+            f"{str(sel.get('features_sha256'))[:12]}…) than {features} (n={n}, sha256 "
+            f"{io.sha256_array(X)[:12]}…); use the same feature file or re-run `as3l select`",
+            path=io.sidecar_path(index), field="features_sha256")
+    idx = io.load_npy(index, what="index")
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer) or idx.size == 0 \
+            or idx.min() < 0 or idx.max() >= n or np.unique(idx).size != idx.size:
+        raise InputError(f"expected unique int indices in [0, {n}), got {idx.dtype} "
+                         f"{idx.shape}", path=index)
+    idx = idx.astype(np.int64)
+
+    if num_classes is not None and num_classes < 1:
+        raise ParameterError(f"={num_classes} must be >= 1", field="--num-classes")
+    if oracle_labels is not None:
+        y_all = _load_full_labels(oracle_labels, n)
+        if num_classes is None:
+            num_classes = int(y_all.max()) + 1
+        if y_all.max() >= num_classes:
+            raise LabelsError(f"has class id {int(y_all.max())} >= --num-classes "
+                              f"{num_classes}", path=oracle_labels)
+        labels = y_all[idx]
+        source = {"labels_source": "oracle", "labels_file": str(Path(oracle_labels).resolve()),
+                  "labels_sha256": io.sha256_file(oracle_labels)}
+    else:
+        if num_classes is None:
+            raise ParameterError("is required with --labels-csv (the number of classes of the "
+                                 "dataset, also those nobody labeled)", field="--num-classes")
+        labels = read_labels_csv(labels_csv, idx, num_classes, n_samples=n)
+        source = {"labels_source": "csv", "labels_file": str(Path(labels_csv).resolve()),
+                  "labels_sha256": io.sha256_file(labels_csv)}
+
+    prior = prop.propagate(X, idx, labels, num_classes, seed=seed)
+    meta = {
+        "kind": "as3l-prior",
+        "dataset": sel.get("dataset"),
+        "n": int(n),
+        "num_classes": int(num_classes),
+        "budget": int(idx.size),
+        "propagator": propagator,
+        "params": _jsonable(params),
+        "params_effective": _effective_params(prop, params),
+        "seed": int(seed),
+        "sampler": sel.get("sampler"),
+        "selection_seed": sel.get("seed"),
+        "features_file": str(Path(features).resolve()),
+        "features_sha256": sel["features_sha256"],
+        "index_file": str(index.resolve()),
+        "index_sha256": io.sha256_file(index),
+        **source,
+        "labeled_per_class": np.bincount(labels, minlength=num_classes).tolist(),
+        "coverage": float(getattr(prop, "coverage_", float("nan"))),
+        "n_uniform": int(getattr(prop, "n_uniform_", 0)),
+        "package_version": _version(),
+    }
+    outs = _Outputs()
+    try:
+        side = io.sidecar_path(out)
+        if side.exists():
+            side.unlink()
+        outs.will_write(out)
+        outs.will_write(side)
+        io.write_with_sidecar(out, prior, meta)
+    except BaseException:
+        outs.rollback()
+        raise
+    return meta
+
+
+def cmd_prior(args) -> int:
+    from ..errors import ParameterError
+
+    if args.index is None and args.select_dir is None:
+        raise ParameterError("give --select-dir DIR (from `as3l select --out`) or --index "
+                             "lb_..._idx.npy", field="--index")
+    index = Path(args.index) if args.index else _find_index(Path(args.select_dir))
+    labels_csv = args.labels_csv
+    if labels_csv is None and args.oracle_labels is None:
+        labels_csv = index.parent / "to_annotate.csv"
+    meta = prior_from_selection(args.features, index=index, labels_csv=labels_csv,
+                                oracle_labels=args.oracle_labels, num_classes=args.num_classes,
+                                propagator=args.propagator, params=_params(args.param),
+                                seed=args.seed, out=args.out)
+    per_class = meta["labeled_per_class"]
+    missing = [c for c, k in enumerate(per_class) if k == 0]
+    _print(f"prior: {args.out}  ({meta['n']} x {meta['num_classes']} float32, "
+           f"propagator {meta['propagator']}, seed {meta['seed']})")
+    _print(f"  from {meta['budget']} labels ({meta['labels_source']}); labeled per class: "
+           f"{per_class}")
+    _print(f"  rows with label evidence: {100 * meta['coverage']:.1f}% "
+           f"({meta['n_uniform']} uniform)")
+    if missing:
+        _print(f"  warning: class(es) {missing} have no labeled sample; the prior never "
+               "predicts them")
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate-prior
+def evaluate_prior(prior_path, labels_path, exclude=None, n_bins=15) -> dict:
+    """Library form of ``as3l evaluate-prior``: accuracy, class coverage, ECE."""
+    import numpy as np
+
+    from .. import io
+    from ..metrics import check_prior, class_coverage, expected_calibration_error, \
+        prior_accuracy
+
+    P = io.load_npy(prior_path, what="prior")
+    P = check_prior(P, path=prior_path)
+    n, C = P.shape
+    y = _load_full_labels(labels_path, n)
+    if y.max() >= C:
+        from ..errors import LabelsError
+        raise LabelsError(f"has class id {int(y.max())} but the prior has {C} classes",
+                          path=labels_path)
+    ex_source = None
+    ex = None
+    if exclude is not None:
+        ex = io.load_npy(exclude, what="index")
+        ex_source = str(exclude)
+    else:
+        side = io.read_sidecar(prior_path, required=False) or {}
+        f = side.get("index_file")
+        if f and Path(f).is_file() and io.sha256_file(f) == side.get("index_sha256"):
+            ex = io.load_npy(f, what="index")
+            ex_source = f + " (from the prior's sidecar)"
+    res = {"prior": str(prior_path), "n": int(n), "num_classes": int(C),
+           "accuracy": prior_accuracy(P, y, exclude=ex),
+           "ece": expected_calibration_error(P, y, n_bins=n_bins, exclude=ex),
+           "n_bins": int(n_bins), "excluded_from": ex_source,
+           "n_evaluated": int(n - (0 if ex is None else np.unique(ex).size)),
+           "class_coverage": None if ex is None else class_coverage(y[ex], C),
+           "mean_confidence": float(P.max(axis=1).mean())}
+    return res
+
+
+def cmd_evaluate_prior(args) -> int:
+    import json
+
+    res = evaluate_prior(args.prior, args.labels, exclude=args.exclude, n_bins=args.bins)
+    if args.json:
+        _print(json.dumps(res, indent=2, sort_keys=True))
+        return 0
+    rows = "unlabeled rows" if res["excluded_from"] else "all rows (no --exclude)"
+    _print(f"prior {res['prior']}: {res['n']} x {res['num_classes']}")
+    _print(f"  accuracy ({rows}, n={res['n_evaluated']}): {100 * res['accuracy']:.2f}%")
+    if res["class_coverage"] is not None:
+        _print(f"  class coverage of the labeled set: {res['class_coverage']}/"
+               f"{res['num_classes']}")
+    _print(f"  ECE ({res['n_bins']} bins): {100 * res['ece']:.2f}%   "
+           f"mean confidence: {100 * res['mean_confidence']:.2f}%")
+    if res["excluded_from"]:
+        _print(f"  labeled rows excluded: {res['excluded_from']}")
+    return 0
+
+
+# --------------------------------------------------------------------------- argparse
+def _known_names(kind: str) -> str:
+    # only a hint in --help: never import the heavy registries here
+    return {"sampler": "as3l, random, kmedoids, coreset, typiclust, probcover",
+            "propagator": "seeded_kmeans, label_spreading, knn"}[kind]
+
+
+def register(subparsers) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    p = subparsers.add_parser(
+        "select", formatter_class=fmt,
+        help="choose which samples to label (writes the index + to_annotate.csv)",
+        description="Choose `budget` samples to label from a feature file. Writes, in --out: "
+                    "the USB index lb_labels{B}_1_seed{S}_idx.npy (int64, the sampler's order) "
+                    "with its JSON sidecar, the complement ulb_labels{B}_1_seed{S}_idx.npy, "
+                    "and to_annotate.csv (header index,label; fill in the label column, or "
+                    "pass --labels to pre-fill it with true labels for a simulation).")
+    p.add_argument("--features", required=True, metavar="F.npy",
+                   help="feature matrix (n, d), float")
+    p.add_argument("--budget", required=True, type=int, metavar="B",
+                   help="number of samples to label")
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER,
+                   help=f"selection method: {_known_names('sampler')}")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="sampler hyper-parameter (repeatable), e.g. --param n_runs=6")
+    p.add_argument("--seed", type=int, default=0, help="random seed (also in the file names)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+    p.add_argument("--labels", metavar="y.npy",
+                   help="simulation only: true labels (n,) to pre-fill to_annotate.csv")
+    p.add_argument("--dataset", help="dataset name recorded in the sidecars (optional)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite a to_annotate.csv that already holds labels")
+    p.set_defaults(func=cmd_select)
+
+    p = subparsers.add_parser(
+        "prior", formatter_class=fmt,
+        help="propagate the annotated labels into prior.npy (n x C)",
+        description="Read the labels of the selected samples (the annotated to_annotate.csv, "
+                    "or --oracle-labels for benchmarks), check them against the selection and "
+                    "the feature checksum, and write prior.npy (float32 n x C, dataset order, "
+                    "rows sum to 1) with its JSON sidecar.")
+    p.add_argument("--features", required=True, metavar="F.npy",
+                   help="the feature file the selection was made on")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--select-dir", metavar="DIR", help="the --out directory of `as3l select`")
+    g.add_argument("--index", metavar="lb_..._idx.npy", help="the labeled index file")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--labels-csv", metavar="CSV",
+                   help="annotations index,label (default: to_annotate.csv next to the index)")
+    g.add_argument("--oracle-labels", metavar="y.npy",
+                   help="benchmarks: true labels (n,) of the whole dataset")
+    p.add_argument("--num-classes", type=int, metavar="C",
+                   help="number of classes (required with a CSV; default max label + 1 with "
+                        "--oracle-labels)")
+    p.add_argument("--propagator", default=DEFAULT_PROPAGATOR,
+                   help=f"propagation method: {_known_names('propagator')}")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="propagator hyper-parameter (repeatable), e.g. --param ks=10,20,30")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--out", required=True, metavar="prior.npy", help="output prior file")
+    p.set_defaults(func=cmd_prior)
+
+    p = subparsers.add_parser(
+        "evaluate-prior", formatter_class=fmt,
+        help="accuracy, class coverage and ECE of a prior against true labels",
+        description="Score a prior against the dataset's true labels: argmax accuracy and "
+                    "ECE on the unlabeled rows, class coverage of the labeled set. The "
+                    "labeled rows come from --exclude, else from the prior's sidecar.")
+    p.add_argument("--prior", required=True, metavar="P.npy")
+    p.add_argument("--labels", required=True, metavar="y.npy", help="true labels (n,)")
+    p.add_argument("--exclude", metavar="INDEX.npy",
+                   help="labeled index to leave out (default: the one in the prior's sidecar)")
+    p.add_argument("--bins", type=int, default=15, help="ECE bins")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_evaluate_prior)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from ..cli import main
+    sys.exit(main(sys.argv[1:]))
