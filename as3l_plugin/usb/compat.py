@@ -370,6 +370,30 @@ def _wall_hooks():
     return WallTimerHook, WallParamUpdateHook
 
 
+def rng_state() -> dict:
+    """Python, NumPy, torch (and CUDA) RNG states as types ``torch.load(weights_only=True)``
+    accepts (tuples of ints, tensors)."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                  int(np_state[3]), float(np_state[4])),
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Inverse of :func:`rng_state`."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys).astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.as_tensor(state["torch"]).as_subclass(torch.Tensor))
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.as_tensor(t).as_subclass(torch.Tensor) for t in state["cuda"]])
+
+
 class DevicePlugin:
     """Mixin placed first in the MRO of every algorithm the plugin's entry builds.
 
@@ -452,23 +476,14 @@ class DevicePlugin:
     # -- 5. checkpoint extras
     def get_save_dict(self):
         save_dict = super().get_save_dict()
-        save_dict["as3l_rng"] = {
-            "python": random.getstate(), "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        }
+        save_dict["as3l_rng"] = rng_state()
         save_dict["as3l_train_time"] = float(self.elapsed_train_time())
         return save_dict
 
     def load_model(self, load_path):
         checkpoint = super().load_model(load_path)
-        rng = checkpoint.get("as3l_rng")
-        if rng is not None:
-            random.setstate(rng["python"])
-            np.random.set_state(rng["numpy"])
-            torch.set_rng_state(rng["torch"])
-            if rng.get("cuda") is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
+        if checkpoint.get("as3l_rng") is not None:
+            set_rng_state(checkpoint["as3l_rng"])
         self.train_time_ = float(checkpoint.get("as3l_train_time", 0.0))
         return checkpoint
 

@@ -48,7 +48,8 @@ def _read_yaml(path) -> dict:
     if not os.path.isfile(str(path)):
         raise ConfigError("config file not found", path=path, field="c")
     try:
-        with open(path, "r", encoding="utf-8") as fh:
+        with open(path, "r", encoding="utf-8") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
             data = yaml.load(fh.read(), Loader=yaml.Loader)  # USB's loader: 'None' stays a string
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML ({exc})", path=path) from None
@@ -132,6 +133,7 @@ def get_config(config=None, argv=None, **overrides) -> argparse.Namespace:
         args.save_name = f"{args.algorithm}_{args.dataset}"
     if getattr(args, "lb_index_file", None) in ("", "None"):
         args.lb_index_file = None
+    args.distributed = args.world_size > 1 or bool(args.multiprocessing_distributed)  # main() redoes it
     return args
 
 
