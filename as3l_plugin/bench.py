@@ -6,8 +6,9 @@ A *cell* is one USB training: ``(sampler, algorithm, labels per class, seed)`` a
 number of iterations for every cell. Around the cells, everything is a cached stage of
 :mod:`as3l_plugin.pipeline` (same code, same cache keys):
 
-- per seed: ``pretrain → features → finetune`` under ``<out>/shared/seed<S>/`` (shared by
-  every cell of that seed);
+- per seed: ``pretrain → features`` under ``<out>/shared/seed<S>/`` (shared by every cell
+  of that seed), and ``finetune`` per seed and budget under ``<out>/shared/seed<S>/b<B>/``
+  (the paper ties the K of Eq. 1 to the budget; set ``finetune.k`` to share one);
 - per (seed, sampler, budget): ``select → labels`` (the dataset's labels: simulation) and
   one ``prior_<propagator>`` stage per propagator, under ``<out>/labels/seed<S>/<sampler>_b<B>/``;
   the first propagator's prior is the one ``as3l_flexmatch`` trains with; all of them feed the
@@ -232,6 +233,7 @@ class Bench:
         self.env = {"dataset": cfg["dataset"], "data_dir": cfg["data_dir"],
                     "device": cfg["device"]}
         self._shared: Dict[int, Dict[str, pl.StageRecord]] = {}
+        self._finetuned: Dict[Tuple[int, int], Dict[str, pl.StageRecord]] = {}
         self._labels: Dict[Tuple[int, str, int], Dict[str, pl.StageRecord]] = {}
         self._usb: Dict[str, Dict[str, Any]] = {}
 
@@ -240,16 +242,25 @@ class Bench:
         from .datasets import load_dataset
         return int(load_dataset(self.cfg["dataset"], self.cfg["data_dir"]).num_classes)
 
-    def shared(self, seed: int) -> Dict[str, pl.StageRecord]:
-        """pretrain → features → finetune for one seed (cached on disk)."""
+    def _feature_cfg(self, seed: int, budget: int) -> Dict[str, Any]:
+        return {"dataset": self.cfg["dataset"], "net": self.cfg["net"], "seed": seed,
+                "num_labels": budget, "pretrain": self.cfg["pretrain"],
+                "features": self.cfg["features"], "finetune": self.cfg["finetune"]}
+
+    def shared(self, seed: int, budget: int) -> Dict[str, pl.StageRecord]:
+        """pretrain → features per seed, finetune per seed and budget (cached on disk):
+        the clusters of Eq. 1 follow the budget unless ``finetune.k`` is set."""
         if seed not in self._shared:
-            c = {"dataset": self.cfg["dataset"], "net": self.cfg["net"], "seed": seed,
-                 "pretrain": self.cfg["pretrain"], "features": self.cfg["features"],
-                 "finetune": self.cfg["finetune"]}
-            self._shared[seed] = pl.run_stages(
-                pl.feature_stages(c, self.env), self.out / "shared" / f"seed{seed}",
-                log=self._sub(f"seed {seed}"))
-        return self._shared[seed]
+            stages = pl.feature_stages(self._feature_cfg(seed, budget), self.env)[:2]
+            self._shared[seed] = pl.run_stages(stages, self.out / "shared" / f"seed{seed}",
+                                               log=self._sub(f"seed {seed}"))
+        key = (seed, budget)
+        if key not in self._finetuned:
+            stages = pl.feature_stages(self._feature_cfg(seed, budget), self.env)[2:]
+            self._finetuned[key] = pl.run_stages(
+                stages, self.out / "shared" / f"seed{seed}" / f"b{budget}",
+                upstream=self._shared[seed], log=self._sub(f"seed {seed} b{budget}"))
+        return self._finetuned[key]
 
     def labels(self, seed: int, sampler: str, budget: int) -> Dict[str, pl.StageRecord]:
         """select → labels (oracle) → one prior per propagator, for one labeled set."""
@@ -257,7 +268,7 @@ class Bench:
         if k in self._labels:
             return self._labels[k]
         from .io import index_filename
-        up = self.shared(seed)
+        up = self.shared(seed, budget)
         feat_in = pl._feature_inputs(self.cfg["select_features"])
         prior_in = pl._feature_inputs(self.cfg["prior_features"])
         stages = [
@@ -293,22 +304,13 @@ class Bench:
     def usb_conf(self, alg: str) -> Dict[str, Any]:
         if alg not in self._usb:
             spec = self.cfg["algorithms"][alg]
-            base = pl._read_yaml(Path(spec["config"]))
-            extra = {k: v for k, v in spec.items() if k != "config"}
-            conf = pl._merge(pl._merge(base, self.cfg["usb"]), extra)
-            for k in pl.USB_MANAGED:
-                conf.pop(k, None)
-            if conf.get("use_pretrain") is None:
-                conf["use_pretrain"] = True
-            if "num_train_iter" not in conf or "algorithm" not in conf:
-                raise ConfigError("the USB config needs algorithm and num_train_iter",
-                                  path=spec["config"])
-            self._usb[alg] = conf
+            self._usb[alg] = pl.usb_config(spec["config"], self.cfg["usb"],
+                                           {k: v for k, v in spec.items() if k != "config"})
         return self._usb[alg]
 
     def cell_stage(self, cell: Mapping[str, Any]) -> Tuple[pl.Stage, Dict[str, pl.StageRecord]]:
         seed, budget = cell["seed"], cell["budget"]
-        shared = self.shared(seed)
+        shared = self.shared(seed, budget)
         labels = self.labels(seed, cell["sampler"], budget)
         conf = self.usb_conf(cell["algorithm"])
         first_prop = next(iter(self.cfg["propagators"]))
@@ -447,6 +449,8 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
     out_dir = Path(out) if out is not None else None
     for s in samplers:
         for a in algs:
+            if (s, a) == (ref_s, ref_a):
+                continue
             tr = [f"{s} + {a}"]
             any_val = False
             for l in lpcs:
@@ -458,13 +462,14 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
                     any_val = True
                     reach = _reach(r, _f(ref, "final_acc"), out_dir)
                     its.append(float("nan") if reach is None else reach)
-                    sps.append(rp.speedup(int(r["num_train_iter"]), reach))
+                    sps.append(rp.speedup(int(ref["num_train_iter"]), reach))
                 tr += [rp.mean_std(its, digits=0) if its else "",
                        rp.mean_std(sps, digits=2, suffix="×") if sps else ""]
             if any_val:
                 trs.append(tr)
     lines += [f"## Table 2. Iterations to reach {ref_s} + {ref_a}'s final accuracy "
-              "(same budget and seed), and speed-up = iterations run / iterations to reach\n",
+              "(same budget and seed), and speed-up = the reference's iterations / iterations "
+              "to reach\n",
               "Resolution: the evaluation interval. `(k/n)`: reached in k of n seeds; "
               "mean ± std over those.\n\n" + (rp.markdown_table(header, trs) if trs else
                                                "(needs the reference cells)\n")]

@@ -310,7 +310,7 @@ SECTION_DEFAULTS: Dict[str, Dict[str, Any]] = {
 }
 #: USB keys the pipeline sets itself (paths into the run directory, the labeled set, the seed)
 USB_MANAGED = ("save_dir", "save_name", "resume", "load_path", "lb_index_file", "prior_file",
-               "pretrain_path", "num_labels", "seed", "dataset", "net", "data_dir")
+               "pretrain_path", "num_labels", "seed", "dataset", "net", "data_dir", "epoch")
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
@@ -444,8 +444,10 @@ def _stage_finetune(ctx: StageContext) -> Dict[str, Any]:
     from .io import atomic_save_npy, load_features
     p = ctx.params
     X = load_features(ctx.inputs["features"].path(F_SELF))
-    Xf = finetune_features(X, seed=p["seed"], device=ctx.env.get("device", "cpu"),
-                           **p["kwargs"])
+    kwargs = dict(p["kwargs"])
+    if kwargs.get("k") is None:  # the paper ties the clusters of Eq. 1 to the budget
+        kwargs.setdefault("budget", p["budget"])
+    Xf = finetune_features(X, seed=p["seed"], device=ctx.env.get("device", "cpu"), **kwargs)
     atomic_save_npy(ctx.dir / F_FINE, Xf)
     return {"shape": list(Xf.shape)}
 
@@ -591,10 +593,65 @@ def _stage_train(ctx: StageContext) -> Dict[str, Any]:
     conf["load_path"] = str(latest) if resume else None
     if resume:
         ctx.log(f"  resuming USB training from {latest}")
-    out = train(conf)
+    with _quiet_usb_console():
+        out = train(conf, hooks=((_progress_hook(f"{ctx.name} ({conf['algorithm']})"),
+                                  "LOWEST"),))
     return {"best_acc": float(out["best_acc"]), "best_it": int(out["best_it"]),
             "final_acc": float(out["final_acc"]), "num_train_iter": int(conf["num_train_iter"]),
             "algorithm": conf["algorithm"]}
+
+
+@contextlib.contextmanager
+def _quiet_usb_console():
+    """USB logs every evaluation (with a confusion matrix) to the console through the root
+    logger; keep that in ``<run>/usb/log.txt`` and show only warnings on the console."""
+    import logging
+    import warnings
+    root = logging.getLogger()
+    added = None
+    if not root.handlers:  # else USB's logging.basicConfig would install an INFO console
+        added = logging.StreamHandler(sys.stderr)
+        added.setLevel(logging.WARNING)
+        added.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+        root.addHandler(added)
+    usb_logger = logging.getLogger(SAVE_NAME)
+    old_level = usb_logger.level
+    usb_logger.setLevel(logging.INFO)  # the file handler still gets everything
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*ill-defined.*")  # sklearn, 0 predictions
+            yield
+    finally:
+        usb_logger.setLevel(old_level)
+        if added is not None:
+            root.removeHandler(added)
+
+
+def _progress_hook(desc: str):
+    """A USB hook drawing a tqdm bar over training iterations (with the last test accuracy)."""
+    from semilearn.core.hooks import Hook
+    from tqdm.auto import tqdm
+
+    class TqdmHook(Hook):
+        bar = None
+
+        def before_run(self, algorithm):
+            self.bar = tqdm(total=int(algorithm.num_train_iter), initial=int(algorithm.it),
+                            desc=desc, unit="it", dynamic_ncols=True, leave=False)
+
+        def after_train_step(self, algorithm):
+            if self.bar is None:
+                return
+            self.bar.update(int(algorithm.it) + 1 - self.bar.n)
+            acc = (getattr(algorithm, "log_dict", None) or {}).get("eval/top-1-acc")
+            if acc is not None:
+                self.bar.set_postfix_str(f"test acc {100 * float(acc):.1f}%", refresh=False)
+
+        def after_run(self, algorithm):
+            if self.bar is not None:
+                self.bar.close()
+
+    return TqdmHook()
 
 
 def _selected_path(rec: StageRecord) -> Path:
@@ -642,20 +699,35 @@ def _stage_evaluate(ctx: StageContext) -> Dict[str, Any]:
 PLOTS = ("acc_vs_iteration.png", "prior_per_class.png")
 
 
-def _usb_block(cfg: Mapping[str, Any], section: str) -> Dict[str, Any]:
-    """Base USB YAML + the ``usb:`` block + the section's overrides, minus managed keys."""
-    base = _read_yaml(Path(cfg[section]["config"]))
-    extra = {k: v for k, v in cfg[section].items()
-             if k not in ("config", "enabled", "sampler", "params")}
-    conf = _merge(_merge(base, cfg["usb"]), extra)
+def usb_config(base_path, usb: Mapping[str, Any], extra: Mapping[str, Any]) -> Dict[str, Any]:
+    """Base USB YAML < the shared ``usb:`` block < per-run overrides, minus the keys the
+    pipeline sets itself (:data:`USB_MANAGED`).
+
+    USB's ``epoch`` is set to ``num_train_iter / num_eval_iter`` so that every checkpoint
+    (taken at each evaluation) falls on an epoch end: USB resumes at the epoch *after* the
+    saved one, so with ``epoch: 1`` a run killed mid-way would stop at once when resumed.
+    """
+    conf = _merge(_merge(_read_yaml(Path(base_path)), usb), extra)
     for k in USB_MANAGED:
         conf.pop(k, None)
-    if "num_train_iter" not in conf or "algorithm" not in conf:
-        raise ConfigError("the USB config needs algorithm and num_train_iter",
-                          path=cfg[section]["config"])
+    for k in ("algorithm", "num_train_iter", "num_eval_iter"):
+        if k not in conf:
+            raise ConfigError(f"the USB config needs {k}", path=base_path, field=k)
+    n, e = int(conf["num_train_iter"]), int(conf["num_eval_iter"])
+    if e < 1 or n % e:
+        raise ConfigError(f"num_train_iter={n} must be a multiple of num_eval_iter={e} "
+                          "(checkpoints are taken at evaluations; resuming needs them on "
+                          "epoch ends)", path=base_path, field="num_eval_iter")
+    conf["epoch"] = n // e
     if conf.get("use_pretrain") is None:
         conf["use_pretrain"] = True
     return conf
+
+
+def _usb_block(cfg: Mapping[str, Any], section: str) -> Dict[str, Any]:
+    extra = {k: v for k, v in cfg[section].items()
+             if k not in ("config", "enabled", "sampler", "params")}
+    return usb_config(cfg[section]["config"], cfg["usb"], extra)
 
 
 def build_stages(cfg: Mapping[str, Any]) -> List[Stage]:
@@ -737,7 +809,8 @@ def feature_stages(cfg: Mapping[str, Any], env: Mapping[str, Any]) -> List[Stage
               params={"dataset": cfg["dataset"], "kwargs": dict(cfg["features"])},
               outputs=(F_SELF,), env=env),
         Stage("finetune", _stage_finetune, inputs=("features",),
-              params={"seed": cfg["seed"], "kwargs": dict(cfg["finetune"])},
+              params={"seed": cfg["seed"], "budget": cfg["num_labels"],
+                      "kwargs": dict(cfg["finetune"])},
               outputs=(F_FINE,), env=env),
     ]
 
@@ -784,13 +857,13 @@ def summary_markdown(cfg: Mapping[str, Any], records: Mapping[str, StageRecord],
          *[f"{rp.pct(runs[n]['best_acc'])} @ {runs[n]['best_it']}" for n in names]],
     ]
     if "target_acc" in ev:
+        a = runs[names[0]]
         rows += [
             [f"iterations to reach {names[-1]}'s final accuracy ({rp.pct(ev['target_acc'])}%)",
-             *[("not reached" if runs[n]["iters_to_target"] is None
-                else str(runs[n]["iters_to_target"])) for n in names]],
-            ["speed-up (iterations run / iterations to reach)",
-             *[("–" if not np.isfinite(runs[n]["speedup"]) else f"{runs[n]['speedup']:.2f}×")
-               for n in names]],
+             "not reached" if a["iters_to_target"] is None else str(a["iters_to_target"]),
+             f"{iters} (reference)"],
+            ["speed-up (reference iterations / iterations to reach)",
+             "–" if not np.isfinite(a["speedup"]) else f"{a['speedup']:.2f}×", "1× (reference)"],
         ]
     header = [f"{cfg['dataset']}, {cfg['num_labels']} labels, seed {cfg['seed']}, "
               f"{iters} iterations"] + [_run_label(n) for n in names]
