@@ -1,0 +1,371 @@
+"""SimSiam pretraining loop: batched tensor augmentation, per-epoch atomic checkpoints, resume.
+
+Files in ``out`` (the run directory)
+------------------------------------
+``checkpoint.pth``
+    Written atomically after every epoch: SimSiam model (backbone + heads), optimizer,
+    completed epochs, loss history, configuration and RNG state. A run started again with the
+    same configuration continues after the last completed epoch; because epoch ``e`` draws
+    its permutation and augmentations from a generator seeded by ``(seed, e)``, a resumed run
+    reproduces an uninterrupted one.
+``backbone.pth``
+    The encoder for USB (see :mod:`as3l_plugin.features.backbone`), written when training ends.
+
+Optimisation follows SimSiam's CIFAR recipe: SGD (momentum 0.9, weight decay 5e-4),
+``lr = base_lr * batch_size / 256`` with ``base_lr = 0.06``, cosine decay per step to 0; the
+predictor keeps the initial learning rate (SimSiam's ``--fix-pred-lr``, which the paper
+reports as slightly better).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+
+from ..errors import OutputError, ParameterError, StaleInputError
+
+CHECKPOINT_FORMAT = "as3l-simsiam-checkpoint/1"
+
+#: per-dataset defaults of the CLI / pipeline (chosen by the measurements in the README)
+PRETRAIN_DEFAULTS = {
+    "digits": {"epochs": 60, "batch_size": 128, "lr": 0.06, "image_size": None},
+    "fashion_mnist": {"epochs": 10, "batch_size": 256, "lr": 0.06, "image_size": None},
+}
+_FALLBACK_DEFAULTS = {"epochs": 200, "batch_size": 256, "lr": 0.06, "image_size": None}
+
+
+def pretrain_defaults(dataset: str) -> Dict[str, Any]:
+    """Epochs, batch size, base lr and view size used when the caller does not set them."""
+    return dict(PRETRAIN_DEFAULTS.get(dataset, _FALLBACK_DEFAULTS))
+
+
+def _dataset(dataset, data_dir):
+    from ..datasets import ArrayDataset, load_dataset
+    if isinstance(dataset, ArrayDataset):
+        return dataset
+    return load_dataset(dataset, data_dir)
+
+
+def _check(name, value, ok, allowed):
+    if not ok:
+        raise ParameterError(f"{name}={value!r} must be {allowed}", field=name)
+
+
+class InputPipeline:
+    """uint8 image batches → normalised float tensors the backbone expects.
+
+    Parameters
+    ----------
+    mean, std : tuple of float
+        Per-channel normalisation of ``x / 255`` (one value for grayscale).
+    net_channels : int
+        Channels the backbone wants; grayscale images are repeated to 3 channels if needed.
+    channels_last : bool
+        Return channels-last tensors (2-3x faster convolutions on CPUs).
+    """
+
+    def __init__(self, mean, std, net_channels: int, channels_last: bool = True):
+        import torch
+        c = len(mean)
+        if c not in (1, net_channels) or (c == 3 and net_channels == 1):
+            raise ParameterError(f"images with {c} channels cannot feed a net with "
+                                 f"{net_channels} input channels", field="net")
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.net_channels = net_channels
+        self.channels_last = channels_last
+
+    def __call__(self, x_uint8, augment=None, generator=None, out_size=None):
+        import torch
+        from .augment import to_float_images
+        x = to_float_images(x_uint8)
+        if augment is not None:
+            x = augment(x, generator, out_size)
+        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        if x.shape[1] != self.net_channels:
+            x = x.expand(-1, self.net_channels, -1, -1)
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last
+                            else torch.contiguous_format)
+
+
+class SimSiamPretrainer:
+    """Pretrain a USB backbone with SimSiam on a dataset's training images.
+
+    Parameters
+    ----------
+    net : str, default 'cnn4'
+        Backbone name (:func:`as3l_plugin.features.backbone.build_backbone`).
+    epochs : int, default 100
+    batch_size : int, default 256
+        Pairs of views per step; ``drop_last``: an epoch has ``n // batch_size`` steps.
+    base_lr : float, default 0.06
+        ``lr = base_lr * batch_size / 256``.
+    momentum : float, default 0.9
+    weight_decay : float, default 5e-4
+    fix_pred_lr : bool, default True
+        Keep the predictor's learning rate constant (SimSiam).
+    image_size : int, optional
+        Side of the augmented views; default the dataset's. Smaller views train faster
+        (cost ~ pixels); features are always extracted at the dataset's size.
+    augment : callable, optional
+        Batch augmentation; default :func:`as3l_plugin.features.augment.augmentation_for`.
+    seed : int, default 0
+    device : str, default 'cpu'
+    num_threads : int, optional
+        ``torch.set_num_threads`` for the run (CPU).
+    channels_last : bool, default True
+    compile : bool, default False
+        ``torch.compile`` the SimSiam model (pays off on GPUs; see the speed benchmark).
+    progress : bool, default True
+        tqdm bar per epoch with the running loss.
+
+    Attributes
+    ----------
+    backbone_ : nn.Module
+        The trained encoder (CPU, eval mode).
+    history_ : list of dict
+        Per epoch: ``epoch``, ``loss``, ``z_std`` (std of l2-normalised projections times
+        sqrt(dim); ~1 when healthy, ~0 when collapsed), ``lr``, ``seconds``.
+    start_epoch_ : int
+        Epochs already done when :meth:`fit` started (``> 0`` after a resume).
+    checkpoint_path_, backbone_path_ : Path
+    """
+
+    def __init__(self, *, net: str = "cnn4", epochs: int = 100, batch_size: int = 256,
+                 base_lr: float = 0.06, momentum: float = 0.9, weight_decay: float = 5e-4,
+                 fix_pred_lr: bool = True, image_size: Optional[int] = None, augment=None,
+                 seed: int = 0, device: str = "cpu", num_threads: Optional[int] = None,
+                 channels_last: bool = True, compile: bool = False, progress: bool = True):
+        self.net = net
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.base_lr = base_lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.fix_pred_lr = fix_pred_lr
+        self.image_size = image_size
+        self.augment = augment
+        self.seed = seed
+        self.device = device
+        self.num_threads = num_threads
+        self.channels_last = channels_last
+        self.compile = compile
+        self.progress = progress
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self, n_train: int):
+        _check("epochs", self.epochs, isinstance(self.epochs, int) and self.epochs >= 1, ">= 1")
+        _check("batch_size", self.batch_size,
+               isinstance(self.batch_size, int) and self.batch_size >= 2, "an int >= 2")
+        if self.batch_size > n_train:
+            raise ParameterError(f"batch_size={self.batch_size} > {n_train} training images; "
+                                 "lower --batch-size", field="batch_size")
+        for name in ("base_lr", "momentum", "weight_decay"):
+            v = getattr(self, name)
+            _check(name, v, isinstance(v, (int, float)) and v >= 0 and math.isfinite(v),
+                   "a finite float >= 0")
+        _check("seed", self.seed, isinstance(self.seed, int) and self.seed >= 0, "an int >= 0")
+        if self.image_size is not None:
+            _check("image_size", self.image_size,
+                   isinstance(self.image_size, int) and self.image_size >= 4, "an int >= 4")
+        if self.num_threads is not None:
+            _check("num_threads", self.num_threads,
+                   isinstance(self.num_threads, int) and self.num_threads >= 1, "an int >= 1")
+
+    def _config(self, ds, image_size, augment) -> Dict[str, Any]:
+        aug = asdict(augment) if is_dataclass(augment) else repr(augment)
+        return {"net": self.net, "dataset": ds.name, "n_train": int(len(ds.y_train)),
+                "epochs": self.epochs, "batch_size": self.batch_size, "base_lr": self.base_lr,
+                "momentum": self.momentum, "weight_decay": self.weight_decay,
+                "fix_pred_lr": self.fix_pred_lr, "image_size": image_size, "seed": self.seed,
+                "augment": {"type": type(augment).__name__, "params": aug}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _resume(self, path: Path, config, model, optimizer):
+        import torch
+
+        from .backbone import load_torch_file
+        if not path.is_file():
+            return 0, []
+        ckpt = load_torch_file(path, what="SimSiam checkpoint")
+        old = ckpt.get("config", {})
+        old_cmp = {k: v for k, v in old.items()}
+        new_cmp = {k: v for k, v in config.items()}
+        # tuples become lists after a round trip through some code paths: compare as text
+        diff = [k for k in sorted(set(old_cmp) | set(new_cmp))
+                if repr(old_cmp.get(k)).replace("(", "[").replace(")", "]")
+                != repr(new_cmp.get(k)).replace("(", "[").replace(")", "]")]
+        if diff:
+            k = diff[0]
+            raise StaleInputError(
+                f"was made with {k}={old_cmp.get(k)!r}, this run has {k}={new_cmp.get(k)!r} "
+                f"(differences: {', '.join(diff)}); use another --out or delete the directory "
+                "to start over", path=path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if "rng" in ckpt:
+            torch.set_rng_state(ckpt["rng"]["torch"])
+        return int(ckpt["epoch"]), list(ckpt.get("history", []))
+
+    def _save_checkpoint(self, path, config, epoch, model, optimizer, history):
+        import torch
+
+        from ..io import atomic_write_bytes
+        from .backbone import torch_bytes
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        opt = optimizer.state_dict()
+        opt["state"] = {k: {n: (t.cpu() if torch.is_tensor(t) else t) for n, t in s.items()}
+                        for k, s in opt["state"].items()}
+        atomic_write_bytes(path, torch_bytes({
+            "format": CHECKPOINT_FORMAT, "config": config, "epoch": epoch, "model": state,
+            "optimizer": opt, "history": history, "rng": {"torch": torch.get_rng_state()}}))
+
+    # ------------------------------------------------------------------ training
+    def fit(self, dataset, out, *, data_dir=None,
+            callback: Optional[Callable[[int, Dict[str, float]], None]] = None):
+        """Train (or resume) and write ``out/checkpoint.pth`` and ``out/backbone.pth``.
+
+        Parameters
+        ----------
+        dataset : str or ArrayDataset
+            Name for :func:`as3l_plugin.datasets.load_dataset`, or a loaded dataset.
+        out : str or Path
+            Run directory (created if missing).
+        data_dir : str, optional
+            Passed to the dataset loader.
+        callback : callable, optional
+            ``callback(epoch, record)`` after every saved epoch (1-based ``epoch``).
+
+        Returns
+        -------
+        self
+        """
+        import torch
+        from tqdm.auto import tqdm
+
+        from ..io import atomic_write_bytes
+        from .augment import augmentation_for
+        from .backbone import BACKBONE_FORMAT, build_backbone, encoder_state, input_channels, \
+            torch_bytes
+        from .simsiam import NegativeCosineLoss, SimSiam
+
+        ds = _dataset(dataset, data_dir)
+        n = len(ds.y_train)
+        self._validate(n)
+        out = Path(out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create the output directory ({exc})", path=out) from exc
+        image_size = self.image_size or ds.image_size
+        augment = self.augment or augmentation_for(ds.name, ds.in_channels)
+        config = self._config(ds, image_size, augment)
+        old_threads = torch.get_num_threads()
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        try:
+            torch.manual_seed(self.seed)
+            device = torch.device(self.device)
+            backbone = build_backbone(self.net)
+            model = SimSiam(backbone).to(device)
+            if self.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            pipe = InputPipeline(ds.mean, ds.std, input_channels(backbone), self.channels_last)
+            lr0 = self.base_lr * self.batch_size / 256
+            groups = [{"params": list(model.backbone.parameters()) +
+                       list(model.projector.parameters()), "fix_lr": False},
+                      {"params": list(model.predictor.parameters()),
+                       "fix_lr": bool(self.fix_pred_lr)}]
+            optimizer = torch.optim.SGD(groups, lr=lr0, momentum=self.momentum,
+                                        weight_decay=self.weight_decay)
+            criterion = NegativeCosineLoss()
+            self.checkpoint_path_ = out / "checkpoint.pth"
+            self.backbone_path_ = out / "backbone.pth"
+            start, history = self._resume(self.checkpoint_path_, config, model, optimizer)
+            self.start_epoch_ = start
+            step_fn = torch.compile(model) if self.compile else model
+            images = torch.from_numpy(np.ascontiguousarray(ds.x_train)).to(device)
+            steps = n // self.batch_size
+            total = steps * self.epochs
+            for epoch in range(start, self.epochs):
+                t0 = time.perf_counter()
+                g = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + epoch)
+                perm = torch.randperm(n, generator=g, device=device)
+                model.train()
+                loss_sum = torch.zeros((), device=device)
+                zstd_sum = torch.zeros((), device=device)
+                bar = tqdm(range(steps), desc=f"simsiam {epoch + 1}/{self.epochs}",
+                           disable=not self.progress, leave=False, dynamic_ncols=True)
+                lr = lr0
+                for i in bar:
+                    lr = 0.5 * lr0 * (1 + math.cos(math.pi * (epoch * steps + i) / total))
+                    for grp in optimizer.param_groups:
+                        grp["lr"] = lr0 if grp["fix_lr"] else lr
+                    xb = images[perm[i * self.batch_size:(i + 1) * self.batch_size]]
+                    v1 = pipe(xb, augment, g, image_size)
+                    v2 = pipe(xb, augment, g, image_size)
+                    p1, p2, z1, z2 = step_fn(v1, v2)
+                    loss = criterion(p1, p2, z1, z2)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    with torch.no_grad():
+                        loss_sum += loss.detach()
+                        zn = torch.nn.functional.normalize(z1.detach().float(), dim=1)
+                        zstd_sum += zn.std(dim=0).mean() * math.sqrt(zn.shape[1])
+                    if self.progress and (i % 10 == 0 or i == steps - 1):
+                        bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.4f}")
+                bar.close()
+                if not torch.isfinite(loss_sum):
+                    raise ParameterError(f"SimSiam loss became {loss_sum.item()} in epoch "
+                                         f"{epoch + 1}; lower --lr", field="base_lr")
+                rec = {"epoch": epoch + 1, "loss": float(loss_sum) / steps,
+                       "z_std": float(zstd_sum) / steps, "lr": lr,
+                       "seconds": time.perf_counter() - t0}
+                history.append(rec)
+                self._save_checkpoint(self.checkpoint_path_, config, epoch + 1, model,
+                                      optimizer, history)
+                if self.progress:
+                    tqdm.write(f"simsiam epoch {epoch + 1}/{self.epochs}: loss {rec['loss']:.4f}"
+                               f"  z_std {rec['z_std']:.3f}  {rec['seconds']:.1f}s")
+                if callback is not None:
+                    callback(epoch + 1, rec)
+            self.history_ = history
+            if history and history[-1]["z_std"] < 0.1:
+                warnings.warn(f"SimSiam collapsed (z_std={history[-1]['z_std']:.3f}; healthy "
+                              "runs stay near 1): lower the learning rate or check the "
+                              "augmentation", RuntimeWarning, stacklevel=2)
+            backbone = model.backbone.to("cpu").to(memory_format=torch.contiguous_format)
+            self.backbone_ = backbone.eval()
+            atomic_write_bytes(self.backbone_path_, torch_bytes({
+                "model": encoder_state(backbone), "net": self.net, "dataset": ds.name,
+                "format": BACKBONE_FORMAT, "num_features": int(backbone.num_features),
+                "in_channels": int(ds.in_channels), "image_size": int(ds.image_size),
+                "mean": tuple(ds.mean), "std": tuple(ds.std), "epochs": self.epochs,
+                "loss": history[-1]["loss"] if history else None, "seed": self.seed,
+                "config": config}))
+        finally:
+            torch.set_num_threads(old_threads)
+        return self
+
+
+def pretrain_simsiam(dataset, net: str = "cnn4", *, out, epochs: int = 100,
+                     batch_size: int = 256, lr: float = 0.06, seed: int = 0,
+                     device: str = "cpu", data_dir=None, num_threads: Optional[int] = None,
+                     progress: bool = True, **kwargs) -> Path:
+    """Pretrain ``net`` with SimSiam on ``dataset``; returns the path of ``backbone.pth``.
+
+    ``lr`` is the base learning rate (scaled by ``batch_size / 256``); other keyword
+    arguments go to :class:`SimSiamPretrainer`. Re-running with the same arguments resumes an
+    interrupted run from its last completed epoch.
+    """
+    trainer = SimSiamPretrainer(net=net, epochs=epochs, batch_size=batch_size, base_lr=lr,
+                                seed=seed, device=device, num_threads=num_threads,
+                                progress=progress, **kwargs)
+    return trainer.fit(dataset, out, data_dir=data_dir).backbone_path_
