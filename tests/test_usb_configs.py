@@ -8,6 +8,7 @@ import argparse
 import importlib.util
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "usb_configs"
-CONFIGS = sorted(p for p in CONFIG_DIR.glob("*/*.yaml") if not p.name.startswith("pipeline"))
+#: USB-style configs (other YAML in usb_configs/, e.g. the pipeline's, are not USB configs)
+USB_NAME = re.compile(r"^(as3l_flexmatch|flexmatch)(_lbidx)?_[a-z0-9_]+_\d+_\d+\.yaml$")
+CONFIGS = sorted(p for p in CONFIG_DIR.glob("*/*.yaml") if USB_NAME.match(p.name))
 IDS = [p.stem for p in CONFIGS]
 GPU_DATASETS = ("cifar10", "cifar100", "stl10")
 
@@ -141,7 +144,7 @@ def test_paper_settings(setting):
     assert std["num_train_iter"] == 1024 * 1024 and "lb_index_file" not in std
     assert (as3l["prior_T"], as3l["prior_mode"]) == (6900, mode)
     assert as3l["lb_index_file"] == lbidx["lb_index_file"]
-    assert as3l["use_pretrain"] is True and as3l["pretrain_path"].endswith(f"simsiam_{net}.pth")
+    assert as3l["use_pretrain"] is True and as3l["pretrain_path"].endswith(f"simsiam_{net}/backbone.pth")
     # the sampler-swap baseline differs from the standard reference only by the index file and
     # the schedule
     diff = {k for k in set(lbidx) | set(std) if lbidx.get(k) != std.get(k)}
@@ -151,9 +154,9 @@ def test_paper_settings(setting):
 
 @pytest.mark.parametrize("dataset", ["digits", "fashion_mnist"])
 def test_cpu_configs(dataset):
-    for path in sorted((CONFIG_DIR / dataset).glob("*.yaml")):
-        if path.name.startswith("pipeline"):
-            continue
+    paths = [p for p in CONFIGS if p.parent.name == dataset]
+    assert len(paths) == 6
+    for path in paths:
         cfg = load_with_semilearn(path)
         assert cfg["net"] == "cnn4" and cfg["gpu"] == "None"
         assert cfg["multiprocessing_distributed"] is False and cfg["num_workers"] == 0

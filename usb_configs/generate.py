@@ -86,7 +86,7 @@ def offline_paths(dataset: str, num_labels: int, seed: int) -> dict:
     run = f"{AS3L_ROOT}/{dataset}/labels{num_labels}_seed{seed}"
     return dict(lb_index_file=f"{run}/lb_labels{num_labels}_1_seed{seed}_idx.npy",
                 prior_file=f"{run}/prior.npy",
-                pretrain_path=f"{AS3L_ROOT}/{dataset}/simsiam_{DATASETS[dataset]['net']}.pth")
+                pretrain_path=f"{AS3L_ROOT}/{dataset}/simsiam_{DATASETS[dataset]['net']}/backbone.pth")
 
 
 # ---------------------------------------------------------------------------------------------
