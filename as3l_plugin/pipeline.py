@@ -589,6 +589,14 @@ def _stage_train(ctx: StageContext) -> Dict[str, Any]:
         conf["pretrain_path"] = str(ctx.inputs["pretrain"].path(BACKBONE))
     latest = ctx.dir / SAVE_NAME / "latest_model.pth"
     resume = bool(ctx.resuming and latest.is_file())
+    if resume:  # USB writes checkpoints in place: a kill during the write leaves a torn file
+        import torch
+        try:
+            torch.load(latest, map_location="cpu")
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint means start over
+            ctx.log(f"  checkpoint {latest} is unreadable ({type(exc).__name__}: killed while "
+                    "it was written?); restarting this training from scratch")
+            resume = False
     conf["resume"] = resume
     conf["load_path"] = str(latest) if resume else None
     if resume:

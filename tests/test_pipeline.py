@@ -1,5 +1,6 @@
 """`as3l run`: the stage runner (cache keys, skip, invalidation, resume) and the real job."""
 
+import csv
 import json
 
 import numpy as np
@@ -140,3 +141,177 @@ def test_cache_key_depends_on_everything():
                 pl.cache_key("s", {"a": 2}, {"up": "f"}, version="1"),
                 pl.cache_key("s", {"a": 1}, {"up": "g"}, version="1"),
                 pl.cache_key("s", {"a": 1}, {"up": "f"}, version="2")}) == 5
+
+
+# --------------------------------------------------------------------------- the real job
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DIGITS = REPO / "usb_configs" / "digits"
+STAGES = ["pretrain", "features", "finetune", "select", "labels", "prior", "train_as3l",
+          "baseline_select", "train_baseline", "evaluate"]
+
+
+def tiny_config(tmp, *, iters=20, **extra):
+    cfg = {
+        "name": "tiny", "dataset": "digits", "net": "cnn4", "num_labels": 10, "seed": 0,
+        "pretrain": {"epochs": 1, "batch_size": 256},
+        "finetune": {"epochs": 2},
+        "usb": {"num_train_iter": iters, "num_eval_iter": 10, "num_log_iter": 10,
+                "batch_size": 8, "uratio": 1, "eval_batch_size": 512},
+        "as3l_flexmatch": {"config": str(DIGITS / "as3l_flexmatch_digits_10_0.yaml"),
+                           "prior_T": 10, "prior_mode": "remove"},
+        "baseline": {"config": str(DIGITS / "flexmatch_lbidx_digits_10_0.yaml")},
+    }
+    cfg.update(extra)
+    path = Path(tmp) / f"tiny_{iters}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def as3l(*args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "as3l_plugin", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, cwd=kw.get("cwd", REPO))
+
+
+def finish(proc, timeout=240):
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def run1(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = tiny_config(tmp)
+    out = finish(as3l("run", "--config", cfg, "--out", tmp / "run1"))
+    return {"tmp": tmp, "cfg": cfg, "root": tmp / "run1", "log": out}
+
+
+def test_run_end_to_end_outputs(run1):
+    root, log = run1["root"], run1["log"]
+    for i, s in enumerate(STAGES, 1):
+        assert f"[{i}/{len(STAGES)}] {s}: running" in log
+        rec = json.loads((root / s / "stage.json").read_text())
+        assert rec["stage"] == s and len(rec["key"]) == 64
+    idx = np.load(root / "select" / "lb_labels10_1_seed0_idx.npy")
+    assert idx.dtype == np.int64 and idx.shape == (10,) and len(set(idx.tolist())) == 10
+    prior = np.load(root / "prior" / "prior.npy")
+    assert prior.shape == (1437, 10) and prior.dtype == np.float32
+    np.testing.assert_allclose(prior.sum(1), 1, atol=1e-5)
+    assert (root / "pretrain" / "backbone.pth").is_file()
+    for t in ("train_as3l", "train_baseline"):
+        assert (root / t / "usb" / "latest_model.pth").is_file()
+    rows = list(csv.DictReader(open(root / "metrics.csv")))
+    assert {r["algorithm"] for r in rows} == {"as3l_flexmatch", "flexmatch_random"}
+    assert sorted({int(r["iteration"]) for r in rows}) == [10, 20]
+    assert all(0 <= float(r["eval_acc"]) <= 1 for r in rows)
+    for png in ("acc_vs_iteration.png", "prior_per_class.png"):
+        assert (root / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = (root / "summary.md").read_text()
+    for needle in ("class coverage", "prior accuracy", "final test accuracy",
+                   "best test accuracy", "iterations to reach", "speed-up", "Wall time",
+                   "train_as3l"):
+        assert needle in summary
+    assert summary in log  # printed at the end
+    ev = json.loads((root / "evaluate" / "stage.json").read_text())["result"]
+    prior_acc = json.loads((root / "prior" / "stage.json").read_text())["result"]["prior_acc"]
+    assert 0.3 < prior_acc <= 1.0  # far above chance even with 1 SimSiam epoch
+    assert set(ev["runs"]) == {"as3l_flexmatch", "flexmatch_random"}
+
+
+def test_rerun_is_a_cache_hit(run1):
+    root = run1["root"]
+    before = {s: (root / s / "stage.json").stat().st_mtime_ns for s in STAGES}
+    log = finish(as3l("run", "--config", run1["cfg"], "--out", root))
+    for i, s in enumerate(STAGES, 1):
+        assert f"[{i}/{len(STAGES)}] {s}: cached" in log
+    assert "running" not in log
+    assert {s: (root / s / "stage.json").stat().st_mtime_ns for s in STAGES} == before
+
+
+def test_killed_run_resumes_mid_training(run1):
+    tmp, root = run1["tmp"], run1["tmp"] / "killed"
+    cfg = tiny_config(tmp, iters=40, baseline={"enabled": False})
+    proc = as3l("run", "--config", cfg, "--out", root)
+    ckpt = root / "train_as3l" / "usb" / "latest_model.pth"
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:  # first complete checkpoint
+        if ckpt.exists():
+            try:
+                torch.load(ckpt, map_location="cpu")
+                break
+            except Exception:  # still being written
+                pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert ckpt.exists(), "the run ended before its first checkpoint"
+    assert not (root / "train_as3l" / "stage.json").exists(), "killed too late to test resume"
+    assert (root / "train_as3l" / pl.RUNNING_FILE).exists()
+    log = finish(as3l("run", "--config", cfg, "--out", root))
+    assert "train_as3l: resuming" in log and "resuming USB training from" in log
+    for s in STAGES[:6]:
+        assert f"{s}: cached" in log
+    its = [int(r["iteration"]) for r in csv.DictReader(open(root / "metrics.csv"))
+           if r["algorithm"] == "as3l_flexmatch"]
+    assert sorted(set(its)) == [10, 20, 30, 40]
+    # the deterministic stages equal those of the uninterrupted run (other USB settings)
+    for f in ("pretrain/backbone.pth", "features/f_self.npy", "finetune/f_fine.npy",
+              "select/lb_labels10_1_seed0_idx.npy", "prior/prior.npy"):
+        assert (root / f).read_bytes() == (run1["root"] / f).read_bytes(), f
+
+
+def test_user_labels_csv(run1, tmp_path):
+    """labels.source: csv — the run stops after `select` until the file exists, then the
+    prior uses the user's labels (cached stages of the copied run are reused)."""
+    root = tmp_path / "run"
+    shutil.copytree(run1["root"], root)
+    cfg = yaml.safe_load(run1["cfg"].read_text())
+    cfg["labels"] = {"source": "csv", "path": str(tmp_path / "mine.csv")}
+    from as3l_plugin.errors import LabelsError
+    with pytest.raises(LabelsError, match="to_annotate.csv"):
+        pl.run_pipeline(cfg, out=root, log=quiet)
+    todo = list(csv.DictReader(open(root / "select" / "to_annotate.csv")))
+    assert len(todo) == 10 and all(r["label"] == "" for r in todo)
+    from as3l_plugin.datasets import load_dataset
+    y = load_dataset("digits").y_train
+    wrong = int(todo[0]["index"])
+    lines = ["index,label"] + [f"{r['index']},{(y[int(r['index'])] + (1 if int(r['index']) == wrong else 0)) % 10}"
+                               for r in todo]
+    (tmp_path / "mine.csv").write_text("\n".join(lines) + "\n")
+    stages = pl.build_stages(pl.load_config(cfg))
+    recs = pl.run_stages(stages[:6], root, log=quiet)
+    assert recs["select"].cached and not recs["labels"].cached
+    assert recs["labels"].result["disagree_with_dataset"] == 1
+    lab = pl._read_labels(recs["labels"])
+    assert lab[lab[:, 0] == wrong, 1][0] == (y[wrong] + 1) % 10
+    prior = np.load(root / "prior" / "prior.npy")
+    assert prior[wrong].argmax() == (y[wrong] + 1) % 10  # labeled rows are the user's one-hot
+
+
+def test_config_errors(tmp_path):
+    good = yaml.safe_load(tiny_config(tmp_path).read_text())
+    with pytest.raises(ConfigError, match="unknown key"):
+        pl.load_config({**good, "budget": 10})
+    with pytest.raises(ConfigError, match="set by the pipeline"):
+        pl.load_config({**good, "usb": {"seed": 3}})
+    with pytest.raises(ConfigError, match="num_labels"):
+        pl.load_config({k: v for k, v in good.items() if k != "num_labels"})
+    with pytest.raises(ConfigError, match="multiple of num_eval_iter"):
+        pl.build_stages(pl.load_config({**good, "usb": {**good["usb"], "num_eval_iter": 7}}))
+    with pytest.raises(ConfigError, match="same iteration budget"):
+        pl.build_stages(pl.load_config({**good, "baseline": {**good["baseline"],
+                                                             "num_train_iter": 40}}))
+    pl.load_config(REPO / "usb_configs" / "digits" / "pipeline.yaml")
