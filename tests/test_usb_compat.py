@@ -250,3 +250,20 @@ def test_plugin_class_mro_puts_checkpoint_shim_above_algorithmbase():
     assert mro.index("DevicePlugin") < mro.index("FlexMatch") < mro.index("CheckpointDevice") \
         < mro.index("AlgorithmBase")
     assert compat.plugin_algorithm(FlexMatch) is cls and issubclass(cls, AlgorithmBase)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    alg = build_algorithm(tiny_args(tmp_path, gpu="cpu"))
+    alg.epoch = 0
+    alg.save_model("latest_model.pth", str(tmp_path))
+    before = (tmp_path / "latest_model.pth").read_bytes()
+
+    def torn_save(obj, fh, *a, **kw):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", torn_save)
+    with pytest.raises(OSError, match="disk full"):
+        alg.save_model("latest_model.pth", str(tmp_path))
+    assert (tmp_path / "latest_model.pth").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["latest_model.pth"]

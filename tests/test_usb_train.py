@@ -153,3 +153,21 @@ def test_resume_in_place_keeps_metrics_rows(tmp_path, prior_file):
     with open(res["metrics_csv"], newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["iteration"]) for r in rows] == [4, 8]  # nothing re-run, nothing lost
+
+
+# --------------------------------------------------------------------------- pretrained encoder
+@pytest.mark.parametrize("net", ["cnn4", "wrn_28_2"])
+def test_pretrain_path_loads_encoder_not_classifier(tmp_path, net):
+    """The feature stage's contract: {'model': backbone_state_dict} + use_pretrain."""
+    from as3l_plugin.usb.train import build_model
+    src = build_model(TINY, net=net, use_pretrain=False)
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(1.0)
+    state = {"module." + k: v for k, v in src.state_dict().items()}  # DDP-style prefix too
+    torch.save({"model": state}, tmp_path / "encoder.pth")
+    torch.manual_seed(123)
+    dst = build_model(TINY, net=net, use_pretrain=True, pretrain_path=str(tmp_path / "encoder.pth"))
+    for name, value in dst.state_dict().items():
+        same = torch.equal(value, src.state_dict()[name])
+        assert same != name.startswith("classifier") or "num_batches" in name, name

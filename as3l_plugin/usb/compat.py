@@ -30,7 +30,8 @@ Shims
    :func:`send_model` replaces ``send_model_cuda`` (CPU: plain model, or DDP on gloo).
 5. **checkpoint extras** — :class:`DevicePlugin` adds the RNG states (python, numpy, torch,
    CUDA) and the training-time counter to every checkpoint and restores them on load, so a
-   run resumed from a checkpoint taken at an epoch end continues bit for bit.
+   run resumed from a checkpoint taken at an epoch end continues bit for bit; checkpoints
+   are written atomically (temp file + fsync + rename).
 """
 
 from __future__ import annotations
@@ -467,9 +468,23 @@ class DevicePlugin:
             self._excluded_time += time.perf_counter() - t0
 
     def save_model(self, save_name, save_path):
+        """USB's ``save_model``, written atomically (temp file, fsync, rename): a run killed
+        while saving keeps its previous checkpoint instead of a torn one."""
         t0 = time.perf_counter()
         try:
-            return super().save_model(save_name, save_path)
+            os.makedirs(save_path, exist_ok=True)
+            final = os.path.join(save_path, save_name)
+            tmp = f"{final}.tmp{os.getpid()}"
+            try:
+                with open(tmp, "wb") as fh:
+                    torch.save(self.get_save_dict(), fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, final)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+            self.print_fn(f"model saved: {final}")
         finally:
             self._excluded_time += time.perf_counter() - t0
 

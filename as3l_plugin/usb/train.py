@@ -193,6 +193,27 @@ def main(args, hooks=()) -> dict:
         return json.load(fh)
 
 
+def build_model(config=None, **overrides):
+    """The backbone USB builds for a config (``AlgorithmBase.set_model``), encoder loaded.
+
+    The contract with the feature stage: ``use_pretrain: True`` and
+    ``pretrain_path: <file>`` holding ``{'model': backbone_state_dict}`` (optionally with a
+    ``module.`` prefix) initialise every backbone weight except the classifier — USB's
+    ``nets.utils.load_checkpoint`` (WRN, ResNet, ViT) and the plugin's ``cnn4`` builders
+    both skip ``classifier.*`` keys.
+
+    Parameters
+    ----------
+    config : str, mapping or argparse.Namespace
+        A config as :func:`get_config` takes, or an already parsed one.
+    """
+    from semilearn.core.utils import get_net_builder
+    args = config if isinstance(config, argparse.Namespace) else get_config(config, **overrides)
+    builder = get_net_builder(args.net, args.net_from_name)
+    return builder(num_classes=args.num_classes, pretrained=args.use_pretrain,
+                   pretrained_path=args.pretrain_path)
+
+
 def build_algorithm(args, net_builder=None, tb_log=None, logger=None):
     """Instantiate ``args.algorithm`` (and ``imb_algorithm``) through the plugin's class."""
     from semilearn.algorithms import name2alg
