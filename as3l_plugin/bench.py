@@ -341,8 +341,14 @@ class Bench:
             ran = 0
             if not report_only:
                 bar = tqdm(cells, desc="bench cells", unit="cell", dynamic_ncols=True)
+                seen = set()
                 for cell in bar:
                     bar.set_postfix_str(cell["cell"])
+                    if cell["seed"] not in seen:  # every labeled set + prior of this seed
+                        seen.add(cell["seed"])    # (cheap; fills the prior tables early)
+                        for lpc in self.cfg["labels_per_class"]:
+                            for sampler in self.cfg["samplers"]:
+                                self.labels(cell["seed"], sampler, lpc * self.num_classes_)
                     st, ups = self.cell_stage(cell)
                     key = pl.cache_key(st.name, dict(st.params),
                                        {n: ups[n].fingerprint for n in st.inputs})

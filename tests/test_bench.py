@@ -174,3 +174,50 @@ def test_read_metrics_dedupes_resumed_rows(tmp_path):
                  "20,f,0.25,1,0\n30,f,0.3,1,0\n")
     its, acc = rp.read_metrics(p)
     assert its.tolist() == [10, 20, 30] and acc.tolist() == [0.1, 0.25, 0.3]
+
+
+# --------------------------------------------------------------------------- the real command
+def test_as3l_bench_quick_two_cells(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+    digits = Path(__file__).resolve().parents[1] / "usb_configs" / "digits"
+    cfg = {
+        "name": "t", "dataset": "digits", "seeds": [0, 1], "labels_per_class": [1, 4],
+        "samplers": {"as3l": {}, "random": {}, "typiclust": {}},
+        "propagators": {"seeded_kmeans": {}, "knn": {}},
+        "algorithms": {"flexmatch": {"config": str(digits / "flexmatch_lbidx_digits_10_0.yaml")}},
+        "pretrain": {"epochs": 1}, "finetune": {"epochs": 2},
+        "usb": {"num_train_iter": 20, "num_eval_iter": 10, "num_log_iter": 10, "batch_size": 8,
+                "uratio": 1, "eval_batch_size": 512, "ema_m": 0.9},
+        "quick": {"seeds": [0], "labels_per_class": [1], "samplers": ["as3l", "random"],
+                  "propagators": ["seeded_kmeans"]},
+    }
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "b"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "as3l_plugin", "bench", "--config", str(path), "--quick",
+           "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    rows = bn.read_rows(out / bn.CELLS_CSV)
+    assert sorted(r_["cell"] for r_ in rows) == ["as3l-flexmatch-b10-s0", "random-flexmatch-b10-s0"]
+    for r_ in rows:
+        assert 0 <= float(r_["final_acc"]) <= 1 and r_["num_train_iter"] == "20"
+        assert 1 <= int(r_["coverage"]) <= 10 and 0 < float(r_["prior_acc"]) <= 1
+    text = (out / bn.TABLES_MD).read_text()
+    assert "2 of 2 cells done" in text and text in r.stdout
+    t1 = text.split("## Table 1a")[1].split("## Table 1b")[0]
+    assert "| as3l |" in t1 and "| random |" in t1 and "±" in t1
+    t2 = text.split("## Table 2")[1].split("## Table 4")[0]
+    assert "| as3l + flexmatch |" in t2
+    assert "seeded_kmeans @1/cls" in text and "knn" not in text
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
+        "acc_1perclass_flexmatch.png", "acc_1perclass_key.png"]
+    r2 = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r2.returncode == 0 and "train: running" not in r2.stdout
+    assert len(bn.read_rows(out / bn.CELLS_CSV)) == 2
