@@ -10,11 +10,14 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "run", help="the whole AS3L job: pretrain → features → fine-tune → select → labels → "
                     "prior → as3l_flexmatch + FlexMatch-random baseline → summary",
-        description="Run every stage of AS3L from one pipeline YAML. Each stage writes into "
-                    "<out>/<stage>/ and is cached by the hash of its inputs: a re-run skips "
-                    "finished stages, a changed input re-runs what depends on it, and a killed "
-                    "run resumes (trainings from their latest checkpoint). Prints the summary "
-                    "table at the end (also in <out>/summary.md).",
+        description="Run every stage of AS3L from one pipeline YAML:\n"
+                    "  pretrain, features, finetune, select, labels, prior, train_as3l,\n"
+                    "  baseline_select, train_baseline, evaluate.\n"
+                    "Each stage writes into <out>/<stage>/ and is cached by the hash of its\n"
+                    "inputs: a re-run skips finished stages, a changed input re-runs what\n"
+                    "depends on it, and a killed run resumes (trainings from their latest\n"
+                    "checkpoint). The summary table is printed at the end and written to\n"
+                    "<out>/summary.md, with metrics.csv and PNG plots next to it.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  as3l run --config usb_configs/digits/pipeline.yaml\n"
                "  as3l run --config usb_configs/digits/pipeline.yaml --force train_as3l")
@@ -23,16 +26,16 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="run directory (default: results/<name from the config>)")
     p.add_argument("--force", action="append", default=[], metavar="STAGE",
                    help="re-run STAGE even if cached (repeatable; 'all' for every stage). "
-                        "Stages: pretrain features finetune select labels prior train_as3l "
-                        "baseline_select train_baseline evaluate")
+                        "Dependants re-run only if its outputs change.")
     p.set_defaults(func=_run)
 
     b = subparsers.add_parser(
         "bench", help="grid of samplers × SSL algorithms × budgets × seeds → the paper's tables",
-        description="Train one USB run per cell (sampler, algorithm, labels per class, seed) "
-                    "at equal iterations, sharing pretraining/features per seed, and write "
-                    "Markdown tables (mean ± std) and plots. Resumable: finished cells "
-                    "(rows of <out>/cells.csv) are skipped on a re-run.",
+        description="One USB training per cell (sampler, algorithm, labels per class, seed),\n"
+                    "all at the same number of iterations; pretraining and features are\n"
+                    "shared per seed. Writes <out>/tables.md (the paper's Tables 1, 2, 4-6 as\n"
+                    "mean ± std over seeds), cells.csv, priors.csv and plots/. Resumable:\n"
+                    "finished cells (rows of cells.csv) are skipped on a re-run.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  as3l bench --config usb_configs/digits/bench.yaml --quick\n"
                "  nohup as3l bench --config usb_configs/digits/bench.yaml > bench.log 2>&1 &")
