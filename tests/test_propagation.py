@@ -87,7 +87,9 @@ def test_missing_class_gets_a_zero_column_not_a_shift(name, blobs):
     idx = np.array([0, 1, 200, 201], dtype=np.int64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PropagationWarning)
-        P = _prop(name).propagate(X, idx, y[idx], 4, seed=0)
+        # K = 4 for seeded_kmeans: with K >> m most of a blob sits in seedless clusters
+        P = _prop(name, **({"ks": (4,)} if name == "seeded_kmeans" else {})).propagate(
+            X, idx, y[idx], 4, seed=0)
     for c in (0, 2):  # the blobs of the labeled classes are predicted right
         rows = y == c
         assert (P[rows].argmax(axis=1) == c).all()
@@ -241,3 +243,21 @@ def test_input_validation(blobs, mutate, exc, field):
             _prop(name).propagate(*args)
         assert ei.value.field == field
         assert isinstance(ei.value, AS3LError)
+
+
+def test_seeded_kmeans_lockstep_matches_sequential_runs():
+    """The lockstep path is the same algorithm as clustering.kmeans run once per K."""
+    rng = np.random.default_rng(5)
+    centers = rng.normal(scale=4.0, size=(6, 5))
+    y = rng.integers(6, size=700)
+    X = (centers[y] + rng.normal(size=(700, 5))).astype(np.float32)  # overlapping blobs
+    idx = rng.choice(700, 9, replace=False)
+    kw = dict(ks=(3, 6, 9, 15, 30), backend="numpy")
+    a = get_propagator("seeded_kmeans", lockstep=True, **kw)
+    b = get_propagator("seeded_kmeans", lockstep=False, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PropagationWarning)
+        Pa = a.propagate(X, idx, y[idx], 6, seed=2)
+        Pb = b.propagate(X, idx, y[idx], 6, seed=2)
+    assert a.n_iter_per_k_ == b.n_iter_per_k_ and max(a.n_iter_per_k_.values()) > 2
+    np.testing.assert_allclose(Pa, Pb, atol=1e-6)

@@ -13,9 +13,11 @@ The seeds are first split into ``G = min(K, m)`` *seed groups*; group g is clust
 centre starts at the mean of its seeds and its seeds are held in it.
 
 - ``K >= m``: every labeled sample is its own group (G = m). The remaining ``K - m``
-  clusters start from greedy k-means++ around the seed centres (on a seeded subsample, see
-  :func:`as3l_plugin.clustering.kmeans_plusplus`). They hold no seed, so their members get
-  no evidence from this K — the paper's "K greater than the number of labeled samples".
+  clusters start from greedy k-means++ around the seeds (on a seeded subsample, see
+  :func:`as3l_plugin.clustering.kmeans_plusplus`); one k-means++ sequence is drawn for the
+  largest K and every smaller K takes its first ``K - m`` centres (:func:`initial_centers`).
+  These clusters hold no seed, so their members get no evidence from this K — the paper's
+  "K greater than the number of labeled samples".
 - ``K < m`` and K at least the number P of classes present: groups never mix classes. Each
   class gets one group, and the remaining ``K - P`` groups go one at a time to the class with
   the highest ``seeds / groups`` ratio (D'Hondt; ties to the smaller class id). Inside a
@@ -28,9 +30,8 @@ centre starts at the mean of its seeds and its seeds are held in it.
   farthest-point way into K groups, so the classes whose seeds are closest share a cluster;
   that cluster's histogram mixes them and its members get a soft label.
 
-All choices are deterministic; ``seed`` only drives the k-means++ seeding of the free clusters
-(run ``j`` of the K list uses seed ``seed * 1000 + j``), so the same seed gives
-byte-identical output.
+All choices are deterministic; ``seed`` only drives the k-means++ seeding of the free
+clusters, so the same seed gives byte-identical output.
 
 Combining the K runs
 --------------------
@@ -53,6 +54,7 @@ from .base import BasePropagator, PropagationWarning
 
 DEFAULT_KS = (10, 20, 30, 40, 50, 60)
 UNCOVERED = ("ignore", "uniform")
+BACKENDS = ("auto", "torch", "numpy", "faiss")
 
 
 def _farthest_point_groups(P: np.ndarray, k: int) -> np.ndarray:
@@ -127,6 +129,50 @@ def seed_groups(X: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarra
     return groups
 
 
+def initial_centers(X, labeled_idx, labels, ks, seed, *, backend="auto"):
+    """Initial centres and fixed labels of every run (see the module docstring).
+
+    Seed-group clusters start at the mean of their seeds. The free clusters of all runs are
+    prefixes of one greedy k-means++ sequence drawn around the m labeled samples
+    (:func:`as3l_plugin.clustering.kmeans_plusplus` with ``centers0`` = the seeds, seeded by
+    ``seed``), so run K >= m starts from the seeds plus the first K - m centres of it. (A run
+    with K < m whose seeds coincide, leaving G < K groups, draws its own K - G.)
+
+    Returns
+    -------
+    list of (init float32 (K, d), fixed_labels int64 (n,)), one per K.
+    """
+    from ..clustering import kmeans_plusplus
+
+    n, d = X.shape
+    Xl = X[labeled_idx]
+    m = Xl.shape[0]
+    n_extra = max(ks) - m
+    shared = None
+    if n_extra > 0:
+        shared = kmeans_plusplus(X, m + n_extra, seed=seed, centers0=Xl,
+                                 backend=backend)[m:]
+    specs = []
+    for K in ks:
+        groups = seed_groups(Xl, labels, K)
+        G = int(groups.max()) + 1
+        means = np.zeros((G, d), dtype=np.float64)
+        np.add.at(means, groups, Xl)
+        means /= np.bincount(groups, minlength=G)[:, None]
+        means = means.astype(np.float32)
+        if K == G:
+            init = means
+        elif G == m:
+            init = np.vstack([means, shared[:K - m]])
+        else:
+            init = kmeans_plusplus(X, K, seed=seed, centers0=means, backend=backend)
+            init[:G] = means
+        fixed = np.full(n, -1, dtype=np.int64)
+        fixed[labeled_idx] = groups
+        specs.append((np.ascontiguousarray(init, dtype=np.float32), fixed))
+    return specs
+
+
 class SeededKMeansPropagator(BasePropagator):
     """Constrained seeded K-means at several K, averaged (the paper's prior, Sec. 3.3).
 
@@ -142,8 +188,12 @@ class SeededKMeansPropagator(BasePropagator):
     uncovered : {'ignore', 'uniform'}, default='ignore'
         What a run contributes for a sample whose cluster holds no labeled sample (see the
         module docstring).
+    lockstep : bool, default=True
+        Iterate the runs of all K together, one pass over the features per iteration
+        (:mod:`.lockstep_kmeans`; same algorithm, several times faster on large data);
+        ``False`` calls :func:`as3l_plugin.clustering.kmeans` once per K.
     backend : {'auto', 'torch', 'numpy', 'faiss'}, default='auto'
-        Matrix-product backend of :func:`as3l_plugin.clustering.kmeans`.
+        Matrix-product backend (``'faiss'`` applies to ``lockstep=False`` only).
 
     Attributes
     ----------
@@ -159,11 +209,12 @@ class SeededKMeansPropagator(BasePropagator):
     """
 
     def __init__(self, *, ks=DEFAULT_KS, max_iter=50, tol=1e-4, uncovered="ignore",
-                 backend="auto"):
+                 lockstep=True, backend="auto"):
         self.ks = ks
         self.max_iter = max_iter
         self.tol = tol
         self.uncovered = uncovered
+        self.lockstep = lockstep
         self.backend = backend
 
     def _check_params(self):
@@ -185,6 +236,12 @@ class SeededKMeansPropagator(BasePropagator):
                                  field="max_iter")
         if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
             raise ParameterError(f"tol={self.tol!r} must be a float >= 0", field="tol")
+        if not isinstance(self.lockstep, (bool, np.bool_)):
+            raise ParameterError(f"lockstep={self.lockstep!r} must be true or false",
+                                 field="lockstep")
+        if self.backend not in BACKENDS:
+            raise ParameterError(f"backend={self.backend!r} must be one of {BACKENDS}",
+                                 field="backend")
         if self.uncovered not in UNCOVERED:
             raise ParameterError(f"uncovered={self.uncovered!r} must be one of {UNCOVERED}",
                                  field="uncovered")
@@ -198,41 +255,62 @@ class SeededKMeansPropagator(BasePropagator):
             p["ks"] = [int(k) for k in p["ks"]]
         return p
 
-    def _propagate(self, X, labeled_idx, labels, num_classes, seed):
+    def _runs(self, X, specs):
+        """Labels of every constrained K-means run, as [(labels, n_iter)] in ``specs`` order."""
         from tqdm.auto import tqdm
 
+        if self.lockstep:
+            from .lockstep_kmeans import constrained_kmeans_lockstep
+
+            bar = tqdm(total=len(specs), desc="seeded k-means (runs done)", unit="run",
+                       disable=None, leave=False)
+
+            def progress(n_active):
+                bar.update(len(specs) - n_active - bar.n)
+            try:
+                return constrained_kmeans_lockstep(
+                    X, specs, max_iter=int(self.max_iter), tol=float(self.tol),
+                    backend="numpy" if self.backend == "numpy" else "auto",
+                    progress=progress)
+            finally:
+                bar.close()
         from ..clustering import kmeans
 
+        out = []
+        for init, fixed in tqdm(specs, desc="seeded k-means", unit="K", disable=None,
+                                leave=False):
+            res = kmeans(X, init.shape[0], n_init=1, max_iter=int(self.max_iter),
+                         tol=float(self.tol), init=init, fixed_labels=fixed,
+                         backend=self.backend)
+            out.append((res.labels, int(res.n_iter)))
+        return out
+
+    def _propagate(self, X, labeled_idx, labels, num_classes, seed):
         ks = self._check_params()
         n = X.shape[0]
         if max(ks) > n:
             warnings.warn(f"ks={list(ks)} has K > n_samples={n}; those runs use K={n}",
                           PropagationWarning, stacklevel=4)
             ks = tuple(min(k, n) for k in ks)
-        Xl = X[labeled_idx]
+        specs = initial_centers(X, labeled_idx, labels, ks, seed,
+                                backend="numpy" if self.backend == "numpy" else "auto")
         votes = np.zeros((n, num_classes), dtype=np.float64)
         covered_any = np.zeros(n, dtype=bool)
         self.coverage_per_k_ = {}
         self.n_iter_per_k_ = {}
-        bar = tqdm(ks, desc="seeded k-means", unit="K", disable=None, leave=False)
-        for j, K in enumerate(bar):
-            groups = seed_groups(Xl, labels, K)
-            fixed = np.full(n, -1, dtype=np.int64)
-            fixed[labeled_idx] = groups
-            res = kmeans(X, K, seed=seed * 1000 + j, n_init=1, max_iter=int(self.max_iter),
-                         tol=float(self.tol), fixed_labels=fixed, backend=self.backend)
+        for K, (lab_all, n_iter) in zip(ks, self._runs(X, specs)):
             hist = np.zeros((K, num_classes), dtype=np.float64)
-            np.add.at(hist, (res.labels[labeled_idx], labels), 1.0)
+            np.add.at(hist, (lab_all[labeled_idx], labels), 1.0)
             tot = hist.sum(axis=1)
             has = tot > 0
             hist[has] /= tot[has, None]
-            row_has = has[res.labels]
-            votes += hist[res.labels]
+            row_has = has[lab_all]
+            votes += hist[lab_all]
             if self.uncovered == "uniform":
                 votes[~row_has] += 1.0 / num_classes
             covered_any |= row_has
             self.coverage_per_k_[int(K)] = float(row_has.mean())
-            self.n_iter_per_k_[int(K)] = int(res.n_iter)
+            self.n_iter_per_k_[int(K)] = int(n_iter)
         if self.uncovered == "uniform":
             votes[~covered_any] = 0.0  # no real evidence at all: let the base make it uniform
         return votes / len(ks)

@@ -1,0 +1,357 @@
+"""Speed and memory of the offline stage: ``as3l`` selection + ``seeded_kmeans`` prior.
+
+Run::
+
+    python -m as3l_plugin.benchmarks.offline_speed                 # GMM + Fashion-MNIST
+    python -m as3l_plugin.benchmarks.offline_speed --data gmm --budgets 10 100
+
+For every data set and budget B the work is: select B samples with the ``as3l`` sampler
+(6 K-means runs at K = B, consistent groups, one medoid each) and propagate their true labels
+with ``seeded_kmeans`` at the default K list (10, 20, …, 60). The same steps are also run by a
+straightforward scikit-learn implementation written here (the peer):
+
+- selection: 6 × ``sklearn.cluster.KMeans(n_clusters=B, n_init=1, max_iter=50,
+  random_state=r)`` (greedy k-means++, Lloyd, ``tol=1e-4``; ``max_iter`` as ours, not
+  scikit-learn's 300, so that both sides do the same work), samples grouped by their 6
+  labels, ranked by size, one group per run-0 cluster, the medoid of each;
+- prior: per K, the same seed groups as ours (:func:`~as3l_plugin.propagation.seeded_kmeans.
+  seed_groups`), seed means + ``sklearn.cluster.kmeans_plusplus`` centres for the free clusters,
+  then a constrained Lloyd loop — ``sklearn.metrics.pairwise_distances_argmin`` to assign,
+  seeds put back into their cluster, centres recomputed — with ours' stopping rule (50
+  iterations at most; stop when labels are unchanged, the inertia improves by ≤ 1e-4 of
+  itself, or the centre shift is ≤ 1e-4 × mean feature variance).
+
+Each side runs in its own fresh subprocess (all cores); the clock starts after the imports
+(numpy, torch / scikit-learn) and after loading the features, so only the algorithms are
+timed: wall-clock seconds and CPU seconds (user + system, all threads). On a shared machine
+the CPU time is the steadier figure; the wall time is what a user waits. Peak memory is the growth of the process's peak RSS
+(``VmHWM`` after resetting it through ``/proc/self/clear_refs``) over the RSS after the
+imports, *including* the feature matrix itself (loaded after the reset); the target is
+``3 × (features + prior)`` bytes.
+
+Data:
+
+- ``gmm``: 50,000 × 512 float32, 10 classes, centres ~ N(0, 0.35²) per coordinate
+  (≈ 8 units apart) plus N(0, 1) noise: clusters overlap enough for K-means to need real
+  iterations.
+- ``fashion_mnist``: the 60,000 training images, pixels / 255, centred and projected on their
+  top-512 principal components (covariance eigenvectors, float64) → float32 (60,000 × 512).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+KS = (10, 20, 30, 40, 50, 60)
+N_RUNS = 6
+
+
+# --------------------------------------------------------------------------- data
+def make_gmm(n=50_000, dim=512, n_classes=10, seed=0, spread=0.35):
+    """Gaussian mixture features float32 (n, dim) and labels int64 (n,)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=spread, size=(n_classes, dim)).astype(np.float32)
+    y = rng.integers(n_classes, size=n).astype(np.int64)
+    X = rng.standard_normal(size=(n, dim), dtype=np.float32)
+    X += centers[y]
+    return X, y
+
+
+def make_fashion_pca(dim=512):
+    """Fashion-MNIST train pixels projected on their top-``dim`` principal components."""
+    from ..datasets import load_dataset
+
+    ds = load_dataset("fashion_mnist")
+    P = ds.x_train.reshape(len(ds.x_train), -1).astype(np.float32) / 255.0
+    P -= P.mean(axis=0)
+    cov = (P.T.astype(np.float64) @ P.astype(np.float64)) / len(P)
+    w, V = np.linalg.eigh(cov)
+    top = V[:, np.argsort(w)[::-1][:dim]].astype(np.float32)
+    return np.ascontiguousarray(P @ top), ds.y_train.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- memory probes
+def _status(field):
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _cpu():
+    """CPU seconds (user + system, all threads) used by this process so far."""
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- ours
+def ours_select(X, budget, seed=0):
+    from ..selection import get_sampler
+    return get_sampler("as3l").select(X, budget, seed=seed)
+
+
+def ours_prior(X, idx, labels, num_classes, seed=0):
+    from ..propagation import get_propagator
+    return get_propagator("seeded_kmeans", ks=KS).propagate(X, idx, labels, num_classes,
+                                                            seed=seed)
+
+
+# --------------------------------------------------------------------------- the scikit-learn peer
+def sklearn_select(X, budget, seed=0, n_runs=N_RUNS):
+    """Multi-K-means consistent-group selection, straightforwardly with scikit-learn.
+
+    The same steps as the ``as3l`` sampler: ``n_runs`` K-means runs at K = budget, groups of
+    samples sharing all their labels, ranked by size; one group per run-0 cluster (groups of
+    >= 2), then the other groups; the medoid of each chosen group (exact up to 1024
+    members, else among the 256 members nearest the mean against 1024 spread members).
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import pairwise_distances
+
+    n = X.shape[0]
+    L = np.empty((n, n_runs), dtype=np.int64)
+    for r in range(n_runs):
+        km = KMeans(n_clusters=budget, n_init=1, max_iter=50, random_state=seed * n_runs + r)
+        L[:, r] = km.fit(X).labels_
+    _, inv, counts = np.unique(L, axis=0, return_inverse=True, return_counts=True)
+    inv = inv.ravel()
+    order = np.lexsort((np.arange(counts.size), -counts))
+
+    def medoid(members):
+        Xm = X[members]
+        if members.size > 1024:
+            d = ((Xm - Xm.mean(axis=0)) ** 2).sum(axis=1)
+            cand = Xm[np.argsort(d)[:256]]
+            ref = Xm[np.linspace(0, members.size - 1, 1024).astype(int)]
+            return members[np.argsort(d)[:256][pairwise_distances(cand, ref).sum(1).argmin()]]
+        return members[pairwise_distances(Xm).sum(axis=1).argmin()]
+
+    picks, covered, used = [], set(), set()
+    for g in order:  # coverage pass: one group per run-0 cluster
+        if len(picks) == budget or counts[g] < 2:
+            continue
+        members = np.flatnonzero(inv == g)
+        if L[members[0], 0] in covered:
+            continue
+        covered.add(L[members[0], 0])
+        used.add(g)
+        picks.append(medoid(members))
+    for g in order:  # fill: the other groups
+        if len(picks) == budget:
+            break
+        if g not in used:
+            picks.append(medoid(np.flatnonzero(inv == g)))
+    return np.asarray(picks, dtype=np.int64)
+
+
+def sklearn_prior(X, idx, labels, num_classes, seed=0, ks=KS, max_iter=50, tol=1e-4):
+    """Constrained seeded K-means at several K, straightforwardly with scikit-learn."""
+    from sklearn.cluster import kmeans_plusplus
+    from sklearn.metrics import pairwise_distances_argmin, pairwise_distances_argmin_min
+
+    from ..propagation.seeded_kmeans import seed_groups
+
+    n = X.shape[0]
+    tol_abs = tol * float(X.var(axis=0).mean())
+    votes = np.zeros((n, num_classes))
+    for j, K in enumerate(ks):
+        groups = seed_groups(X[idx], labels, K)
+        G = int(groups.max()) + 1
+        centers = np.stack([X[idx[groups == g]].mean(axis=0) for g in range(G)])
+        if K > G:
+            extra, _ = kmeans_plusplus(X, K - G, random_state=seed * 1000 + j)
+            centers = np.vstack([centers, extra]).astype(np.float32)
+        prev, prev_inertia, final = None, np.inf, False
+        for _ in range(max_iter):
+            lab, dist = pairwise_distances_argmin_min(X, centers)
+            lab[idx] = groups
+            dist[idx] = np.linalg.norm(X[idx] - centers[groups], axis=1)
+            inertia = float((dist.astype(np.float64) ** 2).sum())
+            if prev is not None and (np.array_equal(prev, lab)
+                                     or prev_inertia - inertia <= 1e-4 * inertia):
+                final = True
+                break
+            new = centers.copy()
+            for k in range(K):
+                members = lab == k
+                if members.any():
+                    new[k] = X[members].mean(axis=0)
+            shift = float(((new - centers) ** 2).sum())
+            centers = new
+            prev, prev_inertia = lab, inertia
+            if shift <= tol_abs:
+                break
+        if not final:
+            lab = pairwise_distances_argmin(X, centers)
+            lab[idx] = groups
+        hist = np.zeros((K, num_classes))
+        np.add.at(hist, (lab[idx], labels), 1.0)
+        tot = hist.sum(axis=1, keepdims=True)
+        votes += np.divide(hist, tot, out=np.zeros_like(hist), where=tot > 0)[lab]
+    tot = votes.sum(axis=1, keepdims=True)
+    prior = np.where(tot > 0, votes / np.where(tot > 0, tot, 1), 1.0 / num_classes)
+    prior[idx] = np.eye(num_classes)[labels]
+    return prior.astype(np.float32)
+
+
+SIDES = {"ours": (ours_select, ours_prior), "sklearn": (sklearn_select, sklearn_prior)}
+
+
+def run_side(side, X, y, budgets, seed=0):
+    """Run one side in this process; returns per-budget timings and prior quality."""
+    from ..metrics import class_coverage, prior_accuracy
+
+    select, prior_fn = SIDES[side]
+    C = int(y.max()) + 1
+    out = []
+    for B in budgets:
+        t0, c0 = time.perf_counter(), _cpu()
+        idx = np.asarray(select(X, B, seed=seed), dtype=np.int64)
+        t1, c1 = time.perf_counter(), _cpu()
+        prior = prior_fn(X, idx, y[idx], C, seed=seed)
+        t2, c2 = time.perf_counter(), _cpu()
+        out.append({"budget": int(B), "select_s": t1 - t0, "prior_s": t2 - t1,
+                    "select_cpu_s": c1 - c0, "prior_cpu_s": c2 - c1,
+                    "prior_accuracy": prior_accuracy(prior, y, exclude=idx),
+                    "class_coverage": class_coverage(y[idx], C)})
+    return out
+
+
+def _worker(args):
+    """Subprocess entry: imports, memory baseline, load, run, print one JSON line."""
+    import warnings
+    warnings.simplefilter("ignore")
+    if args.worker == "ours":
+        try:
+            import torch  # noqa: F401  (the clustering backend; imported before the clock)
+        except ImportError:
+            pass
+        from .. import clustering, propagation, selection  # noqa: F401
+    else:
+        import sklearn.cluster  # noqa: F401
+        import sklearn.metrics  # noqa: F401
+    from .. import metrics  # noqa: F401
+    reset = _reset_peak()
+    base = _status("VmRSS")
+    X = np.load(args.features)
+    y = np.load(args.labels)
+    t0, c0 = time.perf_counter(), _cpu()
+    res = run_side(args.worker, X, y, args.budgets, seed=args.seed)
+    total, total_cpu = time.perf_counter() - t0, _cpu() - c0
+    peak = _status("VmHWM") if reset else None
+    print(json.dumps({"side": args.worker, "runs": res, "total_s": total,
+                      "total_cpu_s": total_cpu, "threads": _threads(args.worker),
+                      "peak_extra_bytes": None if peak is None or base is None else peak - base,
+                      "features_bytes": int(X.nbytes),
+                      "prior_bytes": int(X.shape[0] * (int(y.max()) + 1) * 4)}))
+
+
+def _threads(side):
+    if side == "ours":
+        try:
+            import torch
+            return torch.get_num_threads()
+        except ImportError:  # pragma: no cover
+            return None
+    from threadpoolctl import threadpool_info
+    return max((i.get("num_threads", 0) for i in threadpool_info()), default=None)
+
+
+def _spawn(side, fpath, ypath, budgets, seed):
+    cmd = [sys.executable, "-m", "as3l_plugin.benchmarks.offline_speed", "--worker", side,
+           "--features", str(fpath), "--labels", str(ypath), "--seed", str(seed),
+           "--budgets", *map(str, budgets)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{side} worker failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _mb(b):
+    return "n/a" if b is None else f"{b / 2**20:.0f} MB"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m as3l_plugin.benchmarks.offline_speed",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", choices=("gmm", "fashion_mnist", "both"), default="both")
+    ap.add_argument("--n", type=int, default=50_000, help="GMM samples")
+    ap.add_argument("--dim", type=int, default=512, help="feature dimension")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[10, 100])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sides", nargs="+", choices=tuple(SIDES), default=list(SIDES))
+    ap.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    ap.add_argument("--worker", choices=tuple(SIDES), help=argparse.SUPPRESS)
+    ap.add_argument("--features", help=argparse.SUPPRESS)
+    ap.add_argument("--labels", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        return _worker(args)
+
+    datasets = ["gmm", "fashion_mnist"] if args.data == "both" else [args.data]
+    results = {"budgets": args.budgets, "cpus": os.cpu_count(),
+               "load_before": os.getloadavg()[0], "data": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in datasets:
+            X, y = make_gmm(args.n, args.dim) if name == "gmm" else make_fashion_pca(args.dim)
+            fpath, ypath = Path(tmp) / f"{name}_X.npy", Path(tmp) / f"{name}_y.npy"
+            np.save(fpath, X)
+            np.save(ypath, y)
+            print(f"\n== {name}: {X.shape[0]} x {X.shape[1]} float32, {int(y.max()) + 1} "
+                  f"classes; budgets {args.budgets}; each side in a fresh process", flush=True)
+            del X
+            sides = {}
+            for side in args.sides:
+                r = _spawn(side, fpath, ypath, args.budgets, args.seed)
+                sides[side] = r
+                limit = 3 * (r["features_bytes"] + r["prior_bytes"])
+                print(f"{side:>8}: total {r['total_s']:6.1f} s wall, {r['total_cpu_s']:6.1f} s "
+                      f"CPU ({r['threads']} threads)   peak extra memory "
+                      f"{_mb(r['peak_extra_bytes'])} (limit 3x(features+prior) = "
+                      f"{_mb(limit)})", flush=True)
+                for run in r["runs"]:
+                    print(f"          B={run['budget']:<4d} select {run['select_s']:6.2f} s "
+                          f"({run['select_cpu_s']:.1f} CPU)   prior {run['prior_s']:6.2f} s "
+                          f"({run['prior_cpu_s']:.1f} CPU)   prior acc "
+                          f"{100 * run['prior_accuracy']:5.1f}%   coverage "
+                          f"{run['class_coverage']}", flush=True)
+            if "ours" in sides and "sklearn" in sides:
+                ratio = sides["sklearn"]["total_s"] / sides["ours"]["total_s"]
+                ratio_cpu = sides["sklearn"]["total_cpu_s"] / sides["ours"]["total_cpu_s"]
+                print(f"   ratio sklearn / ours: {ratio:.2f}x wall, {ratio_cpu:.2f}x CPU",
+                      flush=True)
+                sides["ratio"], sides["ratio_cpu"] = ratio, ratio_cpu
+            results["data"][name] = sides
+    results["load_after"] = os.getloadavg()[0]
+    print(f"\nload average before/after: {results['load_before']:.2f} / "
+          f"{results['load_after']:.2f} on {results['cpus']} CPUs")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
