@@ -473,8 +473,19 @@ def _known_names(kind: str) -> str:
             "propagator": "seeded_kmeans, label_spreading, knn"}[kind]
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Append "(default: X)" only where there is a meaningful default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is not None and action.default is not False \
+                and action.default != argparse.SUPPRESS and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def register(subparsers) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Formatter
 
     p = subparsers.add_parser(
         "select", formatter_class=fmt,
