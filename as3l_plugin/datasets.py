@@ -20,6 +20,13 @@ Embedded datasets
     Fashion-MNIST 28x28 (60,000 train / 10,000 test) read from the Debian package
     ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), or from
     ``data_dir`` / ``$AS3L_FASHION_MNIST_DIR`` holding the four ``*-ubyte.gz`` files.
+
+Datasets read from a user's copy (never downloaded)
+---------------------------------------------------
+``cifar10``, ``cifar100``, ``stl10``: USB's layout ``<data_dir>/<name>/`` (torchvision's
+files, as semilearn downloads them); ``data_dir`` defaults to ``$AS3L_DATA_DIR`` or
+``./data`` (USB's default). ``mean``/``std`` are USB's constants for these datasets. A
+missing copy is a :class:`DatasetError`.
 """
 
 from __future__ import annotations
@@ -110,20 +117,90 @@ def load_fashion_mnist_dataset(data_dir=None) -> ArrayDataset:
     return ArrayDataset("fashion_mnist", xtr, ytr, xte, yte, 10, mean, std)
 
 
+# --------------------------------------------------------------------------- USB's CV datasets
+#: USB 0.3.2's normalisation constants (semilearn/datasets/cv_datasets), so SimSiam sees the
+#: inputs the SSL stage will feed the same backbone
+USB_STATS = {
+    "cifar10": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "cifar100": (tuple(round(v / 255, 4) for v in (129.3, 124.1, 112.4)),
+                 tuple(round(v / 255, 4) for v in (68.2, 65.4, 70.4))),
+    "stl10": (tuple(round(v / 255, 4) for v in (112.4, 109.1, 98.6)),
+              tuple(round(v / 255, 4) for v in (68.4, 66.6, 68.5))),
+}
+
+
+def _usb_root(name: str, data_dir) -> Path:
+    """USB's layout: ``<data_dir>/<name>/`` (``data_dir`` default ``$AS3L_DATA_DIR`` or ./data)."""
+    return Path(data_dir or os.environ.get("AS3L_DATA_DIR") or "./data") / name
+
+
+def _torchvision(name: str, data_dir, make):
+    root = _usb_root(name, data_dir)
+    try:
+        return make(str(root))
+    except (RuntimeError, OSError) as exc:  # torchvision: "Dataset not found or corrupted"
+        raise DatasetError(f"{name} not found or corrupted ({exc}); put USB's "
+                           f"copy there (torchvision layout, as semilearn downloads it) or "
+                           "pass --data-dir / set AS3L_DATA_DIR to the folder holding "
+                           f"{name}/", path=root) from exc
+
+
+def _cifar(name: str, data_dir) -> ArrayDataset:
+    from torchvision import datasets as tvd
+    cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+    tr = _torchvision(name, data_dir, lambda r: cls(r, train=True, download=False))
+    te = _torchvision(name, data_dir, lambda r: cls(r, train=False, download=False))
+    mean, std = USB_STATS[name]
+    return ArrayDataset(name, np.asarray(tr.data, dtype=np.uint8),
+                        np.asarray(tr.targets, dtype=np.int64),
+                        np.asarray(te.data, dtype=np.uint8), np.asarray(te.targets, dtype=np.int64),
+                        10 if name == "cifar10" else 100, mean, std)
+
+
+def load_cifar10_dataset(data_dir=None) -> ArrayDataset:
+    """CIFAR-10 (50,000 / 10,000 RGB 32x32) from ``<data_dir>/cifar10`` (never downloads)."""
+    return _cifar("cifar10", data_dir)
+
+
+def load_cifar100_dataset(data_dir=None) -> ArrayDataset:
+    """CIFAR-100 (50,000 / 10,000 RGB 32x32) from ``<data_dir>/cifar100``."""
+    return _cifar("cifar100", data_dir)
+
+
+def load_stl10_dataset(data_dir=None) -> ArrayDataset:
+    """STL-10 from ``<data_dir>/stl10``: the 5,000 labeled ``train`` images (RGB 96x96) and
+    the 8,000 ``test`` images. The 100,000 ``unlabeled`` images are not loaded (they have no
+    labels to put in ``y_train``)."""
+    from torchvision import datasets as tvd
+    tr = _torchvision("stl10", data_dir, lambda r: tvd.STL10(r, split="train", download=False))
+    te = _torchvision("stl10", data_dir, lambda r: tvd.STL10(r, split="test", download=False))
+    mean, std = USB_STATS["stl10"]
+    return ArrayDataset("stl10", np.ascontiguousarray(tr.data.transpose(0, 2, 3, 1)),
+                        np.asarray(tr.labels, dtype=np.int64),
+                        np.ascontiguousarray(te.data.transpose(0, 2, 3, 1)),
+                        np.asarray(te.labels, dtype=np.int64), 10, mean, std)
+
+
 LOADERS: Dict[str, Callable[..., ArrayDataset]] = {
     "digits": load_digits_dataset,
     "fashion_mnist": load_fashion_mnist_dataset,
 }
+#: datasets read from the user's USB data folder (listed after the embedded ones)
+DATA_DIR_LOADERS: Dict[str, Callable[..., ArrayDataset]] = {
+    "cifar10": load_cifar10_dataset,
+    "cifar100": load_cifar100_dataset,
+    "stl10": load_stl10_dataset,
+}
 
 
 def list_datasets() -> list:
-    return sorted(LOADERS)
+    return sorted(LOADERS) + sorted(DATA_DIR_LOADERS)
 
 
 def load_dataset(name: str, data_dir=None) -> ArrayDataset:
     """Load a dataset by name (see module docstring). Unknown names list the known ones."""
     try:
-        loader = LOADERS[name]
+        loader = LOADERS[name] if name in LOADERS else DATA_DIR_LOADERS[name]
     except KeyError:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}",
                            field="dataset") from None

@@ -258,3 +258,27 @@ def test_linear_eval_separable_blobs(blobs):
     assert r.linear_acc == 1.0 and r.knn_acc == 1.0 and r.kmeans_purity == 1.0
     with pytest.raises(InputError, match="test_features"):
         linear_eval(X, y, X[:, :3], y, num_classes=4)
+
+
+# --------------------------------------------------------------------------- datasets
+def test_usb_cv_datasets_read_from_data_dir_never_downloaded(tmp_path, monkeypatch):
+    from torchvision import datasets as tvd
+
+    from as3l_plugin.datasets import load_dataset
+    from as3l_plugin.errors import DatasetError
+    with pytest.raises(DatasetError, match=r"cifar10: cifar10 not found.*--data-dir"):
+        load_dataset("cifar10", tmp_path)
+    calls = []
+
+    class FakeCIFAR:
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            n = 6 if train else 2
+            self.data = np.zeros((n, 32, 32, 3), np.uint8)
+            self.targets = list(range(n))
+
+    monkeypatch.setattr(tvd, "CIFAR100", FakeCIFAR)
+    ds = load_dataset("cifar100", tmp_path)
+    assert calls == [(str(tmp_path / "cifar100"), True, False),
+                     (str(tmp_path / "cifar100"), False, False)]
+    assert ds.x_train.shape == (6, 32, 32, 3) and ds.num_classes == 100 and ds.in_channels == 3

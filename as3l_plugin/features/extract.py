@@ -69,7 +69,7 @@ def extract_features(checkpoint, dataset=None, *, split: str = "train", batch_si
     dev = torch.device(device)
     pipe = InputPipeline(mean, std, input_channels(backbone), channels_last=True)
     backbone = backbone.to(dev).to(memory_format=torch.channels_last).eval()
-    images = torch.from_numpy(np.ascontiguousarray(x))
+    images = torch.from_numpy(np.array(x, copy=True))
     out = np.empty((len(x), int(backbone.num_features)), dtype=np.float32)
     with torch.inference_mode():
         for s in tqdm(range(0, len(x), batch_size), desc=f"features {split}",

@@ -290,7 +290,7 @@ class SimSiamPretrainer:
             start, history = self._resume(self.checkpoint_path_, config, model, optimizer)
             self.start_epoch_ = start
             step_fn = torch.compile(model) if self.compile else model
-            images = torch.from_numpy(np.ascontiguousarray(ds.x_train)).to(device)
+            images = torch.from_numpy(np.array(ds.x_train, copy=True)).to(device)
             steps = n // self.batch_size
             total = steps * self.epochs
             for epoch in range(start, self.epochs):
