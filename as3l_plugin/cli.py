@@ -6,7 +6,10 @@ imports its heavy dependencies (torch, scikit-learn, semilearn) when it runs, so
 ``as3l <cmd> --help`` is fast.
 
 Errors a user can cause (:class:`as3l_plugin.errors.AS3LError`) print one line
-``as3l: error: <message>`` and exit with code 2; ``--debug`` shows the traceback.
+``as3l: error: <message>`` and exit with code 2; ``--debug`` shows the traceback. Bad
+command-line syntax (a missing option, ``--budget 2.5``) is reported the same way: one line
+``as3l <command>: error: argument --budget: invalid int value: '2.5' (see as3l <command>
+--help)``, exit code 2.
 """
 
 from __future__ import annotations
@@ -26,8 +29,15 @@ COMMAND_MODULES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block): ``<prog>: error: <message>``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="as3l",
         description="Active Self-Semi-Supervised Learning (AS3L) for USB: pick which samples "
                     "to label, propagate a prior, and train as3l_flexmatch.",
@@ -47,24 +57,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def run(argv=None):
+    """Parse ``argv`` and run the command, as :func:`main` does.
+
+    Returns
+    -------
+    (exit_code, error) : (int, AS3LError or None)
+        ``error`` is the user-facing error that was reported (exit code 2), else None.
+        Command-line syntax errors exit through ``SystemExit`` (code 2), like argparse.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return 2, None
     from .errors import AS3LError
     try:
         rc = args.func(args)
     except AS3LError as exc:
         if args.debug:
             raise
-        print(f"as3l: error: {exc}", file=sys.stderr)
-        return 2
+        text = " ".join(str(exc).split())  # one line, whatever the message holds
+        print(f"as3l: error: {text}", file=sys.stderr)
+        return 2, exc
     except KeyboardInterrupt:
         print("as3l: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
-    return int(rc or 0)
+        return 130, None
+    return int(rc or 0), None
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``as3l`` console script; returns the exit code."""
+    return run(argv)[0]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -88,8 +88,9 @@ def load_lb_index(path, *, n_samples: int, num_labels: int) -> np.ndarray:
     ----------
     path : str or PathLike
         ``.npy`` of integers (USB's ``lb_labels{B}_..._idx.npy`` format).
-    n_samples : int
-        Size of the pool the indices point into (e.g. 50000 for CIFAR-10's train split).
+    n_samples : int or None
+        Size of the pool the indices point into (e.g. 50000 for CIFAR-10's train split);
+        None skips the range check (pool not built yet).
     num_labels : int
         The config's ``num_labels``; the file must hold exactly that many indices.
 
@@ -117,8 +118,9 @@ def load_lb_index(path, *, n_samples: int, num_labels: int) -> np.ndarray:
     if not np.issubdtype(idx.dtype, np.integer):
         raise InputError(f"expected integer indices, got dtype {idx.dtype}", **where)
     idx = idx.astype(np.int64)
-    if idx.size and (idx.min() < 0 or idx.max() >= n_samples):
-        bad = idx[(idx < 0) | (idx >= n_samples)]
+    hi = np.iinfo(np.int64).max if n_samples is None else n_samples
+    if idx.size and (idx.min() < 0 or idx.max() >= hi):
+        bad = idx[(idx < 0) | (idx >= hi)]
         raise InputError(f"{bad.size} index(es) out of range [0, {n_samples}) (e.g. {int(bad[0])}); "
                          "the file was made for another dataset", **where)
     uniq, counts = np.unique(idx, return_counts=True)

@@ -18,6 +18,9 @@ these differences:
   without DDP when that makes a single process;
 - a checkpoint that exists but cannot be loaded is an error (USB logs it and silently
   trains from scratch); a ``load_path`` that does not exist still starts from scratch;
+- the input files (``lb_index_file``, ``prior_file`` and their sidecars) are checked by
+  :func:`as3l_plugin.usb.checks.check_run_inputs` *before* the run folder is touched, so a
+  bad input never deletes or half-writes an earlier run;
 - rank 0 writes ``<save_dir>/<save_name>/results.json`` (what :func:`train` returns).
 """
 
@@ -38,7 +41,7 @@ import torch
 
 from ..commands.train import add_usb_arguments, parse_gpu
 from ..errors import ConfigError
-from . import compat
+from . import checks, compat
 
 RESULTS_FILE = "results.json"
 
@@ -152,8 +155,6 @@ def main(args, hooks=()) -> dict:
         raise ConfigError(f"num_train_iter={args.num_train_iter} is not divisible by "
                           f"epoch={args.epoch}", field="epoch")
     save_path = os.path.join(args.save_dir, args.save_name)
-    if os.path.exists(save_path) and args.overwrite and not args.resume:
-        shutil.rmtree(save_path)
     if os.path.exists(save_path) and not args.overwrite:
         raise ConfigError(f"run folder {save_path} already exists (set overwrite: True, or "
                           "resume: True with load_path)", field="overwrite")
@@ -163,6 +164,11 @@ def main(args, hooks=()) -> dict:
         if os.path.abspath(save_path) == os.path.abspath(args.load_path) and not args.overwrite:
             raise ConfigError("save and load paths are the same; set overwrite: True",
                               field="load_path")
+    # every input file is checked before the run folder is touched (USB's overwrite deletes it)
+    checks.check_output_dir(args)
+    checks.check_run_inputs(args)
+    if os.path.exists(save_path) and args.overwrite and not args.resume:
+        shutil.rmtree(save_path)
     if args.dist_url == "env://" and args.world_size == -1:
         args.world_size = int(os.environ["WORLD_SIZE"])
     args.distributed = args.world_size > 1 or args.multiprocessing_distributed

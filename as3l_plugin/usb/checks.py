@@ -1,0 +1,145 @@
+"""Start-up checks of a training run's input files, before anything is written.
+
+:func:`check_run_inputs` is called by :func:`as3l_plugin.usb.train.main` before the run
+folder is touched (USB deletes an existing ``<save_dir>/<save_name>`` when ``overwrite`` is
+set, and its logger creates ``log.txt``): a bad ``lb_index_file`` or ``prior_file`` stops the
+run with one :class:`~as3l_plugin.errors.AS3LError` and leaves an earlier run folder as it was.
+
+What is checked
+---------------
+- ``lb_index_file``: exists, ``.npy``, 1-D integer, unique, ``len == num_labels``, in range
+  of the pool (plugin datasets: the pool size is known up front; USB's datasets are checked
+  again when they are built). Its sidecar (written by ``as3l select`` / ``as3l run``), when
+  present, must describe a pool of the same size.
+- ``prior_file`` (``as3l_flexmatch``): the keys (:func:`~.algorithm.check_prior_args`) and
+  the matrix (:func:`~.dataset.check_prior`: rows = pool size when known, columns =
+  ``num_classes``, finite, non-negative, rows summing to 1 within 1e-3). Its sidecar, when
+  present, must agree with the config (``n``, ``num_classes``) and name the *same labeled
+  set* as ``lb_index_file`` (``index_sha256``: the index file's SHA-256, written by
+  ``as3l prior``; ``labeled_idx_sha256``: :func:`~as3l_plugin.io.sha256_array` of the
+  indices, written by ``as3l run``). A prior propagated from one labeled set and trained with
+  another is refused (:class:`~as3l_plugin.errors.StaleInputError`); a prior whose sidecar
+  names an index while ``lb_index_file`` is unset is a :class:`~as3l_plugin.errors.ConfigError`
+  (USB would draw a random labeled set that the prior knows nothing about).
+- A prior *without* a sidecar (made outside the plugin) is accepted with a warning: its shape
+  and values are checked, its provenance cannot be.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from ..errors import ConfigError, PriorError, StaleInputError
+
+
+def pool_info(args):
+    """``(n_samples, num_classes)`` of the training pool when known without building USB's
+    datasets (the plugin's embedded datasets), else ``(None, None)``."""
+    from .datasets import PLUGIN_DATASETS, _data_dir_for
+    name = getattr(args, "dataset", None)
+    if name not in PLUGIN_DATASETS:
+        return None, None
+    from ..datasets import load_dataset
+    ds = load_dataset(name, data_dir=_data_dir_for(name, getattr(args, "data_dir", None)))
+    return len(ds.y_train), ds.num_classes
+
+
+def _index_identity_matches(side: dict, lb_file: str, lb: np.ndarray):
+    """True / False when the prior's sidecar names a labeled set, None when it names none."""
+    from ..io import sha256_array, sha256_file
+    if side.get("index_sha256"):
+        if sha256_file(lb_file) == side["index_sha256"]:
+            return True
+        # the same indices saved differently still count as the same labeled set
+        return bool(side.get("labeled_idx_sha256")) and \
+            sha256_array(lb) == side["labeled_idx_sha256"]
+    if side.get("labeled_idx_sha256"):
+        return sha256_array(np.asarray(lb, np.int64)) == side["labeled_idx_sha256"]
+    return None
+
+
+def check_run_inputs(args) -> dict:
+    """Validate ``lb_index_file`` / ``prior_file`` of a parsed config (see the module docstring).
+
+    Returns
+    -------
+    dict with ``n`` (pool size or None), ``lb`` (int64 indices or None), ``prior``
+    (float32 ``(n, C)`` or None).
+
+    Raises
+    ------
+    ConfigError, InputError, PriorError, StaleInputError
+    """
+    from ..io import read_sidecar, sidecar_path
+    from .compat import load_lb_index
+    n, C = pool_info(args)
+    if C is not None and int(args.num_classes) != C:
+        raise ConfigError(f"num_classes={args.num_classes} but {args.dataset} has {C} classes",
+                          field="num_classes")
+    lb_file = getattr(args, "lb_index_file", None) or None
+    lb = None
+    if lb_file:
+        lb = load_lb_index(lb_file, n_samples=n, num_labels=args.num_labels)
+        side = read_sidecar(lb_file, required=False) or {}
+        if n is not None and side.get("n") not in (None, n):
+            raise StaleInputError(
+                f"was selected from {side['n']} samples but the {args.dataset} training pool "
+                f"has {n}; re-run `as3l select` on features of this dataset",
+                path=lb_file, field="lb_index_file")
+
+    prior = None
+    if getattr(args, "algorithm", None) == "as3l_flexmatch":
+        from .algorithm import check_prior_args
+        from .dataset import check_prior
+        from ..errors import InputError
+        from ..io import load_npy
+        cfg = check_prior_args(args)
+        try:
+            p = load_npy(cfg.file, what="prior")
+        except InputError as exc:
+            raise PriorError(exc.message, path=cfg.file, field="prior_file") from None
+        rows = n if n is not None else (p.shape[0] if p.ndim == 2 else -1)
+        prior = check_prior(p, n_samples=rows, num_classes=int(args.num_classes), path=cfg.file)
+        side = read_sidecar(cfg.file, required=False)
+        if side is None:
+            warnings.warn(f"{cfg.file}: prior_file has no sidecar {sidecar_path(cfg.file).name}; "
+                          "its shape and values are checked, not which labeled set or features "
+                          "it was made from", stacklevel=2)
+        else:
+            sc = sidecar_path(cfg.file)
+            if side.get("num_classes") not in (None, int(args.num_classes)):
+                raise StaleInputError(f"the prior was made for {side['num_classes']} classes but "
+                                      f"num_classes={args.num_classes}", path=sc, field="num_classes")
+            made_from = side.get("index_file") or "the selection it was propagated from"
+            if lb_file is None and (side.get("index_sha256") or side.get("labeled_idx_sha256")):
+                raise ConfigError(
+                    f"prior_file {cfg.file} was propagated from the labels of {made_from}; set "
+                    "lb_index_file to that index so USB trains on the same labeled samples",
+                    field="lb_index_file")
+            if lb_file is not None and _index_identity_matches(side, lb_file, lb) is False:
+                raise StaleInputError(
+                    f"the prior was propagated from another labeled set ({made_from}) than "
+                    f"lb_index_file={lb_file}; re-run `as3l prior` for this selection or point "
+                    "lb_index_file at the index the prior was made from",
+                    path=sc, field="index_sha256")
+    return {"n": n, "lb": lb, "prior": prior}
+
+
+def check_output_dir(args) -> None:
+    """``save_dir`` must be creatable/writable before USB starts (it would fail mid-way)."""
+    from ..errors import OutputError
+    root = os.path.abspath(str(getattr(args, "save_dir", ".") or "."))
+    probe = root
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise OutputError("is not a directory", path=probe, field="save_dir")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError("is not writable; choose another save_dir", path=probe,
+                          field="save_dir")
