@@ -53,7 +53,7 @@ PRIORS_CSV = "priors.csv"
 TABLES_MD = "tables.md"
 CELL_COLUMNS = ["cell", "dataset", "sampler", "algorithm", "labels_per_class", "budget", "seed",
                 "num_train_iter", "final_acc", "best_acc", "best_it", "last_it", "coverage",
-                "prior_acc", "ece", "wall_s", "key", "metrics"]
+                "prior_acc", "ece", "wall_s", "cpu_s", "key", "metrics"]
 PRIOR_COLUMNS = ["dataset", "sampler", "propagator", "labels_per_class", "budget", "seed",
                  "coverage", "prior_acc", "ece", "key"]
 
@@ -380,7 +380,7 @@ class Bench:
             "best_it": best_it, "last_it": int(curve[0][-1]) if len(curve[0]) else 0,
             "coverage": labels["labels"].result["coverage"],
             "prior_acc": f"{pr['prior_acc']:.6f}", "ece": f"{pr['ece']:.6f}",
-            "wall_s": f"{rec.wall_s:.1f}",
+            "wall_s": f"{rec.wall_s:.1f}", "cpu_s": f"{rec.cpu_s:.1f}",
             "key": rec.key,
             "metrics": str(rec.path(f"{pl.SAVE_NAME}/{pl.METRICS}").relative_to(self.out))},
             keys=("cell",))
@@ -503,10 +503,12 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
             trs.append(tr)
         lines += [f"## {title}\n", rp.markdown_table(header, trs) if props else "(no priors yet)\n"]
     wall = [_f(r, "wall_s") for r in rows]
+    cpu = [_f(r, "cpu_s") for r in rows]
     if wall:
         lines.append(f"Compute: {len(wall)} cells, {rp.format_seconds(float(np.nansum(wall)))} "
-                     f"of training in total, {rp.format_seconds(float(np.nanmean(wall)))} per "
-                     "cell on average.\n")
+                     f"of training wall time in total ({rp.format_seconds(float(np.nanmean(wall)))}"
+                     f" per cell; CPU time {rp.format_seconds(float(np.nanmean(cpu)))} per cell, "
+                     "≈ the wall time on an idle machine with one thread).\n")
     return "\n".join(lines)
 
 

@@ -91,6 +91,7 @@ class StageRecord:
     result: Dict[str, Any]
     wall_s: float
     cached: bool = False
+    cpu_s: float = float("nan")
 
     def path(self, rel: str) -> Path:
         return self.dir / rel
@@ -170,9 +171,21 @@ def load_record(sdir: Path) -> Optional[StageRecord]:
     try:
         d = json.loads((sdir / STAGE_FILE).read_text())
         return StageRecord(d["stage"], sdir, d["key"], d["fingerprint"], d["outputs"],
-                           d.get("result", {}), float(d.get("wall_s", 0.0)), cached=True)
+                           d.get("result", {}), float(d.get("wall_s", 0.0)), cached=True,
+                           cpu_s=float(d.get("cpu_s", "nan")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (user + system), in seconds.
+
+    With one thread per process this approximates the wall time on an otherwise idle
+    machine, which makes timings taken under load from other jobs interpretable.
+    """
+    import resource
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _clear_dir(sdir: Path) -> None:
@@ -232,11 +245,11 @@ def run_stage(stage: Stage, root: Path, upstream: Mapping[str, StageRecord], *,
     why = "resuming" if resuming else ("forced" if force else
                                        ("inputs changed" if rec is not None else "running"))
     log(f"{prefix}{stage.name}: {why} ...")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     ctx = StageContext(stage.name, sdir, params, {n: upstream[n] for n in stage.inputs},
                        resuming, log, dict(stage.env))
     result = dict(stage.fn(ctx) or {})
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     outputs = {}
     for rel in stage.outputs:
         p = sdir / rel
@@ -248,11 +261,12 @@ def run_stage(stage: Stage, root: Path, upstream: Mapping[str, StageRecord], *,
     atomic_write_json(sdir / STAGE_FILE, {
         "stage": stage.name, "key": key, "fingerprint": fp, "params": params,
         "inputs": inputs, "version": __version__, "outputs": outputs, "result": result,
-        "wall_s": round(wall, 3), "resumed": resuming,
+        "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "resumed": resuming,
         "finished": datetime.now(timezone.utc).isoformat()})
     marker.unlink(missing_ok=True)
     log(f"{prefix}{stage.name}: done in {wall:.1f} s")
-    return StageRecord(stage.name, sdir, key, fp, outputs, result, wall, cached=False)
+    return StageRecord(stage.name, sdir, key, fp, outputs, result, wall, cached=False,
+                       cpu_s=cpu)
 
 
 def run_stages(stages: Sequence[Stage], root, *, force: Iterable[str] = (),
@@ -880,10 +894,16 @@ def summary_markdown(cfg: Mapping[str, Any], records: Mapping[str, StageRecord],
            "\n## Wall time per stage\n"]
     trows = []
     for name, rec in records.items():
-        trows.append([name, rp.format_seconds(rec.wall_s),
-                      "cached (time of the run that made it)" if rec.cached else "ran now"])
-    trows.append(["**this invocation**", rp.format_seconds(wall_total), ""])
-    out.append(rp.markdown_table(["stage", "wall time", ""], trows, align="lrl"))
+        trows.append([name, rp.format_seconds(rec.wall_s), rp.format_seconds(rec.cpu_s),
+                      "cached (times of the run that made it)" if rec.cached else "ran now"])
+    total = [r.wall_s for r in records.values()]
+    cpu = [r.cpu_s for r in records.values()]
+    trows.append(["**all stages**", rp.format_seconds(float(sum(total))),
+                  rp.format_seconds(float(np.nansum(cpu))), ""])
+    trows.append(["**this invocation**", rp.format_seconds(wall_total), "", ""])
+    out.append(rp.markdown_table(["stage", "wall time", "CPU time", ""], trows, align="lrrl"))
+    out.append("CPU time = user + system time of the process (≈ the wall time on an idle "
+               "machine with one thread; more than the wall time with several threads).\n")
     sel = records["select"]
     files = [("label index", sel.path(sel.result["index_file"])),
              ("labels", records["labels"].path(LABELS)),
