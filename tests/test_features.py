@@ -282,3 +282,33 @@ def test_usb_cv_datasets_read_from_data_dir_never_downloaded(tmp_path, monkeypat
     assert calls == [(str(tmp_path / "cifar100"), True, False),
                      (str(tmp_path / "cifar100"), False, False)]
     assert ds.x_train.shape == (6, 32, 32, 3) and ds.num_classes == 100 and ds.in_channels == 3
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_pretrain_features_finetune_linear_eval_on_digits(tmp_path, capsys):
+    from as3l_plugin.cli import main
+    from as3l_plugin.io import load_features, read_sidecar
+    run = tmp_path / "run"
+    assert main(["pretrain", "--dataset", "digits", "--epochs", "1", "--batch-size", "256",
+                 "--out", str(run), "--workers", "1", "--quiet"]) == 0
+    f = tmp_path / "f_self.npy"
+    assert main(["features", "--checkpoint", str(run), "--out", str(f), "--quiet"]) == 0
+    side = read_sidecar(f)
+    assert side["dataset"] == "digits" and side["n"] == 1437 and side["net"] == "cnn4"
+    assert side["num_classes"] == 10 and len(side["checkpoint_sha256"]) == 64
+    ft = tmp_path / "f_fine.npy"
+    assert main(["finetune", "--features", str(f), "--out", str(ft), "--epochs", "2",
+                 "--quiet"]) == 0
+    assert load_features(ft).shape == (1437, 128) and read_sidecar(ft)["k"] == 10  # classes
+    assert main(["linear-eval", "--features", str(f), "--checkpoint", str(run), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "linear-probe test accuracy" in out and "K-means purity" in out
+    # bad inputs: a features file of the wrong length, a checkpoint that is not one
+    np.save(tmp_path / "short.npy", np.zeros((10, 128), np.float32))
+    assert main(["linear-eval", "--features", str(tmp_path / "short.npy"), "--dataset",
+                 "digits", "--checkpoint", str(run)]) == 2
+    assert "short.npy: has 10 rows, the digits training split has 1437" in capsys.readouterr().err
+    (tmp_path / "bad.pth").write_bytes(b"xx")
+    assert main(["features", "--checkpoint", str(tmp_path / "bad.pth"), "--out",
+                 str(tmp_path / "x.npy")]) == 2
+    assert "bad.pth: cannot read backbone checkpoint" in capsys.readouterr().err
