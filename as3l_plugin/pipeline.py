@@ -489,9 +489,11 @@ def _select(ctx: StageContext, sampler: str, params: Mapping[str, Any], features
     X = _features_of(ctx, features)
     budget, seed = ctx.params["budget"], ctx.params["seed"]
     idx = np.asarray(get_sampler(sampler, **params).select(X, budget, seed=seed), dtype=np.int64)
-    meta = {"sampler": sampler, "params": dict(params), "budget": int(budget),
-            "seed": int(seed), "n": int(X.shape[0]), "features": features,
-            "features_sha256": sha256_array(X), "version": __version__}
+    meta = {"kind": "as3l-selection", "dataset": ctx.env.get("dataset"), "sampler": sampler,
+            "params": dict(params), "budget": int(budget), "seed": int(seed), "lb_imb_ratio": 1,
+            "n": int(X.shape[0]), "num_features": int(X.shape[1]), "features": features,
+            "features_sha256": sha256_array(X), "index_order": "sampler order",
+            "package_version": __version__}
     return X, idx, meta
 
 
@@ -526,7 +528,10 @@ def _stage_labels(ctx: StageContext) -> Dict[str, Any]:
             ctx.log(f"  note: {disagree} of your {len(idx)} labels differ from the dataset's; "
                     "the prior uses yours, USB training reads labels from the dataset")
     atomic_write_csv(ctx.dir / LABELS, HEADER, annotation_rows(idx, labels))
-    return {"coverage": int(class_coverage(labels, data.num_classes)),
+    sel = ctx.inputs["select"]
+    return {"coverage": int(class_coverage(labels, data.num_classes)), "source": p["source"],
+            "index_file": str(_selected_path(sel).resolve()),
+            "index_sha256": sel.outputs[sel.result["index_file"]]["sha256"],
             "num_classes": int(data.num_classes), "disagree_with_dataset": disagree,
             "label_counts": np.bincount(labels, minlength=data.num_classes).tolist()}
 
@@ -550,20 +555,27 @@ def prior_diagnostics(prior: np.ndarray, y: np.ndarray, idx: np.ndarray,
 
 
 def _stage_prior(ctx: StageContext) -> Dict[str, Any]:
-    from .io import sha256_array, write_with_sidecar
+    """Prior from the labels stage's labels; sidecar as ``as3l prior`` writes it (the index
+    checksum lets ``as3l train`` refuse a prior made for another labeled set)."""
+    from .io import sha256_array, sha256_file, write_with_sidecar
     from .propagation import get_propagator
     p = ctx.params
     data = _dataset(ctx.env)
     lab = _read_labels(ctx.inputs["labels"])
     X = _features_of(ctx, p["features"])
-    prior = get_propagator(p["propagator"], **p["params"]).propagate(
-        X, lab[:, 0], lab[:, 1], data.num_classes, seed=p["seed"])
-    prior = np.asarray(prior, dtype=np.float32)
+    prop = get_propagator(p["propagator"], **p["params"])
+    prior = np.asarray(prop.propagate(X, lab[:, 0], lab[:, 1], data.num_classes,
+                                      seed=p["seed"]), dtype=np.float32)
+    sel = ctx.inputs["labels"].result
     write_with_sidecar(ctx.dir / PRIOR, prior, {
+        "kind": "as3l-prior", "dataset": ctx.env.get("dataset"), "n": int(prior.shape[0]),
+        "num_classes": int(data.num_classes), "budget": int(len(lab)),
         "propagator": p["propagator"], "params": dict(p["params"]), "seed": int(p["seed"]),
-        "n": int(prior.shape[0]), "num_classes": int(data.num_classes),
-        "labeled_idx_sha256": sha256_array(lab[:, 0]), "features": p["features"],
-        "features_sha256": sha256_array(X), "version": __version__})
+        "features": p["features"], "features_sha256": sha256_array(X),
+        "index_file": sel["index_file"], "index_sha256": sel["index_sha256"],
+        "labeled_idx_sha256": sha256_array(lab[:, 0]), "labels_source": sel["source"],
+        "labeled_per_class": np.bincount(lab[:, 1], minlength=data.num_classes).tolist(),
+        "n_uniform": int(getattr(prop, "n_uniform_", 0)), "package_version": __version__})
     return prior_diagnostics(prior, data.y_train, lab[:, 0], data.num_classes)
 
 
