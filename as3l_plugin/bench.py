@@ -116,8 +116,10 @@ def load_bench_config(source, *, quick: bool = False,
                           path=where)
     cfg = dict(BENCH_DEFAULTS)
     cfg.update(raw)
-    if cfg["dataset"] is None:
-        raise ConfigError("is required", path=where, field="dataset")
+    from .datasets import list_datasets
+    if cfg["dataset"] not in list_datasets():
+        raise ConfigError(f"={cfg['dataset']!r}; known datasets: {', '.join(list_datasets())}",
+                          path=where, field="dataset")
     if not cfg["algorithms"]:
         raise ConfigError("is required: name -> {config: USB base YAML, overrides...}",
                           path=where, field="algorithms")

@@ -375,6 +375,10 @@ def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dic
     for k in ("dataset", "num_labels"):
         if cfg[k] is None:
             raise ConfigError("is required", path=where, field=k)
+    from .datasets import list_datasets
+    if cfg["dataset"] not in list_datasets():
+        raise ConfigError(f"={cfg['dataset']!r}; known datasets: {', '.join(list_datasets())}",
+                          path=where, field="dataset")
     if not isinstance(cfg["num_labels"], int) or cfg["num_labels"] < 1:
         raise ConfigError(f"={cfg['num_labels']!r} must be a positive integer (total labels)",
                           path=where, field="num_labels")
@@ -961,9 +965,9 @@ def run_pipeline(config, *, out=None, force: Iterable[str] = (),
         stages = build_stages(cfg)
         lab = cfg["labels"]
         if lab["source"] == "csv" and not Path(lab["path"]).is_file():
-            upto = [s.name for s in stages].index("labels")
-            records = run_stages(stages[:upto], root, force=set(force) & {
-                s.name for s in stages[:upto]} | ({"all"} & set(force)), log=log)
+            before = stages[:[s.name for s in stages].index("labels")]
+            records = run_stages(before, root, log=log, force=[
+                f for f in force if f == "all" or f in {s.name for s in before}])
             todo = records["select"].path("to_annotate.csv")
             raise LabelsError(f"labels file not found; fill the label column of {todo} "
                               f"({cfg['num_labels']} rows) and save it as this file, then "

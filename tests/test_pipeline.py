@@ -307,6 +307,8 @@ def test_config_errors(tmp_path):
         pl.load_config({**good, "budget": 10})
     with pytest.raises(ConfigError, match="set by the pipeline"):
         pl.load_config({**good, "usb": {"seed": 3}})
+    with pytest.raises(ConfigError, match="known datasets: digits"):
+        pl.load_config({**good, "dataset": "mnist"})
     with pytest.raises(ConfigError, match="num_labels"):
         pl.load_config({k: v for k, v in good.items() if k != "num_labels"})
     with pytest.raises(ConfigError, match="multiple of num_eval_iter"):
