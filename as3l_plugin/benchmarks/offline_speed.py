@@ -120,7 +120,17 @@ def ours_prior(X, idx, labels, num_classes, seed=0):
 
 
 # --------------------------------------------------------------------------- the scikit-learn peer
-def sklearn_select(X, budget, seed=0, n_runs=N_RUNS):
+def _pp_on_subsample(X, k, init_rows, seed):
+    """scikit-learn's k-means++ on ``max(init_rows, 64 k)`` random rows (ours' seeding size)."""
+    from sklearn.cluster import kmeans_plusplus
+
+    rng = np.random.default_rng(seed)
+    m = min(X.shape[0], max(int(init_rows), 64 * k))
+    sub = X[np.sort(rng.choice(X.shape[0], m, replace=False))]
+    return kmeans_plusplus(sub, k, random_state=seed)[0]
+
+
+def sklearn_select(X, budget, seed=0, n_runs=N_RUNS, init_rows=None):
     """Multi-K-means consistent-group selection, straightforwardly with scikit-learn.
 
     The same steps as the ``as3l`` sampler: ``n_runs`` K-means runs at K = budget, groups of
@@ -134,7 +144,10 @@ def sklearn_select(X, budget, seed=0, n_runs=N_RUNS):
     n = X.shape[0]
     L = np.empty((n, n_runs), dtype=np.int64)
     for r in range(n_runs):
-        km = KMeans(n_clusters=budget, n_init=1, max_iter=50, random_state=seed * n_runs + r)
+        init = "k-means++" if init_rows is None else _pp_on_subsample(
+            X, budget, init_rows, seed * n_runs + r)
+        km = KMeans(n_clusters=budget, init=init, n_init=1, max_iter=50,
+                    random_state=seed * n_runs + r)
         L[:, r] = km.fit(X).labels_
     _, inv, counts = np.unique(L, axis=0, return_inverse=True, return_counts=True)
     inv = inv.ravel()
@@ -167,7 +180,8 @@ def sklearn_select(X, budget, seed=0, n_runs=N_RUNS):
     return np.asarray(picks, dtype=np.int64)
 
 
-def sklearn_prior(X, idx, labels, num_classes, seed=0, ks=KS, max_iter=50, tol=1e-4):
+def sklearn_prior(X, idx, labels, num_classes, seed=0, ks=KS, max_iter=50, tol=1e-4,
+                  init_rows=None):
     """Constrained seeded K-means at several K, straightforwardly with scikit-learn."""
     from sklearn.cluster import kmeans_plusplus
     from sklearn.metrics import pairwise_distances_argmin, pairwise_distances_argmin_min
@@ -182,7 +196,10 @@ def sklearn_prior(X, idx, labels, num_classes, seed=0, ks=KS, max_iter=50, tol=1
         G = int(groups.max()) + 1
         centers = np.stack([X[idx[groups == g]].mean(axis=0) for g in range(G)])
         if K > G:
-            extra, _ = kmeans_plusplus(X, K - G, random_state=seed * 1000 + j)
+            if init_rows is None:
+                extra, _ = kmeans_plusplus(X, K - G, random_state=seed * 1000 + j)
+            else:
+                extra = _pp_on_subsample(X, K - G, init_rows, seed * 1000 + j)
             centers = np.vstack([centers, extra]).astype(np.float32)
         prev, prev_inertia, final = None, np.inf, False
         for _ in range(max_iter):
@@ -220,11 +237,16 @@ def sklearn_prior(X, idx, labels, num_classes, seed=0, ks=KS, max_iter=50, tol=1
 SIDES = {"ours": (ours_select, ours_prior), "sklearn": (sklearn_select, sklearn_prior)}
 
 
-def run_side(side, X, y, budgets, seed=0):
+def run_side(side, X, y, budgets, seed=0, peer_init="full"):
     """Run one side in this process; returns per-budget timings and prior quality."""
     from ..metrics import class_coverage, prior_accuracy
 
     select, prior_fn = SIDES[side]
+    if side == "sklearn" and peer_init == "subsample":
+        rows = 4096
+        select = lambda X, B, seed: sklearn_select(X, B, seed, init_rows=rows)  # noqa: E731
+        prior_fn = lambda X, i, l, C, seed: sklearn_prior(X, i, l, C, seed,  # noqa: E731
+                                                          init_rows=rows)
     C = int(y.max()) + 1
     out = []
     for B in budgets:
@@ -259,7 +281,7 @@ def _worker(args):
     X = np.load(args.features)
     y = np.load(args.labels)
     t0, c0 = time.perf_counter(), _cpu()
-    res = run_side(args.worker, X, y, args.budgets, seed=args.seed)
+    res = run_side(args.worker, X, y, args.budgets, seed=args.seed, peer_init=args.peer_init)
     total, total_cpu = time.perf_counter() - t0, _cpu() - c0
     peak = _status("VmHWM") if reset else None
     print(json.dumps({"side": args.worker, "runs": res, "total_s": total,
@@ -280,10 +302,10 @@ def _threads(side):
     return max((i.get("num_threads", 0) for i in threadpool_info()), default=None)
 
 
-def _spawn(side, fpath, ypath, budgets, seed):
+def _spawn(side, fpath, ypath, budgets, seed, peer_init):
     cmd = [sys.executable, "-m", "as3l_plugin.benchmarks.offline_speed", "--worker", side,
            "--features", str(fpath), "--labels", str(ypath), "--seed", str(seed),
-           "--budgets", *map(str, budgets)]
+           "--peer-init", peer_init, "--budgets", *map(str, budgets)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{side} worker failed:\n{proc.stderr[-3000:]}")
@@ -303,6 +325,9 @@ def main(argv=None):
     ap.add_argument("--budgets", type=int, nargs="+", default=[10, 100])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sides", nargs="+", choices=tuple(SIDES), default=list(SIDES))
+    ap.add_argument("--peer-init", choices=("full", "subsample"), default="full",
+                    help="k-means++ of the scikit-learn peer: on all rows (its default) or on "
+                         "max(4096, 64 K) random rows like ours")
     ap.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     ap.add_argument("--worker", choices=tuple(SIDES), help=argparse.SUPPRESS)
     ap.add_argument("--features", help=argparse.SUPPRESS)
@@ -312,7 +337,7 @@ def main(argv=None):
         return _worker(args)
 
     datasets = ["gmm", "fashion_mnist"] if args.data == "both" else [args.data]
-    results = {"budgets": args.budgets, "cpus": os.cpu_count(),
+    results = {"budgets": args.budgets, "peer_init": args.peer_init, "cpus": os.cpu_count(),
                "load_before": os.getloadavg()[0], "data": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in datasets:
@@ -325,7 +350,7 @@ def main(argv=None):
             del X
             sides = {}
             for side in args.sides:
-                r = _spawn(side, fpath, ypath, args.budgets, args.seed)
+                r = _spawn(side, fpath, ypath, args.budgets, args.seed, args.peer_init)
                 sides[side] = r
                 limit = 3 * (r["features_bytes"] + r["prior_bytes"])
                 print(f"{side:>8}: total {r['total_s']:6.1f} s wall, {r['total_cpu_s']:6.1f} s "
