@@ -31,7 +31,8 @@ Shims
 5. **checkpoint extras** — :class:`DevicePlugin` adds the RNG states (python, numpy, torch,
    CUDA) and the training-time counter to every checkpoint and restores them on load, so a
    run resumed from a checkpoint taken at an epoch end continues bit for bit; checkpoints
-   are written atomically (temp file + fsync + rename).
+   are written atomically (temp file + fsync + rename), in progress order: ``metrics.csv``,
+   then ``model_best.pth``, then ``latest_model.pth`` (what a resume continues from) last.
 """
 
 from __future__ import annotations
@@ -446,8 +447,18 @@ class DevicePlugin:
             timer, update = _wall_hooks()
             self._replace_hook("TimerHook", timer())
             self._replace_hook("ParamUpdateHook", update())
-        from .hooks import MetricsCSVHook
-        self.register_hook(MetricsCSVHook(), "MetricsCSVHook", "LOW")
+        from .hooks import MetricsCSVHook, ProgressLastCheckpointHook
+        if "CheckpointHook" in self.hooks_dict:
+            self._replace_hook("CheckpointHook", ProgressLastCheckpointHook())
+        metrics = MetricsCSVHook()
+        self.register_hook(metrics, "MetricsCSVHook", "HIGH")
+        # metrics.csv before the checkpoint: a kill between the two writes loses no row (the
+        # resumed run re-evaluates from the previous checkpoint and replaces later rows)
+        if "CheckpointHook" in self.hooks_dict:
+            self._hooks.remove(metrics)
+            at = next(i for i, h in enumerate(self._hooks) if h.name == "CheckpointHook")
+            self._hooks.insert(at, metrics)
+            self.hooks_dict = type(self.hooks_dict)((h.name, h) for h in self._hooks)
 
     # -- batches and evaluation
     def process_batch(self, input_args=None, **kwargs):

@@ -1,5 +1,5 @@
-"""USB hooks of the plugin: the AS3L prior (:class:`PriorHook`) and ``metrics.csv``
-(:class:`MetricsCSVHook`)."""
+"""USB hooks of the plugin: the AS3L prior (:class:`PriorHook`), ``metrics.csv``
+(:class:`MetricsCSVHook`) and the checkpoint order (:class:`ProgressLastCheckpointHook`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import torch
-from semilearn.core.hooks import Hook
+from semilearn.core.hooks import CheckpointHook, Hook
 
 from ..errors import PriorError
 
@@ -240,3 +240,24 @@ class MetricsCSVHook(Hook):
             from ..io import atomic_write_csv
             atomic_write_csv(self.path, METRICS_COLUMNS,
                              [[r[c] for c in METRICS_COLUMNS] for r in self.rows])
+
+
+class ProgressLastCheckpointHook(CheckpointHook):
+    """USB's ``CheckpointHook`` writing ``model_best.pth`` *before* ``latest_model.pth``.
+
+    ``latest_model.pth`` is what a resumed run continues from, so it is written last (like a
+    sidecar): a run killed between the two writes resumes from the previous checkpoint and
+    rewrites both, instead of continuing with a stale ``model_best.pth``. The plugin also
+    runs :class:`MetricsCSVHook` just before this hook, so every evaluation a checkpoint has
+    seen is in ``metrics.csv``.
+    """
+
+    def after_train_step(self, algorithm):
+        if not (self.every_n_iters(algorithm, algorithm.num_eval_iter) or self.is_last_iter(algorithm)):
+            return
+        if algorithm.distributed and algorithm.rank % algorithm.ngpus_per_node != 0:
+            return
+        save_path = os.path.join(algorithm.save_dir, algorithm.save_name)
+        if algorithm.it == algorithm.best_it:
+            algorithm.save_model("model_best.pth", save_path)
+        algorithm.save_model("latest_model.pth", save_path)
