@@ -109,6 +109,23 @@ def _sqnorms(X):
     return np.einsum("ij,ij->i", X, X, dtype=np.float32)
 
 
+def count_distinct_rows(X, *, at_least=None) -> int:
+    """Number of distinct rows of ``X`` (exact, byte-wise; ``-0.0`` and ``0.0`` differ).
+
+    With ``at_least``, the count of distinct leading column pairs (a lower bound, found in
+    milliseconds) is returned as soon as it reaches ``at_least``; only data with many
+    repeated rows pays for the exact count (one sort of the rows as byte strings).
+    """
+    X = np.ascontiguousarray(X)
+    n, d = X.shape
+    if at_least is not None and d > 2:
+        head = np.ascontiguousarray(X[:, :2]).view(np.dtype((np.void, 2 * X.itemsize))).ravel()
+        lower = int(np.unique(head).size)
+        if lower >= at_least:
+            return lower
+    return int(np.unique(X.view(np.dtype((np.void, d * X.itemsize))).ravel()).size)
+
+
 def pairwise_sqdist(A, B, *, backend="auto"):
     """Squared Euclidean distances between rows of ``A`` and rows of ``B``.
 

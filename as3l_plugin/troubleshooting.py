@@ -277,8 +277,10 @@ CASES = (
     Case("features-fewer-distinct-than-k", "features",
          "fewer distinct rows (3) than the K asked for (K = budget 5)",
          _distinct3, E.InputError,
-         "f.npy: features: only 3 distinct rows, fewer than the 5 clusters asked for …",
-         "lower the budget / K, or check why rows repeat (a failed extraction?)"),
+         "f.npy: features: only 3 distinct rows, fewer than the 5 samples (K = budget "
+         "clusters) asked for; lower --budget or check why rows repeat (a failed feature "
+         "extraction?)",
+         "lower the budget, or fix the features"),
     # ----------------------------------------------------------------- budget
     Case("budget-zero", "budget", "budget 0",
          lambda ws: (_features(ws), _sel(ws)[:4] + ["0", "--out", "sel"])[1], E.ParameterError,

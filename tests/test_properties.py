@@ -93,3 +93,22 @@ def test_propagator_contract(name, X, data):
     np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(P[idx], np.eye(C, dtype=np.float32)[labels])
     assert P.tobytes() == P2.tobytes()
+
+
+def test_seeded_kmeans_with_fewer_distinct_rows_than_k_labels_every_row():
+    """K above the number of distinct rows used to leave empty clusters and uniform rows."""
+    X = np.repeat(np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32), 20, axis=0)
+    prop = get_propagator("seeded_kmeans")
+    with pytest.warns(UserWarning, match="3 distinct rows"):
+        P = prop.propagate(X, np.array([0, 20, 40]), np.array([0, 1, 2]), 3)
+    assert prop.n_uniform_ == 0
+    np.testing.assert_array_equal(P.argmax(1), np.arange(60) // 20)
+
+
+def test_count_distinct_rows_is_exact():
+    from as3l_plugin.clustering import count_distinct_rows
+    X = np.repeat(np.arange(12, dtype=np.float32).reshape(4, 3), 5, axis=0)
+    assert count_distinct_rows(X) == 4
+    assert count_distinct_rows(X, at_least=3) >= 3 and count_distinct_rows(X, at_least=9) == 4
+    X[:, 0] = 0  # the leading-column shortcut must not undercount distinct rows
+    assert count_distinct_rows(X, at_least=4) == 4

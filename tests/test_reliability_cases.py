@@ -15,17 +15,7 @@ from as3l_plugin.errors import AS3LError
 REPO = Path(__file__).resolve().parents[1]
 
 #: cases whose fix lives in a module owned by another helper at the time of writing
-KNOWN_ISSUES = {
-    "features-fewer-distinct-than-k":
-        "clustering.kmeans silently builds empty/duplicate clusters when the data has fewer "
-        "distinct rows than K (fix: detect it in kmeans_plusplus and raise InputError)",
-    "output-disk-full":
-        "commands/offline.py deletes the earlier prior's sidecar before writing and does not "
-        "restore it when the write fails",
-    "output-disk-full-select":
-        "commands/offline.py deletes the earlier index's sidecar before writing and does not "
-        "restore it when the write fails",
-}
+KNOWN_ISSUES = {}
 
 
 def _param(case):

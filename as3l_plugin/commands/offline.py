@@ -12,7 +12,10 @@ Only argparse and the standard library are imported at module level; each comman
 numpy / the samplers / the propagators when it runs, so ``as3l select --help`` is fast.
 
 Every file is written atomically; the sidecar JSON of the index (resp. the prior) is written
-last and marks a complete output. If a command fails, the files it created are removed.
+last and marks a complete output. If a command fails (bad input, full disk, read-only
+directory, Ctrl-C), the files it created are removed and the files it replaced, old sidecar
+included, are put back; if it is killed (SIGKILL), the index (prior) is left without a
+sidecar, so it is treated as unfinished.
 """
 
 from __future__ import annotations
@@ -90,10 +93,20 @@ def _effective_params(obj, given: dict) -> dict:
 
 
 class _Outputs:
-    """Track the files a command writes; on error remove those it created."""
+    """Track the files a command writes; on error put the directory back as it was.
+
+    Files that already exist are hard-linked (copied where links are not supported) to a
+    hidden backup before they are replaced, and the old sidecar is moved aside before any
+    write (so it never vouches for new data). :meth:`rollback` removes the files the command
+    created and renames the backups back (a rename needs no free space, so it works on a
+    full disk); :meth:`commit` drops the backups.
+    """
+
+    BACKUP = ".{name}.as3l-backup"
 
     def __init__(self):
         self.created: list[Path] = []
+        self.backups: list[tuple[Path, Path]] = []
         self.made_dir: Path | None = None
 
     def ensure_dir(self, d: Path):
@@ -101,14 +114,47 @@ class _Outputs:
             d.mkdir(parents=True)
             self.made_dir = d
 
+    def _backup_path(self, p: Path) -> Path:
+        return p.with_name(self.BACKUP.format(name=p.name))
+
     def will_write(self, p: Path):
+        import os
+        import shutil
         if not p.exists():
+            self.created.append(p)
+            return
+        bak = self._backup_path(p)
+        bak.unlink(missing_ok=True)  # a stale backup of a killed run
+        try:
+            os.link(p, bak)
+        except OSError:
+            shutil.copy2(p, bak)
+        self.backups.append((p, bak))
+
+    def retire(self, p: Path):
+        """Move ``p`` (an old sidecar) out of the way now; restored by :meth:`rollback`."""
+        import os
+        if p.exists():
+            bak = self._backup_path(p)
+            os.replace(p, bak)
+            self.backups.append((p, bak))
+        else:
+            self._backup_path(p).unlink(missing_ok=True)  # a stale backup of a killed run
             self.created.append(p)
 
     def rollback(self):
+        import os
         for p in reversed(self.created):
             try:
                 p.unlink()
+            except FileNotFoundError:
+                pass
+        for p, bak in reversed(self.backups):
+            try:
+                if p.exists() and os.path.samefile(p, bak):
+                    bak.unlink()  # never replaced (rename between hard links is a no-op)
+                else:
+                    os.replace(bak, p)
             except FileNotFoundError:
                 pass
         if self.made_dir is not None:
@@ -116,6 +162,10 @@ class _Outputs:
                 self.made_dir.rmdir()
             except OSError:
                 pass
+
+    def commit(self):
+        for _, bak in self.backups:
+            bak.unlink(missing_ok=True)
 
 
 def _print(msg: str = ""):
@@ -169,7 +219,8 @@ def select_to_dir(features, budget, *, sampler=DEFAULT_SAMPLER, params=None, see
 
     from .. import io
     from ..annotations import ANNOTATION_FILENAME, HEADER, annotation_rows, count_filled
-    from ..errors import OutputError
+    from ..clustering import count_distinct_rows
+    from ..errors import InputError, OutputError
     from ..metrics import class_coverage
     from ..selection import get_sampler
 
@@ -188,8 +239,19 @@ def select_to_dir(features, budget, *, sampler=DEFAULT_SAMPLER, params=None, see
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError("exists and is not a directory", path=out_dir)
 
+    distinct = count_distinct_rows(X, at_least=int(budget))
+    if distinct < int(budget):  # every sampler would have to label exact duplicates
+        raise InputError(f"only {distinct} distinct rows, fewer than the {int(budget)} samples "
+                         "(K = budget clusters) asked for; lower --budget or check why rows "
+                         "repeat (a failed feature extraction?)", path=features,
+                         field="features")
     smp = get_sampler(sampler, **params)
-    idx = np.asarray(smp.select(X, int(budget), seed=int(seed)))
+    try:
+        idx = np.asarray(smp.select(X, int(budget), seed=int(seed)))
+    except InputError as exc:  # a property of the feature file: name it
+        if exc.path is not None:
+            raise
+        raise InputError(exc.message, path=features, field=exc.field) from None
     if idx.shape != (int(budget),) or np.unique(idx).size != idx.size \
             or idx.min() < 0 or idx.max() >= n:
         raise RuntimeError(f"sampler {sampler!r} returned an invalid selection {idx!r}")
@@ -228,17 +290,17 @@ def select_to_dir(features, budget, *, sampler=DEFAULT_SAMPLER, params=None, see
     try:
         outs.ensure_dir(out_dir)
         side = io.sidecar_path(lb_path)
-        if side.exists():  # the old sidecar would vouch for files we are about to replace
-            side.unlink()
-        for p in (ulb_path, csv_path, lb_path, side):
+        outs.retire(side)  # the old sidecar would vouch for files we are about to replace
+        for p in (ulb_path, csv_path, lb_path):
             outs.will_write(p)
         io.atomic_save_npy(ulb_path, ulb)
         io.atomic_write_csv(csv_path, HEADER,
                             annotation_rows(idx, None if y is None else y[idx]))
         io.write_with_sidecar(lb_path, idx, meta)
-    except BaseException:
+    except BaseException:  # (SIGKILL leaves the index without its sidecar: unfinished)
         outs.rollback()
         raise
+    outs.commit()
     meta["paths"] = {"lb_index": str(lb_path), "ulb_index": str(ulb_path),
                      "annotation": str(csv_path), "sidecar": str(io.sidecar_path(lb_path))}
     return meta
@@ -369,14 +431,13 @@ def prior_from_selection(features, *, index, labels_csv=None, oracle_labels=None
     outs = _Outputs()
     try:
         side = io.sidecar_path(out)
-        if side.exists():
-            side.unlink()
+        outs.retire(side)
         outs.will_write(out)
-        outs.will_write(side)
         io.write_with_sidecar(out, prior, meta)
-    except BaseException:
+    except BaseException:  # (SIGKILL leaves the prior without its sidecar: unfinished)
         outs.rollback()
         raise
+    outs.commit()
     return meta
 
 

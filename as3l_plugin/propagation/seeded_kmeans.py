@@ -292,6 +292,12 @@ class SeededKMeansPropagator(BasePropagator):
             warnings.warn(f"ks={list(ks)} has K > n_samples={n}; those runs use K={n}",
                           PropagationWarning, stacklevel=4)
             ks = tuple(min(k, n) for k in ks)
+        from ..clustering import count_distinct_rows
+        distinct = count_distinct_rows(X, at_least=max(ks))
+        if max(ks) > distinct:  # more clusters than points: the extra ones stay empty
+            warnings.warn(f"ks={list(ks)} has K > {distinct} distinct rows; those runs use "
+                          f"K={distinct}", PropagationWarning, stacklevel=4)
+            ks = tuple(min(k, distinct) for k in ks)
         specs = initial_centers(X, labeled_idx, labels, ks, seed,
                                 backend="numpy" if self.backend == "numpy" else "auto")
         votes = np.zeros((n, num_classes), dtype=np.float64)
