@@ -478,12 +478,13 @@ def _features_of(ctx: StageContext, which: str):
 
 
 def _write_selection(sdir: Path, idx, meta: Mapping[str, Any], labels=None) -> str:
-    """Index file in USB's naming + sidecar + to_annotate.csv (labels filled when given)."""
+    """to_annotate.csv (labels filled when given), then the index file in USB's naming and,
+    last, its sidecar (a kill in between leaves an index without sidecar: unfinished)."""
     from .annotations import ANNOTATION_FILENAME, HEADER, annotation_rows
     from .io import atomic_write_csv, index_filename, write_with_sidecar
     name = index_filename(meta["budget"], meta["seed"])
-    write_with_sidecar(sdir / name, idx, meta)
     atomic_write_csv(sdir / ANNOTATION_FILENAME, HEADER, annotation_rows(idx, labels))
+    write_with_sidecar(sdir / name, idx, meta)
     return name
 
 

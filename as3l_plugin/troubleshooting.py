@@ -297,8 +297,16 @@ CASES = (
          lambda ws: (_features(ws), _sel(ws)[:4] + ["2.5", "--out", "sel"])[1], SystemExit,
          "select: error: argument --budget: invalid int value: '2.5' (see as3l select --help)",
          "give a whole number", ),
+    Case("budget-below-classes-select", "budget",
+         "budget (2) smaller than the number of classes (3, known from --labels or the "
+         "features' sidecar): allowed, exit 0",
+         lambda ws: (_features(ws), _sel(ws)[:4] + ["2", "--labels", "y.npy", "--out", "sel"])[1],
+         None,
+         "warning: budget 2 < 3 classes: at least 1 class(es) will have no labeled sample and "
+         "the prior never predicts them",
+         "raise the budget to at least one label per class if you can"),
     Case("budget-below-classes", "budget",
-         "budget (2) smaller than the number of classes (3): allowed, exit 0",
+         "`as3l prior` from fewer labeled classes than --num-classes: allowed, exit 0",
          lambda ws: (_selection(ws, budget=2), _prior_argv())[1], None,
          "warning: class(es) […] have no labeled sample; the prior never predicts them",
          "raise the budget to at least one label per class if you can"),

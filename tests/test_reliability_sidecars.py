@@ -153,3 +153,11 @@ def test_pipeline_stage_file_is_written_last(tmp_path, writes):
     assert writes[-1] == pl.STAGE_FILE and writes.index(pl.STAGE_FILE) > writes.index("a.npy")
     rec = json.loads((tmp_path / "s" / pl.STAGE_FILE).read_text())
     assert rec["stage"] == "s"
+
+
+def test_pipeline_selection_writes_the_index_sidecar_last(tmp_path, writes):
+    from as3l_plugin import pipeline as pl
+    name = pl._write_selection(tmp_path, np.arange(4, dtype=np.int64),
+                               {"budget": 4, "seed": 0, "n": 10}, labels=np.zeros(4, int))
+    assert writes[-1] == name + ".json" and set(writes) == {name, name + ".json",
+                                                            "to_annotate.csv"}

@@ -285,6 +285,10 @@ def select_to_dir(features, budget, *, sampler=DEFAULT_SAMPLER, params=None, see
     }
     if y is not None:
         meta["class_coverage"] = class_coverage(y[idx], int(y.max()) + 1)
+    # the number of classes, when known (simulation labels, or the features' sidecar)
+    feat_side = io.read_sidecar(features, required=False) or {}
+    num_classes = int(y.max()) + 1 if y is not None else feat_side.get("num_classes")
+    meta["num_classes"] = None if num_classes is None else int(num_classes)
 
     outs = _Outputs()
     try:
@@ -310,6 +314,10 @@ def cmd_select(args) -> int:
     meta = select_to_dir(args.features, args.budget, sampler=args.sampler,
                          params=_params(args.param), seed=args.seed, out_dir=args.out,
                          labels=args.labels, dataset=args.dataset, force=args.force)
+    C = meta.get("num_classes")
+    if C is not None and meta["budget"] < C:
+        _print(f"warning: budget {meta['budget']} < {C} classes: at least {C - meta['budget']} "
+               "class(es) will have no labeled sample and the prior never predicts them")
     p = meta["paths"]
     _print(f"selected {meta['budget']} of {meta['n']} samples with sampler "
            f"{meta['sampler']} (seed {meta['seed']})")
