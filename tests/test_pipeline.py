@@ -316,4 +316,6 @@ def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="same iteration budget"):
         pl.build_stages(pl.load_config({**good, "baseline": {**good["baseline"],
                                                              "num_train_iter": 40}}))
-    pl.load_config(REPO / "usb_configs" / "digits" / "pipeline.yaml")
+    for ds in ("digits", "fashion_mnist"):  # the shipped configs load and plan
+        stages = pl.build_stages(pl.load_config(REPO / "usb_configs" / ds / "pipeline.yaml"))
+        assert [s.name for s in stages] == STAGES
