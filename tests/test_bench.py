@@ -115,6 +115,26 @@ def test_config_errors(fakes):
                                                                "seed": 3}}})
 
 
+@pytest.mark.parametrize("ds", ["digits", "fashion_mnist"])
+def test_shipped_bench_configs(ds):
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "usb_configs" / ds / "bench.yaml"
+    full = bn.load_bench_config(path)
+    assert set(full["samplers"]) == {"as3l", "random", "kmedoids", "coreset", "typiclust",
+                                     "probcover"}
+    assert set(full["algorithms"]) == {"flexmatch", "fixmatch", "as3l_remove", "as3l_update"}
+    assert full["labels_per_class"] == [1, 4] and len(full["seeds"]) >= 3
+    cells = bn.plan_cells(full, 10)
+    assert len(cells) == 6 * 4 * 2 * len(full["seeds"])
+    assert (cells[0]["sampler"], cells[0]["algorithm"]) == ("random", "flexmatch")
+    confs = {a: bn.Bench(full, "unused").usb_conf(a) for a in full["algorithms"]}
+    assert len({c["num_train_iter"] for c in confs.values()}) == 1  # equal iterations
+    assert {c["prior_mode"] for a, c in confs.items() if a.startswith("as3l")} == {"remove",
+                                                                                  "update"}
+    quick = bn.load_bench_config(path, quick=True)
+    assert 1 <= len(bn.plan_cells(quick, 10)) <= 4
+
+
 def test_upsert_row_replaces_by_key(tmp_path):
     p = tmp_path / "t.csv"
     bn.upsert_row(p, ["a", "b"], {"a": 1, "b": 2}, keys=("a",))
