@@ -143,7 +143,11 @@ def check_features(X, *, name: str = "features", path=None) -> np.ndarray:
     if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
         raise InputError(f"expected a float array, got dtype {X.dtype}", path=path, field=name)
     X = np.ascontiguousarray(X, dtype=np.float32)
-    bad = ~np.isfinite(X).all(axis=1)
+    # row blocks keep the temporary boolean array small (n*d bytes at 1M x 512 otherwise)
+    bad = np.zeros(X.shape[0], dtype=bool)
+    step = max(1, (1 << 22) // X.shape[1])
+    for s in range(0, X.shape[0], step):
+        bad[s:s + step] = ~np.isfinite(X[s:s + step]).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
         raise InputError(f"{rows.size} row(s) contain NaN or inf (first rows: "

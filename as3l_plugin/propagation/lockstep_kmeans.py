@@ -128,7 +128,7 @@ def _update_sums(X, r):
 
     lab = r.new_labels
     n, d = X.shape
-    step = 1 << 14
+    step = 1 << 12  # rows per block: a gathered block is 4096 x d float32 (8 MB at d=512)
     if r.sums is None:
         r.sums = np.zeros((r.K, d), dtype=np.float64)
         blocks = [(slice(s, min(n, s + step)), None) for s in range(0, n, step)]
