@@ -22,6 +22,8 @@ For every dataset:
    seed = selection seed), so its spread includes fine-tuning's own randomness.
 
 Prints a Markdown table (mean ± std over seeds) and writes ``WORK/features_quality.json``.
+Extracted features are cached in ``WORK/NAME/*.npy`` (reused while the checkpoint's
+checksum matches), so re-running with other ``--ks`` / ``--seeds`` is cheap.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def _random_init_checkpoint(path: Path, ds):
     from ..features.backbone import BACKBONE_FORMAT, build_backbone, encoder_state
     from ..io import atomic_write_bytes
     from ..features.backbone import torch_bytes
+    if path.is_file():  # keep an existing one: its cached features stay valid
+        return path
     torch.manual_seed(0)
     b = build_backbone("cnn4" if ds.in_channels == 1 else "cnn4_rgb")
     atomic_write_bytes(path, torch_bytes({
@@ -64,14 +68,26 @@ def _random_init_checkpoint(path: Path, ds):
     return path
 
 
+def _cached_features(checkpoint, ds, split, path: Path):
+    """Features of ``split``, reused from ``path`` when its sidecar names the same checkpoint
+    bytes (extraction is the slow part on a CPU)."""
+    from ..features.extract import extract_features, features_sidecar
+    from ..io import load_features, read_sidecar, sha256_file, write_with_sidecar
+    side = read_sidecar(path, required=False) if path.is_file() else None
+    if side and side.get("checkpoint_sha256") == sha256_file(checkpoint):
+        return load_features(path)
+    X = extract_features(checkpoint, ds, split=split, progress=False)
+    write_with_sidecar(path, X, features_sidecar(checkpoint, ds.name, split, X))
+    return X
+
+
 def run_dataset(name, *, checkpoint, work: Path, seeds, ks, threads, log=print):
     import torch
 
     from ..datasets import load_dataset
     from ..features.evaluate import linear_eval
-    from ..features.extract import extract_features
     from ..features.finetune import FeatureFinetuner
-    from ..features.pretrain import pretrain_defaults, pretrain_simsiam
+    from ..features.pretrain import pretrain_simsiam
 
     torch.set_num_threads(threads)
     ds = load_dataset(name)
@@ -79,10 +95,9 @@ def run_dataset(name, *, checkpoint, work: Path, seeds, ks, threads, log=print):
     work.mkdir(parents=True, exist_ok=True)
     timings = {}
     if checkpoint is None:
-        d = pretrain_defaults(name)
         t = time.perf_counter()
         checkpoint = pretrain_simsiam(name, "cnn4", out=work / "simsiam", num_threads=threads,
-                                      progress=False, **d)
+                                      progress=False)
         timings["pretrain_s"] = time.perf_counter() - t
     ckpt_meta = torch.load(checkpoint, map_location="cpu", weights_only=False)
     rand = _random_init_checkpoint(work / "random_init.pth", ds)
@@ -91,8 +106,8 @@ def run_dataset(name, *, checkpoint, work: Path, seeds, ks, threads, log=print):
                     ds.x_test.reshape(len(ds.y_test), -1).astype(np.float32) / 255)}
     for tag, ck in (("random", rand), ("f_self", checkpoint)):
         t = time.perf_counter()
-        sets[tag] = (extract_features(ck, ds, progress=False),
-                     extract_features(ck, ds, split="test", progress=False))
+        sets[tag] = tuple(_cached_features(ck, ds, split, work / f"{tag}.{split}.npy")
+                          for split in ("train", "test"))
         timings[f"extract_{tag}_s"] = time.perf_counter() - t
     rows = []
 

@@ -26,13 +26,11 @@ def _threads(n):
 
 # --------------------------------------------------------------------------- pretrain
 def cmd_pretrain(args) -> int:
-    from ..features.pretrain import pretrain_defaults, pretrain_simsiam
-    d = pretrain_defaults(args.dataset)
-    opts = {k: getattr(args, k) if getattr(args, k) is not None else d[k]
-            for k in ("epochs", "batch_size", "lr", "image_size")}
-    path = pretrain_simsiam(args.dataset, args.net, out=args.out, seed=args.seed,
-                            device=args.device, data_dir=args.data_dir,
-                            num_threads=args.workers, progress=not args.quiet, **opts)
+    from ..features.pretrain import pretrain_simsiam
+    path = pretrain_simsiam(args.dataset, args.net, out=args.out, epochs=args.epochs,
+                            batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
+                            seed=args.seed, device=args.device, data_dir=args.data_dir,
+                            num_threads=args.workers, progress=not args.quiet)
     print(f"wrote {path}  (USB: use_pretrain: True, pretrain_path: {path})")
     return 0
 

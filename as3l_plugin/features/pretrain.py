@@ -34,8 +34,8 @@ CHECKPOINT_FORMAT = "as3l-simsiam-checkpoint/1"
 
 #: per-dataset defaults of the CLI / pipeline (chosen by the measurements in the README)
 PRETRAIN_DEFAULTS = {
-    "digits": {"epochs": 60, "batch_size": 128, "lr": 0.06, "image_size": None},
-    "fashion_mnist": {"epochs": 10, "batch_size": 256, "lr": 0.06, "image_size": None},
+    "digits": {"epochs": 40, "batch_size": 128, "lr": 0.06, "image_size": None},
+    "fashion_mnist": {"epochs": 4, "batch_size": 256, "lr": 0.06, "image_size": 16},
 }
 _FALLBACK_DEFAULTS = {"epochs": 200, "batch_size": 256, "lr": 0.06, "image_size": None}
 
@@ -355,17 +355,24 @@ class SimSiamPretrainer:
         return self
 
 
-def pretrain_simsiam(dataset, net: str = "cnn4", *, out, epochs: int = 100,
-                     batch_size: int = 256, lr: float = 0.06, seed: int = 0,
-                     device: str = "cpu", data_dir=None, num_threads: Optional[int] = None,
-                     progress: bool = True, **kwargs) -> Path:
-    """Pretrain ``net`` with SimSiam on ``dataset``; returns the path of ``backbone.pth``.
+def pretrain_simsiam(dataset, net: str = "cnn4", *, out, epochs: Optional[int] = None,
+                     batch_size: Optional[int] = None, lr: Optional[float] = None,
+                     image_size: Optional[int] = None, seed: int = 0, device: str = "cpu",
+                     data_dir=None, num_threads: Optional[int] = None, progress: bool = True,
+                     **kwargs) -> Path:
+    """Pretrain ``net`` with SimSiam on ``dataset``; returns the path of ``out/backbone.pth``.
 
-    ``lr`` is the base learning rate (scaled by ``batch_size / 256``); other keyword
-    arguments go to :class:`SimSiamPretrainer`. Re-running with the same arguments resumes an
-    interrupted run from its last completed epoch.
+    ``epochs``, ``batch_size``, ``lr`` (the base learning rate, scaled by
+    ``batch_size / 256``) and ``image_size`` default to :func:`pretrain_defaults` of the
+    dataset; other keyword arguments go to :class:`SimSiamPretrainer`. Re-running with the
+    same arguments resumes an interrupted run after its last completed epoch.
     """
-    trainer = SimSiamPretrainer(net=net, epochs=epochs, batch_size=batch_size, base_lr=lr,
-                                seed=seed, device=device, num_threads=num_threads,
-                                progress=progress, **kwargs)
+    name = dataset if isinstance(dataset, str) else getattr(dataset, "name", "")
+    d = pretrain_defaults(name)
+    trainer = SimSiamPretrainer(
+        net=net, epochs=d["epochs"] if epochs is None else epochs,
+        batch_size=d["batch_size"] if batch_size is None else batch_size,
+        base_lr=d["lr"] if lr is None else lr,
+        image_size=d["image_size"] if image_size is None else image_size,
+        seed=seed, device=device, num_threads=num_threads, progress=progress, **kwargs)
     return trainer.fit(dataset, out, data_dir=data_dir).backbone_path_
