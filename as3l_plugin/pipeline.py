@@ -424,6 +424,7 @@ def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dic
 
 # =========================================================================== the stages
 SAVE_NAME = "usb"          # USB save_name of the trainings: <stage dir>/usb/
+STRATIFIED = "stratified"  # pseudo-sampler: class-balanced random labels (needs the labels)
 BACKBONE = "backbone.pth"
 F_SELF = "f_self.npy"
 F_FINE = "f_fine.npy"
@@ -488,12 +489,28 @@ def _write_selection(sdir: Path, idx, meta: Mapping[str, Any], labels=None) -> s
     return name
 
 
+def stratified_selection(y: np.ndarray, budget: int, num_classes: int, seed: int) -> np.ndarray:
+    """Class-balanced random labels (the usual SSL protocol; it *uses the true labels*):
+    ``budget // C`` per class, the remainder spread over randomly chosen classes."""
+    rng = np.random.default_rng(seed)
+    per = np.full(num_classes, budget // num_classes)
+    per[rng.choice(num_classes, budget % num_classes, replace=False)] += 1
+    idx = [rng.choice(np.flatnonzero(y == c), per[c], replace=False) for c in range(num_classes)]
+    return np.concatenate(idx).astype(np.int64)
+
+
 def _select(ctx: StageContext, sampler: str, params: Mapping[str, Any], features: str):
+    """Run a sampler of :mod:`as3l_plugin.selection`, or ``stratified`` (oracle labels)."""
     from .io import sha256_array
     from .selection import get_sampler
     X = _features_of(ctx, features)
     budget, seed = ctx.params["budget"], ctx.params["seed"]
-    idx = np.asarray(get_sampler(sampler, **params).select(X, budget, seed=seed), dtype=np.int64)
+    if sampler == STRATIFIED:
+        data = _dataset(ctx.env)
+        idx = stratified_selection(data.y_train, budget, data.num_classes, seed)
+    else:
+        idx = np.asarray(get_sampler(sampler, **params).select(X, budget, seed=seed),
+                         dtype=np.int64)
     meta = {"kind": "as3l-selection", "dataset": ctx.env.get("dataset"), "sampler": sampler,
             "params": dict(params), "budget": int(budget), "seed": int(seed), "lb_imb_ratio": 1,
             "n": int(X.shape[0]), "num_features": int(X.shape[1]), "features": features,
@@ -611,8 +628,11 @@ def _stage_train(ctx: StageContext) -> Dict[str, Any]:
     conf.update(ctx.params["managed"])
     conf.update(save_dir=str(ctx.dir), save_name=SAVE_NAME, overwrite=True,
                 data_dir=ctx.env.get("data_dir") or conf.get("data_dir", "./data"))
-    if "select" in ctx.inputs:
-        conf["lb_index_file"] = str(_selected_path(ctx.inputs["select"]))
+    sel = [r for r in ctx.inputs.values() if "index_file" in r.result]  # select / baseline_select
+    if len(sel) != 1:
+        raise ConfigError(f"stage {ctx.name!r} needs exactly one selection input, got "
+                          f"{[r.name for r in sel]}")
+    conf["lb_index_file"] = str(_selected_path(sel[0]))
     if "prior" in ctx.inputs:
         conf["prior_file"] = str(ctx.inputs["prior"].path(PRIOR))
     if "pretrain" in ctx.inputs:

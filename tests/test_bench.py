@@ -121,11 +121,11 @@ def test_shipped_bench_configs(ds):
     path = Path(__file__).resolve().parents[1] / "usb_configs" / ds / "bench.yaml"
     full = bn.load_bench_config(path)
     assert set(full["samplers"]) == {"as3l", "random", "kmedoids", "coreset", "typiclust",
-                                     "probcover"}
+                                     "probcover", "stratified"}
     assert set(full["algorithms"]) == {"flexmatch", "fixmatch", "as3l_remove", "as3l_update"}
     assert full["labels_per_class"] == [1, 4] and len(full["seeds"]) >= 3
     cells = bn.plan_cells(full, 10)
-    assert len(cells) == 6 * 4 * 2 * len(full["seeds"])
+    assert len(cells) == 7 * 4 * 2 * len(full["seeds"])
     assert (cells[0]["sampler"], cells[0]["algorithm"]) == ("random", "flexmatch")
     confs = {a: bn.Bench(full, "unused").usb_conf(a) for a in full["algorithms"]}
     assert len({c["num_train_iter"] for c in confs.values()}) == 1  # equal iterations

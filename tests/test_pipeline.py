@@ -211,8 +211,10 @@ def test_run_end_to_end_outputs(run1):
     assert prior.shape == (1437, 10) and prior.dtype == np.float32
     np.testing.assert_allclose(prior.sum(1), 1, atol=1e-5)
     assert (root / "pretrain" / "backbone.pth").is_file()
-    for t in ("train_as3l", "train_baseline"):
+    for t, sel in (("train_as3l", "select"), ("train_baseline", "baseline_select")):
         assert (root / t / "usb" / "latest_model.pth").is_file()
+        usb_log = (root / t / "usb" / "log.txt").read_text()  # USB trained on our index
+        assert f"lb_index_file='{root / sel / 'lb_labels10_1_seed0_idx.npy'}'" in usb_log
     rows = list(csv.DictReader(open(root / "metrics.csv")))
     assert {r["algorithm"] for r in rows} == {"as3l_flexmatch", "flexmatch_random"}
     assert sorted({int(r["iteration"]) for r in rows}) == [10, 20]
@@ -299,6 +301,14 @@ def test_user_labels_csv(run1, tmp_path):
     assert lab[lab[:, 0] == wrong, 1][0] == (y[wrong] + 1) % 10
     prior = np.load(root / "prior" / "prior.npy")
     assert prior[wrong].argmax() == (y[wrong] + 1) % 10  # labeled rows are the user's one-hot
+
+
+def test_stratified_selection():
+    y = np.repeat(np.arange(4), [5, 6, 7, 8])
+    idx = pl.stratified_selection(y, 6, 4, seed=0)
+    assert idx.dtype == np.int64 and len(set(idx.tolist())) == 6
+    assert sorted(np.bincount(y[idx], minlength=4).tolist()) == [1, 1, 2, 2]
+    assert np.array_equal(idx, pl.stratified_selection(y, 6, 4, seed=0))
 
 
 def test_config_errors(tmp_path):
