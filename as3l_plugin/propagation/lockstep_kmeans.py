@@ -76,16 +76,22 @@ def _assign_all(X, xsq, runs, use_torch):
     for r in runs:
         r.new_labels = np.empty(n, dtype=np.int64)
         r.new_sqd = np.empty(n, dtype=np.float32)
+    # one distance buffer reused for every chunk: repeated 16 MB allocations fragment the
+    # heap and make the resident size creep up over the iterations
+    buf = np.empty((min(n, step), C.shape[0]), dtype=np.float32)
     if use_torch:
         import torch
         Ct = torch.from_numpy(C)
         csq_t = torch.from_numpy(csq)
+        buf_t = torch.from_numpy(buf)
     for s in range(0, n, step):
         e = min(n, s + step)
+        D = buf[:e - s]
         if use_torch:
-            D = torch.addmm(csq_t[None, :], torch.from_numpy(X[s:e]), Ct.T, alpha=-2.0).numpy()
+            torch.addmm(csq_t[None, :], torch.from_numpy(X[s:e]), Ct.T, alpha=-2.0,
+                        out=buf_t[:e - s])
         else:
-            D = X[s:e] @ C.T
+            np.matmul(X[s:e], C.T, out=D)
             D *= -2.0
             D += csq[None, :]
         rows = np.arange(e - s)
