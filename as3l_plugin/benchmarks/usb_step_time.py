@@ -3,10 +3,11 @@
 Run::
 
     python -m as3l_plugin.benchmarks.usb_step_time                       # digits, CPU
-    python -m as3l_plugin.benchmarks.usb_step_time --dataset fashion_mnist --steps 20
+    python -m as3l_plugin.benchmarks.usb_step_time --dataset fashion_mnist --repeats 20
 
 Three algorithms are built in one process from the same USB config
-(``usb_configs/<dataset>/as3l_flexmatch_<dataset>_10_0.yaml``: net ``cnn4``, batch 16, μ 7),
+(``usb_configs/<dataset>/as3l_flexmatch_<dataset>_10_0.yaml``: net ``cnn4``; batch 16 and
+μ 7 unless ``--batch-size`` / ``--uratio`` say otherwise),
 with the same seed, labeled set (an index file) and data order:
 
 - ``flexmatch`` — USB's FlexMatch, the peer;
@@ -19,13 +20,14 @@ with the same seed, labeled set (an index file) and data order:
 They are stepped *interleaved*: ``--repeats`` rounds, in each round every algorithm runs
 ``--steps`` iterations (the order rotates between rounds), so load from other processes hits
 all of them alike; the ratio to ``flexmatch`` is taken within each round and its median over
-rounds is reported (with the interquartile range). One iteration is what USB's training loop does per batch: fetch the
-labeled and unlabeled batches (augmentations; ``num_workers: 0``), ``before_train_step``
-hooks, ``process_batch`` + ``train_step``, ``after_train_step`` hooks (backward, SGD step,
-EMA); evaluation, checkpointing and logging are pushed out of the window. The first
+rounds is reported (with the interquartile range). One iteration is what USB's training
+loop does per batch: fetch the labeled and unlabeled batches (augmentations;
+``num_workers: 0``), ``before_train_step`` hooks, ``process_batch`` + ``train_step``,
+``after_train_step`` hooks (backward, SGD step, EMA); evaluation, checkpointing and logging are pushed out of the window. The first
 ``--warmup`` iterations of each algorithm are not timed. Reported: median seconds per
 iteration (whole iteration, and the compute part without the batch fetch) and the paired
-ratio to ``flexmatch``.
+ratio to ``flexmatch``; also the process CPU time per iteration, which approximates the
+wall time on an idle core when the machine is shared.
 
 Refresh (mode ``update``): the time of :meth:`PriorHook.refresh` — features of the whole pool
 with the EMA model (eval mode, ``eval_batch_size``) plus the seeded K-means propagation at
@@ -68,16 +70,18 @@ def _write_inputs(dataset: str, num_labels: int, seed: int, folder: Path) -> tup
     return str(folder / "lb.npy"), str(folder / "prior.npy")
 
 
-def build(config: str, algorithm: str, save_dir: str, **overrides):
-    """An algorithm built as the plugin's entry builds it (CPU), ready to step."""
+def build(config: str, algorithm: str, save_dir: str, iters: int, **overrides):
+    """An algorithm built as the plugin's entry builds it (CPU), ready to step ``iters``
+    iterations without evaluation, checkpoint or log (USB's samplers materialise
+    ``num_train_iter / epoch`` batches of indices, so ``iters`` is kept to what is used)."""
     import torch
 
     from ..usb import compat
     from ..usb.train import build_algorithm, get_config
     args = get_config(config, algorithm=algorithm, save_dir=save_dir, save_name=algorithm,
                       resume=False, use_tensorboard=False, use_pretrain=False,
-                      num_train_iter=10 ** 6, epoch=1, num_eval_iter=10 ** 6,
-                      num_log_iter=10 ** 6, gpu="cpu", multiprocessing_distributed=False,
+                      num_train_iter=iters + 2, epoch=1, num_eval_iter=10 ** 9,
+                      num_log_iter=10 ** 9, gpu="cpu", multiprocessing_distributed=False,
                       **overrides)
     args.distributed = False
     torch.manual_seed(args.seed)
@@ -103,9 +107,11 @@ class Stepper:
         self.lb = iter(alg.loader_dict["train_lb"])
         self.ulb = iter(alg.loader_dict["train_ulb"])
 
-    def step(self) -> tuple[float, float]:
-        """One iteration; returns (whole iteration, compute without the fetch) in seconds."""
+    def step(self) -> tuple[float, float, float]:
+        """One iteration; returns (whole iteration, compute without the fetch, process CPU
+        time of the whole iteration) in seconds."""
         alg = self.alg
+        c0 = time.process_time()
         t0 = time.perf_counter()
         data_lb, data_ulb = next(self.lb), next(self.ulb)
         t1 = time.perf_counter()
@@ -114,11 +120,11 @@ class Stepper:
         alg.call_hook("after_train_step")
         alg.it += 1
         t2 = time.perf_counter()
-        return t2 - t0, t2 - t1
+        return t2 - t0, t2 - t1, time.process_time() - c0
 
 
 def run(dataset="digits", *, num_labels=10, steps=4, repeats=40, warmup=5, refreshes=3,
-        threads=1, seed=0, verbose=True) -> dict:
+        threads=1, seed=0, batch_size=16, uratio=7, verbose=True) -> dict:
     import torch
 
     import as3l_plugin.usb  # noqa: F401  (registers as3l_flexmatch)
@@ -127,26 +133,26 @@ def run(dataset="digits", *, num_labels=10, steps=4, repeats=40, warmup=5, refre
     say = print if verbose else (lambda *a, **k: None)
     with tempfile.TemporaryDirectory() as tmp:
         lb_file, prior_file = _write_inputs(dataset, num_labels, seed, Path(tmp))
-        common = dict(lb_index_file=lb_file, seed=seed)
+        common = dict(lb_index_file=lb_file, seed=seed, batch_size=batch_size, uratio=uratio)
         as3l = dict(common, prior_file=prior_file, prior_mode="remove")
+        iters = warmup + steps * repeats
         algs = {
-            "flexmatch": build(config, "flexmatch", tmp, **common),
-            "as3l_prior": build(config, "as3l_flexmatch", tmp, prior_T=10 ** 9, **as3l),
-            "as3l_after_T": build(config, "as3l_flexmatch", tmp, prior_T=0, **as3l),
+            "flexmatch": build(config, "flexmatch", tmp, iters, **common),
+            "as3l_prior": build(config, "as3l_flexmatch", tmp, iters, prior_T=10 ** 9, **as3l),
+            "as3l_after_T": build(config, "as3l_flexmatch", tmp, iters, prior_T=0, **as3l),
         }
         steppers = {k: Stepper(a) for k, a in algs.items()}
         for name, st in steppers.items():
             for _ in range(warmup):
                 st.step()
-        times = {k: ([], []) for k in NAMES}
+        times = {k: ([], [], []) for k in NAMES}
         rounds = {k: ([], []) for k in NAMES}  # per-round medians (whole, compute)
         order = list(NAMES)
         for r in range(repeats):
             for name in order:
                 for _ in range(steps):
-                    whole, compute = steppers[name].step()
-                    times[name][0].append(whole)
-                    times[name][1].append(compute)
+                    for j, v in enumerate(steppers[name].step()):
+                        times[name][j].append(v)
                 rounds[name][0].append(statistics.median(times[name][0][-steps:]))
                 rounds[name][1].append(statistics.median(times[name][1][-steps:]))
             order = order[1:] + order[:1]
@@ -161,7 +167,8 @@ def run(dataset="digits", *, num_labels=10, steps=4, repeats=40, warmup=5, refre
                "uratio": algs["flexmatch"].args.uratio}
         for name in NAMES:
             res[name] = {"iter_s": statistics.median(times[name][0]),
-                         "compute_s": statistics.median(times[name][1])}
+                         "compute_s": statistics.median(times[name][1]),
+                         "cpu_s": statistics.median(times[name][2])}
         for name in NAMES[1:]:
             # paired: the ratio within each round (same load), then the median over rounds
             for key, j in (("iter", 0), ("compute", 1)):
@@ -175,7 +182,7 @@ def run(dataset="digits", *, num_labels=10, steps=4, repeats=40, warmup=5, refre
         steppers.clear()
 
         # one refresh (mode update) vs one training epoch
-        upd = build(config, "as3l_flexmatch", tmp, prior_mode="update", prior_T=0,
+        upd = build(config, "as3l_flexmatch", tmp, 1, prior_mode="update", prior_T=0,
                     prior_update_interval=1, prior_file=prior_file, **common)
         hook = upd.prior_hook
         ext, total = [], []
@@ -219,6 +226,8 @@ def report(res: dict) -> str:
         ri = "{:.3f} [{:.3f}-{:.3f}]".format(r["ratio_iter"], *r["ratio_iter_iqr"])
         rc = "{:.3f} [{:.3f}-{:.3f}]".format(r["ratio_compute"], *r["ratio_compute_iqr"])
         lines.append(f"{labels[name]:<26}{r['iter_s']:>8.4f}{ri:>22}{r['compute_s']:>16.4f}{rc:>22}")
+    lines.append("process CPU time per iteration (what a 1-thread run takes on an idle core): "
+                 + ", ".join(f"{k} {res[k]['cpu_s']:.4f} s" for k in NAMES))
     u = res["refresh"]
     lines.append(f"update refresh: {u['total_s']:.2f} s (features of {u['pool']} samples "
                  f"{u['features_s']:.2f} s + seeded K-means at K={u['ks']} {u['propagate_s']:.2f} s)"
@@ -237,10 +246,13 @@ def main(argv=None) -> int:
     p.add_argument("--refreshes", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--uratio", type=int, default=7, help="mu (the configs' fashion_mnist uses 3)")
     a = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
     res = run(a.dataset, num_labels=a.num_labels, steps=a.steps, repeats=a.repeats,
-              warmup=a.warmup, refreshes=a.refreshes, threads=a.threads, seed=a.seed)
+              warmup=a.warmup, refreshes=a.refreshes, threads=a.threads, seed=a.seed,
+              batch_size=a.batch_size, uratio=a.uratio)
     print(report(res))
     return 0
 
