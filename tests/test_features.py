@@ -95,7 +95,7 @@ def test_a_few_simsiam_steps_lower_the_loss():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert np.mean(losses[-3:]) < losses[0] - 0.05
 
 

@@ -14,11 +14,14 @@ Families (:func:`augmentation_for`)
 ``rgb`` (CIFAR-10/100, STL-10: the SimSiam CIFAR recipe)
     random resized crop (area 0.2-1, aspect 3/4-4/3), horizontal flip 0.5, colour jitter
     (brightness/contrast/saturation 0.4, hue 0.1) with p=0.8, grayscale with p=0.2.
-``gray`` (small grayscale images: digits, Fashion-MNIST)
+``gray`` (small grayscale images: Fashion-MNIST and unknown 1-channel datasets)
     random resized crop (area 0.35-1; small images cannot lose more), translation by up to
     1/8 of the side with zero padding (crop/pad), rotation up to 10 degrees, brightness and
-    contrast jitter 0.4 with p=0.8, Gaussian noise (std 0.05) with p=0.5; flips only where
-    they keep the class (Fashion-MNIST yes, digits no).
+    contrast jitter 0.4 with p=0.8, Gaussian noise (std 0.05) with p=0.5, horizontal flip
+    0.5 (Fashion-MNIST; off for unknown datasets, where it may change the class).
+``digits`` (8x8)
+    the ``gray`` family made mild: crop area 0.7-1, translation 1/16, rotation 5 degrees,
+    jitter 0.2, no noise, no flip (stronger settings lower K-means purity, see the README).
 """
 
 from __future__ import annotations
@@ -218,7 +221,10 @@ def _rotate_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 #: per-dataset augmentation (datasets not listed fall back on their channel count)
 DATASET_AUGMENTATIONS = {
-    "digits": GrayAugment(flip=0.0, degrees=10.0),
+    # 8x8 digits: mild geometry (crops below 70% of the area cut strokes away); measured
+    # K-means purity 82% vs 75% with the Fashion-MNIST setting (README, feature stage)
+    "digits": GrayAugment(scale=(0.7, 1.0), translate=0.0625, degrees=5.0, flip=0.0,
+                          jitter=0.2, noise_std=0.0),
     "fashion_mnist": GrayAugment(),
     "cifar10": RGBAugment(),
     "cifar100": RGBAugment(),

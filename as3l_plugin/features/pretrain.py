@@ -131,7 +131,8 @@ class SimSiamPretrainer:
         The trained encoder (CPU, eval mode).
     history_ : list of dict
         Per epoch: ``epoch``, ``loss``, ``z_std`` (std of l2-normalised projections times
-        sqrt(dim); ~1 when healthy, ~0 when collapsed), ``lr``, ``seconds``.
+        sqrt(dim); ~1 when healthy, ~0 when collapsed), ``lr``, ``seconds`` (wall) and
+        ``cpu_seconds`` (process CPU time: the cost itself when other jobs share the CPU).
     start_epoch_ : int
         Epochs already done when :meth:`fit` started (``> 0`` after a resume).
     checkpoint_path_, backbone_path_ : Path
@@ -294,7 +295,7 @@ class SimSiamPretrainer:
             steps = n // self.batch_size
             total = steps * self.epochs
             for epoch in range(start, self.epochs):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 g = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + epoch)
                 perm = torch.randperm(n, generator=g, device=device)
                 model.train()
@@ -327,7 +328,8 @@ class SimSiamPretrainer:
                                          f"{epoch + 1}; lower --lr", field="base_lr")
                 rec = {"epoch": epoch + 1, "loss": float(loss_sum) / steps,
                        "z_std": float(zstd_sum) / steps, "lr": lr,
-                       "seconds": time.perf_counter() - t0}
+                       "seconds": time.perf_counter() - t0,
+                       "cpu_seconds": time.process_time() - c0}
                 history.append(rec)
                 self._save_checkpoint(self.checkpoint_path_, config, epoch + 1, model,
                                       optimizer, history)
