@@ -26,8 +26,8 @@ loop does per batch: fetch the labeled and unlabeled batches (augmentations;
 ``after_train_step`` hooks (backward, SGD step, EMA); evaluation, checkpointing and logging are pushed out of the window. The first
 ``--warmup`` iterations of each algorithm are not timed. Reported: median seconds per
 iteration (whole iteration, and the compute part without the batch fetch) and the paired
-ratio to ``flexmatch``; also the process CPU time per iteration, which approximates the
-wall time on an idle core when the machine is shared.
+ratio to ``flexmatch``; also the process CPU time per iteration (the work of one core,
+which load from other processes inflates less than the wall time).
 
 Refresh (mode ``update``): the time of :meth:`PriorHook.refresh` — features of the whole pool
 with the EMA model (eval mode, ``eval_batch_size``) plus the seeded K-means propagation at
@@ -226,7 +226,7 @@ def report(res: dict) -> str:
         ri = "{:.3f} [{:.3f}-{:.3f}]".format(r["ratio_iter"], *r["ratio_iter_iqr"])
         rc = "{:.3f} [{:.3f}-{:.3f}]".format(r["ratio_compute"], *r["ratio_compute_iqr"])
         lines.append(f"{labels[name]:<26}{r['iter_s']:>8.4f}{ri:>22}{r['compute_s']:>16.4f}{rc:>22}")
-    lines.append("process CPU time per iteration (what a 1-thread run takes on an idle core): "
+    lines.append("process CPU time per iteration (one core's work): "
                  + ", ".join(f"{k} {res[k]['cpu_s']:.4f} s" for k in NAMES))
     u = res["refresh"]
     lines.append(f"update refresh: {u['total_s']:.2f} s (features of {u['pool']} samples "
