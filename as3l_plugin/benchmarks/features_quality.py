@@ -14,14 +14,18 @@ For every dataset:
    at its seed-0 initialisation, never trained: the control that tells what pretraining adds),
    ``f_self`` (the SimSiam backbone), and ``f_fine`` fine-tuned with Eq. 1 on ``f_self``
    (the layer fitted on the training split, applied to both splits) for every K in ``--ks``
-   (default: K = budget = number of classes, the paper's rule, and 5 x budget);
+   (default: K = budget = number of classes, the paper's rule, and 5 x budget) and every
+   Adam learning rate in ``--lrs`` (default 1e-3); ``--l2-row`` adds ``f_self`` L2-normalised
+   (fine-tuning's input: what normalisation alone does); ``--baselines none`` skips
+   ``raw`` / ``random``;
 3. all labels: linear-probe and cosine-kNN test accuracy, K-means purity (K = classes);
 4. AS3L at 1 label per class, for ``--seeds`` seeds: ``as3l`` selection, ``seeded_kmeans``
    prior from the true labels of the selected samples, prior accuracy on the other training
    samples, and class coverage of the selection. ``f_fine`` is refitted per seed (fine-tuning
    seed = selection seed), so its spread includes fine-tuning's own randomness.
 
-Prints a Markdown table (mean ± std over seeds) and writes ``WORK/features_quality.json``.
+Prints a Markdown table (mean ± std over seeds) and writes ``WORK/features_quality.json``
+(results of other datasets already in that file are kept).
 Extracted features are cached in ``WORK/NAME/*.npy`` (reused while the checkpoint's
 checksum matches), so re-running with other ``--ks`` / ``--seeds`` is cheap.
 """
@@ -81,7 +85,8 @@ def _cached_features(checkpoint, ds, split, path: Path):
     return X
 
 
-def run_dataset(name, *, checkpoint, work: Path, seeds, ks, threads, log=print):
+def run_dataset(name, *, checkpoint, work: Path, seeds, ks, threads, lrs=(1e-3,),
+                baselines=("raw", "random"), l2_row=False, log=print):
     import torch
 
     from ..datasets import load_dataset
@@ -102,9 +107,13 @@ def run_dataset(name, *, checkpoint, work: Path, seeds, ks, threads, log=print):
     ckpt_meta = torch.load(checkpoint, map_location="cpu", weights_only=False)
     rand = _random_init_checkpoint(work / "random_init.pth", ds)
 
-    sets = {"raw": (ds.x_train.reshape(len(ds.y_train), -1).astype(np.float32) / 255,
-                    ds.x_test.reshape(len(ds.y_test), -1).astype(np.float32) / 255)}
+    sets = {}
+    if "raw" in baselines:
+        sets["raw"] = (ds.x_train.reshape(len(ds.y_train), -1).astype(np.float32) / 255,
+                       ds.x_test.reshape(len(ds.y_test), -1).astype(np.float32) / 255)
     for tag, ck in (("random", rand), ("f_self", checkpoint)):
+        if tag == "random" and "random" not in baselines:
+            continue
         t = time.perf_counter()
         sets[tag] = tuple(_cached_features(ck, ds, split, work / f"{tag}.{split}.npy")
                           for split in ("train", "test"))
@@ -125,22 +134,28 @@ def run_dataset(name, *, checkpoint, work: Path, seeds, ks, threads, log=print):
             f"{100 * r.kmeans_purity:5.1f}  prior {100 * row['prior_acc_mean']:5.1f} ± "
             f"{100 * row['prior_acc_std']:.1f}  coverage {row['coverage_mean']:.1f}")
 
+    if l2_row:  # fine-tuning's epoch 0: the row normalisation alone, no training
+        from ..features.finetune import _l2n
+        sets["f_self L2"] = tuple(_l2n(X) for X in sets["f_self"])
     for tag, (tr, te) in sets.items():
         evaluate(tag, tr, te, lambda s, X=tr: _prior(X, ds.y_train, C, s))
     f_self, f_self_test = sets["f_self"]
     for K in ks:
-        fits = {}
+        for lr in lrs:
+            fits = {}
 
-        def fine(s, K=K):
-            if s not in fits:
-                fits[s] = FeatureFinetuner(n_clusters=K, seed=s, progress=False).fit(f_self)
-            return fits[s]
+            def fine(s, K=K, lr=lr, fits=fits):
+                if s not in fits:
+                    fits[s] = FeatureFinetuner(n_clusters=K, lr=lr, seed=s,
+                                               progress=False).fit(f_self)
+                return fits[s]
 
-        t = time.perf_counter()
-        ft0 = fine(seeds[0])
-        timings[f"finetune_K{K}_s"] = time.perf_counter() - t
-        evaluate(f"f_fine K={K}", ft0.transform(f_self), ft0.transform(f_self_test),
-                 lambda s: _prior(fine(s).transform(f_self), ds.y_train, C, s))
+            t = time.perf_counter()
+            ft0 = fine(seeds[0])
+            suffix = "" if len(lrs) == 1 and lr == 1e-3 else f" lr={lr:g}"
+            timings[f"finetune_K{K}{suffix.replace(' ', '_')}_s"] = time.perf_counter() - t
+            evaluate(f"f_fine K={K}{suffix}", ft0.transform(f_self), ft0.transform(f_self_test),
+                     lambda s, fine=fine: _prior(fine(s).transform(f_self), ds.y_train, C, s))
     return {"dataset": name, "checkpoint": str(checkpoint), "n_train": int(len(ds.y_train)),
             "pretrain_epochs": ckpt_meta.get("epochs"), "pretrain_config": ckpt_meta.get("config"),
             "seeds": list(seeds), "rows": rows, "timings": timings}
@@ -165,6 +180,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--ks", default=None,
                     help="comma-separated K of the fine-tuning runs (default: C and 5C)")
+    ap.add_argument("--lrs", default="1e-3",
+                    help="comma-separated Adam learning rates of the fine-tuning (default 1e-3)")
+    ap.add_argument("--baselines", default="raw,random",
+                    help="comma-separated rows besides f_self: raw, random (default both; "
+                         "'none' for neither)")
+    ap.add_argument("--l2-row", dest="l2_row", action="store_true",
+                    help="add f_self L2-normalised (fine-tuning's input, before training)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("/tmp/as3l_features_quality"))
     args = ap.parse_args(argv)
@@ -177,11 +199,19 @@ def main(argv=None) -> int:
         ks = [int(k) for k in args.ks.split(",")] if args.ks else [C, 5 * C]
         results.append(run_dataset(name, checkpoint=ckpts.get(name), work=args.work / name,
                                    seeds=list(range(args.seeds)), ks=ks, threads=args.threads,
+                                   lrs=[float(v) for v in args.lrs.split(",")],
+                                   baselines=[] if args.baselines == "none"
+                                   else args.baselines.split(","), l2_row=args.l2_row,
                                    log=lambda s: print(s, flush=True)))
     print()
     print(markdown(results))
-    args.work.mkdir(parents=True, exist_ok=True)
-    (args.work / "features_quality.json").write_text(json.dumps(results, indent=2, default=str))
+    from ..io import atomic_write_text
+    out = args.work / "features_quality.json"
+    # keep other datasets' results from earlier runs (one run per dataset is the usual way)
+    done = {r["dataset"] for r in results}
+    old = json.loads(out.read_text()) if out.is_file() else []
+    merged = [r for r in old if r.get("dataset") not in done] + results
+    atomic_write_text(out, json.dumps(merged, indent=2, default=str))
     print(f"\nwrote {args.work / 'features_quality.json'}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     return 0
