@@ -135,6 +135,31 @@ def test_shipped_bench_configs(ds):
     assert 1 <= len(bn.plan_cells(quick, 10)) <= 4
 
 
+@pytest.mark.parametrize("name", ["digits/bench_1perclass", "digits/bench_4perclass",
+                                  "fashion_mnist/bench_reduced"])
+def test_shipped_partial_bench_configs(name):
+    """The budget-split digits benches are bench.yaml's grid for one budget, with the same
+    USB schedule; the reduced Fashion-MNIST bench holds the issue's three target cells."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "usb_configs"
+    cfg = bn.load_bench_config(root / f"{name}.yaml")
+    ds = name.split("/")[0]
+    full = bn.load_bench_config(root / ds / "bench.yaml")
+    cells = bn.plan_cells(cfg, 10)
+    first = {(c["sampler"], c["algorithm"]) for c in cells[:len(cfg["priority"])]}
+    assert ("random", "flexmatch") in first and len(cfg["seeds"]) >= 3
+    confs = {a: bn.Bench(cfg, "unused").usb_conf(a) for a in cfg["algorithms"]}
+    assert len({c["num_train_iter"] for c in confs.values()}) == 1
+    if ds == "digits":
+        assert len(cfg["labels_per_class"]) == 1
+        assert cfg["labels_per_class"][0] in full["labels_per_class"]
+        assert cfg["seeds"] == full["seeds"] and cfg["samplers"] == full["samplers"]
+        assert confs == {a: bn.Bench(full, "unused").usb_conf(a) for a in full["algorithms"]}
+    else:
+        assert {"as3l", "random", "typiclust"} <= set(cfg["samplers"])
+        assert cfg["labels_per_class"] == [1] and len(cells) >= 9
+
+
 def test_upsert_row_replaces_by_key(tmp_path):
     p = tmp_path / "t.csv"
     bn.upsert_row(p, ["a", "b"], {"a": 1, "b": 2}, keys=("a",))
