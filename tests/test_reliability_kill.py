@@ -5,14 +5,14 @@ re-run with the same command continues and ends with the outputs of an uninterru
 """
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from procs import kill_when
 
 torch = pytest.importorskip("torch")
 
@@ -22,23 +22,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 def as3l(*args, cwd=None):
     return subprocess.Popen([sys.executable, "-m", "as3l_plugin", *map(str, args)], env=ENV,
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def kill_when(proc, ready, timeout=400):
-    """SIGKILL ``proc`` as soon as ``ready()`` is true; True if it was still running then."""
-    deadline = time.time() + timeout
-    while proc.poll() is None and time.time() < deadline:
-        if ready():
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate()
-            return True
-        time.sleep(0.02)
-    out = proc.communicate()[0] if proc.poll() is not None else ""
-    if proc.poll() is None:
-        proc.kill()
-        proc.communicate()
-    print(out[-3000:])
-    return False
 
 
 def finish(proc, timeout=400):

@@ -12,6 +12,8 @@ import pytest
 
 from as3l_plugin.cli import main
 
+from procs import kill_when
+
 REPO = Path(__file__).resolve().parents[1]
 
 # one process: the CLI (select + prior) and every sampler / propagator through the API
@@ -198,23 +200,6 @@ def _metrics(path):
         return [{k: r[k] for k in keep} for r in csv.DictReader(fh)]
 
 
-def kill_when(proc, ready, timeout=300):
-    """SIGKILL ``proc`` as soon as ``ready()`` is true; returns whether it was still running."""
-    import signal
-    import time
-    deadline = time.time() + timeout
-    while proc.poll() is None and time.time() < deadline:
-        if ready():
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.02)
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    return False
-
-
 def test_killed_as3l_train_resumes_to_the_uninterrupted_result(reference_training, tmp_path):
     """`as3l train` with resume: True and load_path = its own latest checkpoint, killed
     (SIGKILL) after its first checkpoint and run again, ends where the uninterrupted run
@@ -229,7 +214,7 @@ def test_killed_as3l_train_resumes_to_the_uninterrupted_result(reference_trainin
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(cmd, env=env, cwd=ref["ws"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    assert kill_when(proc, ckpt.exists), proc.stderr.read()[-2000:]
+    assert kill_when(proc, ckpt.exists, timeout=300), "finished before a kill"
     assert not (save / "tiny" / "results.json").exists(), "killed too late to test resume"
     done = {r["iteration"] for r in _metrics(save / "tiny" / "metrics.csv")}
     assert done and str(TRAIN_KW["num_train_iter"]) not in done
