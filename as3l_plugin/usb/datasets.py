@@ -14,7 +14,7 @@ Split
     Every dataset carries ``orig_index`` (int64, the train-split row of each item) and
     ``orig_len``.
 
-Augmentation (PIL 'L' images, then ``ToTensor`` and ``Normalize(ds.mean, ds.std)``)
+Augmentation (uint8 images, then ``ToTensor`` + ``Normalize(ds.mean, ds.std)`` values; see :func:`make_transforms`)
     weak: reflect-padded random crop (padding ``max(1, int(size * (1 - crop_ratio)))``:
     1 px for digits, 3 px for Fashion-MNIST at 0.875) and, for fashion_mnist only, a
     horizontal flip (digits are not mirror-symmetric);
@@ -28,6 +28,7 @@ import os
 import random
 
 import numpy as np
+import torch
 from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import functional as TF
@@ -114,16 +115,90 @@ class GrayRandAugment:
         return f"{type(self).__name__}(n={self.n}, cutout={self.cutout})"
 
 
+class PadCropFlip:
+    """Reflect-pad, random crop back to ``size`` and (optionally) a random horizontal flip.
+
+    The same random numbers, drawn from torch in the same order, and the same pixels as
+    ``RandomCrop(size, padding=pad, padding_mode='reflect')`` followed by
+    ``RandomHorizontalFlip()``, without PIL's round trips (≈ 10× faster on 8×8 images).
+
+    Parameters
+    ----------
+    size : int
+        Output side.
+    pad : int
+        Reflect padding on every side (>= 1).
+    flip : bool, default False
+        Flip left-right with probability 1/2.
+
+    Input: a PIL 'L' image or a uint8 ``(H, W)`` array with ``H = W = size``. Output: a
+    uint8 ``(size, size)`` array.
+    """
+
+    def __init__(self, size: int, pad: int, flip: bool = False):
+        self.size, self.pad, self.flip = int(size), int(pad), bool(flip)
+        # row/column of the source image behind each row/column of the padded one
+        self._src = np.pad(np.arange(self.size), self.pad, mode="reflect")
+
+    def __call__(self, img) -> np.ndarray:
+        a = np.asarray(img)
+        if a.shape[:2] != (self.size, self.size):
+            raise ValueError(f"expected a {self.size}x{self.size} image, got shape {a.shape}")
+        span = self.size + 2 * self.pad
+        i = int(torch.randint(0, span - self.size + 1, size=(1,)).item())
+        j = int(torch.randint(0, span - self.size + 1, size=(1,)).item())
+        cols = self._src[j:j + self.size]
+        if self.flip and torch.rand(1) < 0.5:
+            cols = cols[::-1]
+        return a[self._src[i:i + self.size]][:, cols]
+
+    def __repr__(self):
+        return f"{type(self).__name__}(size={self.size}, pad={self.pad}, flip={self.flip})"
+
+
+class ToNormalizedTensor:
+    """``ToTensor()`` then ``Normalize(mean, std)`` in one step (the same float32 values).
+
+    Input: a PIL 'L' image or a uint8 ``(H, W)`` / ``(H, W, C)`` array. Output: float32
+    ``(C, H, W)`` tensor, ``(x / 255 - mean) / std`` per channel.
+    """
+
+    def __init__(self, mean, std):
+        self.mean = torch.as_tensor(list(mean), dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.as_tensor(list(std), dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, img) -> torch.Tensor:
+        a = np.array(img, dtype=np.uint8)  # a copy: the tensor owns its memory
+        if a.ndim == 2:
+            a = a[:, :, None]
+        t = torch.from_numpy(a).permute(2, 0, 1).contiguous().to(torch.float32).div(255)
+        return t.sub_(self.mean).div_(self.std)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+
+
+def to_pil_gray(a) -> Image.Image:
+    """uint8 ``(H, W)`` array → PIL 'L' image (what :class:`GrayRandAugment` works on)."""
+    return Image.fromarray(np.ascontiguousarray(a), mode="L")
+
+
 def make_transforms(image_size: int, mean, std, *, flip: bool, crop_ratio: float = 0.875):
-    """Weak, strong and evaluation transforms for grayscale ``image_size`` images."""
+    """Weak, strong and evaluation transforms for grayscale ``image_size`` images.
+
+    weak = pad-crop(-flip) → tensor; strong = pad-crop(-flip) → :class:`GrayRandAugment` →
+    tensor; evaluation = tensor (tensor = ``ToTensor`` + ``Normalize(mean, std)``). They
+    give the same tensors, from the same random numbers, as torchvision's
+    ``RandomCrop(padding_mode='reflect')`` / ``RandomHorizontalFlip`` / ``ToTensor`` /
+    ``Normalize`` (tested), at a fraction of the cost: data loading was a third of a
+    digits training step.
+    """
     pad = max(1, int(image_size * (1 - crop_ratio)))
-    base = [transforms.RandomCrop(image_size, padding=pad, padding_mode="reflect")]
-    if flip:
-        base.append(transforms.RandomHorizontalFlip())
-    tail = [transforms.ToTensor(), transforms.Normalize(list(mean), list(std))]
-    weak = transforms.Compose(base + tail)
-    strong = transforms.Compose(base + [GrayRandAugment()] + tail)
-    evaluation = transforms.Compose(tail)
+    crop = PadCropFlip(image_size, pad, flip=flip)
+    tensor = ToNormalizedTensor(mean, std)
+    weak = transforms.Compose([crop, tensor])
+    strong = transforms.Compose([crop, to_pil_gray, GrayRandAugment(), tensor])
+    evaluation = transforms.Compose([tensor])
     return weak, strong, evaluation
 
 
