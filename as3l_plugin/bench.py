@@ -21,6 +21,14 @@ whose row carries the current cell key is skipped on a re-run, so the bench can 
 restarted at any time. Cells run in priority order (the ``priority`` pairs first, for every
 seed, then the rest), seed-major, so a partial run already holds complete paired comparisons.
 
+Merging
+-------
+A grid split over several processes (``usb_configs/digits/bench_{1,4}perclass.yaml``, one
+bench directory each) is reported as one: :meth:`Bench.merge` imports the finished rows of
+other bench directories into ``<out>``'s ``cells.csv`` / ``priors.csv`` (their curves stay
+where they are, referenced by relative path) and rebuilds the report; a later run in
+``<out>`` skips every imported cell whose key matches.
+
 Report
 ------
 ``<out>/tables.md`` (mean ± std over seeds) and ``<out>/plots/*.png``, rebuilt from
@@ -56,6 +64,7 @@ CELL_COLUMNS = ["cell", "dataset", "sampler", "algorithm", "labels_per_class", "
                 "prior_acc", "ece", "wall_s", "cpu_s", "key", "metrics"]
 PRIOR_COLUMNS = ["dataset", "sampler", "propagator", "labels_per_class", "budget", "seed",
                  "coverage", "prior_acc", "ece", "key"]
+_PRIOR_KEYS = ("sampler", "propagator", "budget", "seed")  # one prior row per labeled set
 
 BENCH_DEFAULTS: Dict[str, Any] = {
     "name": "",
@@ -205,15 +214,21 @@ def read_rows(path: Path) -> List[Dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def upsert_rows(path: Path, columns: Sequence[str], new: Iterable[Mapping[str, Any]],
+                keys: Sequence[str]) -> None:
+    """Replace the rows with the same ``keys`` (or append), rewriting the file atomically."""
+    from .io import atomic_write_csv
+    new = list(new)
+    ident = {tuple(str(r[k]) for k in keys) for r in new}
+    rows = [r for r in read_rows(path) if tuple(r.get(k, "") for k in keys) not in ident]
+    rows += new
+    atomic_write_csv(path, columns, ([r.get(c, "") for c in columns] for r in rows))
+
+
 def upsert_row(path: Path, columns: Sequence[str], row: Mapping[str, Any],
                keys: Sequence[str]) -> None:
     """Replace the row with the same ``keys`` (or append), rewriting the file atomically."""
-    from .io import atomic_write_csv
-    rows = read_rows(path)
-    ident = tuple(str(row[k]) for k in keys)
-    rows = [r for r in rows if tuple(r.get(k, "") for k in keys) != ident]
-    rows.append({c: row.get(c, "") for c in columns})
-    atomic_write_csv(path, columns, ([r.get(c, "") for c in columns] for r in rows))
+    upsert_rows(path, columns, [row], keys)
 
 
 # =========================================================================== running
@@ -299,7 +314,7 @@ class Bench:
                 "labels_per_class": lpc, "budget": budget, "seed": seed,
                 "coverage": recs["labels"].result["coverage"],
                 "prior_acc": f"{r.result['prior_acc']:.6f}", "ece": f"{r.result['ece']:.6f}",
-                "key": r.key}, keys=("sampler", "propagator", "budget", "seed"))
+                "key": r.key}, keys=_PRIOR_KEYS)
         self._labels[k] = recs
         return recs
 
@@ -386,6 +401,60 @@ class Bench:
             "key": rec.key,
             "metrics": str(rec.path(f"{pl.SAVE_NAME}/{pl.METRICS}").relative_to(self.out))},
             keys=("cell",))
+
+    def merge(self, sources: Sequence[Any]) -> Dict[str, Any]:
+        """Import the finished cells and priors of other bench directories, then report.
+
+        Parameters
+        ----------
+        sources : sequence of path
+            Bench directories of the same dataset (each holding ``cells.csv``, and
+            ``priors.csv`` when priors were made). Rows of ``<out>`` with the same cell (or
+            the same sampler, propagator, budget and seed for priors) are replaced.
+
+        Raises
+        ------
+        InputError
+            A source is not a bench directory (no ``cells.csv``), or is ``<out>`` itself.
+        ConfigError
+            A source holds another dataset, or two sources hold the same cell with
+            different keys (two different runs: keep one).
+        """
+        import os
+        from .errors import InputError
+        self.out.mkdir(parents=True, exist_ok=True)
+        cells: Dict[str, Dict[str, str]] = {}
+        priors: Dict[Tuple[str, ...], Dict[str, str]] = {}
+        origin: Dict[str, Path] = {}
+        for src in map(Path, sources):
+            path = src / CELLS_CSV
+            if not path.is_file():
+                raise InputError(f"no {CELLS_CSV} here: not a bench directory", path=src)
+            if src.resolve() == self.out.resolve():
+                raise InputError("is the output directory itself; merge other bench "
+                                 "directories into it", path=src)
+            for path, rows in ((path, read_rows(path)), (src / PRIORS_CSV,
+                                                         read_rows(src / PRIORS_CSV))):
+                bad = sorted({r.get("dataset", "") for r in rows} - {self.cfg["dataset"]})
+                if bad:
+                    raise ConfigError(f"holds dataset {bad[0]!r}, the config "
+                                      f"{self.cfg['dataset']!r}", path=path, field="dataset")
+            for r in read_rows(src / CELLS_CSV):
+                prev = cells.get(r["cell"])
+                if prev is not None and prev["key"] != r["key"]:
+                    raise ConfigError(f"cell {r['cell']} is in {origin[r['cell']]} too, from "
+                                      "another run (other key): merge one of them",
+                                      path=src / CELLS_CSV)
+                r = dict(r, metrics=os.path.relpath(src / r["metrics"], self.out))
+                cells[r["cell"]], origin[r["cell"]] = r, src
+            for r in read_rows(src / PRIORS_CSV):
+                priors[tuple(r[k] for k in _PRIOR_KEYS)] = r
+        with pl.run_lock(self.out):
+            upsert_rows(self.out / CELLS_CSV, CELL_COLUMNS, cells.values(), ("cell",))
+            upsert_rows(self.out / PRIORS_CSV, PRIOR_COLUMNS, priors.values(), _PRIOR_KEYS)
+        self.log(f"merged {len(cells)} cell(s) and {len(priors)} prior row(s) from "
+                 f"{len(sources)} bench director{'y' if len(sources) == 1 else 'ies'} into {self.out}")
+        return self.run(report_only=True)
 
     def report(self, cells: Optional[Sequence[Mapping[str, Any]]] = None) -> Dict[str, Any]:
         """Rebuild ``tables.md`` and the plots from the rows on disk."""
@@ -557,9 +626,14 @@ def bench_plots(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]], out: 
 
 
 def run_bench(config, *, quick: bool = False, out=None, max_cells: Optional[int] = None,
-              report_only: bool = False, log: Callable[[str], None] = print,
+              report_only: bool = False, merge: Sequence[Any] = (),
+              log: Callable[[str], None] = print,
               overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Load the config and run the bench; returns paths and the tables' text."""
+    """Load the config and run the bench (or only merge other bench directories into it and
+    report: see :meth:`Bench.merge`); returns paths and the tables' text."""
     cfg = load_bench_config(config, quick=quick, overrides=overrides)
     out = Path(out) if out is not None else Path("results") / f"bench_{cfg['name']}"
-    return Bench(cfg, out, log=log).run(max_cells=max_cells, report_only=report_only)
+    bench = Bench(cfg, out, log=log)
+    if merge:
+        return bench.merge(merge)
+    return bench.run(max_cells=max_cells, report_only=report_only)

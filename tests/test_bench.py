@@ -199,6 +199,58 @@ def test_bench_resumes_skips_done_cells_and_writes_tables(fakes, tmp_path):
     assert list((out / "plots").glob("*.png"))
 
 
+def test_merge_split_benches_into_one_report(fakes, tmp_path):
+    """Two processes ran one seed each (as bench_{1,4}perclass split a grid): --merge gives
+    the full grid's tables, the curves are read where they are, and a run of the full config
+    in the merged directory finds nothing left to do."""
+    parts = []
+    for seed in (0, 1):
+        d = tmp_path / f"part{seed}"
+        bn.run_bench({**fakes, "seeds": [seed]}, out=d, log=quiet)
+        parts.append(d)
+    assert len(calls) == 8
+    out = tmp_path / "merged"
+    res = bn.run_bench(fakes, out=out, merge=parts, log=quiet)
+    assert len(bn.read_rows(out / bn.CELLS_CSV)) == 8
+    assert len(bn.read_rows(out / bn.PRIORS_CSV)) == 4  # 2 samplers x 2 seeds x 1 propagator
+    assert "8 of 8 cells done" in res["text"]
+    t2 = res["text"].split("## Table 2")[1].split("## Table 4")[0]
+    line = next(l for l in t2.splitlines() if l.startswith("| good + as3l_remove"))
+    assert "(" not in line.split("|")[2]  # reached in both seeds: the curves were found
+    assert sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert bn.run_bench(fakes, out=out, log=quiet)["ran"] == 0 and len(calls) == 8
+    # merging again (or the same source twice) changes nothing
+    before = (out / bn.CELLS_CSV).read_text()
+    bn.run_bench(fakes, out=out, merge=parts + parts[:1], log=quiet)
+    assert sorted(before.splitlines()) == sorted((out / bn.CELLS_CSV).read_text().splitlines())
+
+
+def test_merge_refuses_what_it_cannot_merge(fakes, tmp_path):
+    part = tmp_path / "part"
+    bn.run_bench({**fakes, "seeds": [0]}, out=part, log=quiet)
+    from as3l_plugin.errors import InputError
+    with pytest.raises(InputError, match="not a bench directory") as ei:
+        bn.run_bench(fakes, out=tmp_path / "m", merge=[tmp_path / "nothing"], log=quiet)
+    assert "nothing" in str(ei.value)
+    with pytest.raises(InputError, match="output directory itself"):
+        bn.run_bench(fakes, out=part, merge=[part], log=quiet)
+    other = tmp_path / "other"
+    bn.run_bench({**fakes, "seeds": [0], "algorithms": {
+        "flexmatch": {**fakes["algorithms"]["flexmatch"], "lr": 0.01}}}, out=other, log=quiet)
+    with pytest.raises(ConfigError, match="another run") as ei:
+        bn.run_bench(fakes, out=tmp_path / "m", merge=[part, other], log=quiet)
+    assert "good-flexmatch-b10-s0" in str(ei.value) or "random-flexmatch-b10-s0" in str(ei.value)
+    rows = bn.read_rows(part / bn.CELLS_CSV)
+    for r in rows:
+        r["dataset"] = "fashion_mnist"
+    atomic_write_csv(part / bn.CELLS_CSV, bn.CELL_COLUMNS,
+                     ([r[c] for c in bn.CELL_COLUMNS] for r in rows))
+    with pytest.raises(ConfigError, match="fashion_mnist") as ei:
+        bn.run_bench(fakes, out=tmp_path / "m2", merge=[part], log=quiet)
+    assert "cells.csv" in str(ei.value)
+    assert not (tmp_path / "m2" / bn.CELLS_CSV).exists()
+
+
 def test_report_helpers():
     c = (np.array([10, 20, 30]), np.array([0.2, 0.6, 0.5]))
     assert rp.final_accuracy(c) == 0.5

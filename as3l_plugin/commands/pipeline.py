@@ -38,7 +38,9 @@ def register(subparsers) -> None:
                     "finished cells (rows of cells.csv) are skipped on a re-run.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  as3l bench --config usb_configs/digits/bench.yaml --quick\n"
-               "  nohup as3l bench --config usb_configs/digits/bench.yaml > bench.log 2>&1 &")
+               "  nohup as3l bench --config usb_configs/digits/bench.yaml > bench.log 2>&1 &\n"
+               "  as3l bench --config usb_configs/digits/bench.yaml --merge "
+               "results/bench_digits_1perclass results/bench_digits_4perclass")
     b.add_argument("--config", "-c", required=True, help="bench YAML "
                    "(e.g. usb_configs/digits/bench.yaml)")
     b.add_argument("--quick", action="store_true",
@@ -48,6 +50,9 @@ def register(subparsers) -> None:
                    help="run at most N new cells, then write the tables and stop")
     b.add_argument("--report-only", action="store_true",
                    help="only rebuild the tables and plots from the finished cells")
+    b.add_argument("--merge", nargs="+", default=[], metavar="DIR",
+                   help="import the finished cells of these bench directories (e.g. the "
+                        "budget-split runs) into --out, then only write the tables and plots")
     b.set_defaults(func=_bench)
 
 
@@ -65,8 +70,12 @@ def _bench(args) -> int:
     if args.max_cells is not None and args.max_cells < 0:
         from ..errors import ParameterError
         raise ParameterError(f"={args.max_cells} must be >= 0", field="--max-cells")
+    if args.merge and (args.max_cells is not None or args.quick):
+        from ..errors import ParameterError
+        raise ParameterError("only writes the report: it takes no --max-cells or --quick",
+                             field="--merge")
     res = run_bench(args.config, quick=args.quick, out=args.out, max_cells=args.max_cells,
-                    report_only=args.report_only, log=_log)
+                    report_only=args.report_only, merge=args.merge, log=_log)
     print()
     print(res["text"])
     print(f"tables in {res['tables']}; {len(res['plots'])} plot(s) in {res['out']}/plots/")
