@@ -627,11 +627,22 @@ def bench_plots(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]], out: 
 
 def run_bench(config, *, quick: bool = False, out=None, max_cells: Optional[int] = None,
               report_only: bool = False, merge: Sequence[Any] = (),
-              log: Callable[[str], None] = print,
+              seeds: Optional[Sequence[int]] = None, log: Callable[[str], None] = print,
               overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Load the config and run the bench (or only merge other bench directories into it and
-    report: see :meth:`Bench.merge`); returns paths and the tables' text."""
+    report: see :meth:`Bench.merge`); returns paths and the tables' text.
+
+    ``seeds`` replaces the config's (``--quick`` included): one process per seed subset, each
+    with its own ``out``, splits a grid over cores; ``merge`` joins them afterwards.
+    """
     cfg = load_bench_config(config, quick=quick, overrides=overrides)
+    if seeds is not None:
+        seeds = list(seeds)
+        if not seeds or len(set(seeds)) != len(seeds) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in seeds):
+            raise ConfigError(f"={seeds!r} must be distinct non-negative integers",
+                              field="--seeds")
+        cfg["seeds"] = seeds
     out = Path(out) if out is not None else Path("results") / f"bench_{cfg['name']}"
     bench = Bench(cfg, out, log=log)
     if merge:

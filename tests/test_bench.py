@@ -225,6 +225,16 @@ def test_merge_split_benches_into_one_report(fakes, tmp_path):
     assert sorted(before.splitlines()) == sorted((out / bn.CELLS_CSV).read_text().splitlines())
 
 
+def test_seeds_option_runs_a_subset(fakes, tmp_path):
+    res = bn.run_bench(fakes, out=tmp_path / "s1", seeds=[1], log=quiet)
+    assert res["cells"] == 4 and res["ran"] == 4
+    assert {r["seed"] for r in bn.read_rows(tmp_path / "s1" / bn.CELLS_CSV)} == {"1"}
+    for bad in ([], [1, 1], [-1]):
+        with pytest.raises(ConfigError, match="--seeds"):
+            bn.run_bench(fakes, out=tmp_path / "s2", seeds=bad, log=quiet)
+    assert not (tmp_path / "s2").exists()
+
+
 def test_merge_refuses_what_it_cannot_merge(fakes, tmp_path):
     part = tmp_path / "part"
     bn.run_bench({**fakes, "seeds": [0]}, out=part, log=quiet)

@@ -50,6 +50,9 @@ def register(subparsers) -> None:
                    help="run at most N new cells, then write the tables and stop")
     b.add_argument("--report-only", action="store_true",
                    help="only rebuild the tables and plots from the finished cells")
+    b.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S",
+                   help="run only these seeds (replaces the config's): split a grid over "
+                        "processes, each with its own --out, then --merge them")
     b.add_argument("--merge", nargs="+", default=[], metavar="DIR",
                    help="import the finished cells of these bench directories (e.g. the "
                         "budget-split runs) into --out, then only write the tables and plots")
@@ -75,7 +78,8 @@ def _bench(args) -> int:
         raise ParameterError("only writes the report: it takes no --max-cells or --quick",
                              field="--merge")
     res = run_bench(args.config, quick=args.quick, out=args.out, max_cells=args.max_cells,
-                    report_only=args.report_only, merge=args.merge, log=_log)
+                    report_only=args.report_only, merge=args.merge, seeds=args.seeds,
+                    log=_log)
     print()
     print(res["text"])
     print(f"tables in {res['tables']}; {len(res['plots'])} plot(s) in {res['out']}/plots/")
