@@ -160,6 +160,24 @@ def test_shipped_partial_bench_configs(name):
         assert cfg["labels_per_class"] == [1] and len(cells) >= 9
 
 
+def test_shipped_finetune_k_ablation_pairs_with_bench_yaml():
+    """The K = budget ablation differs from bench.yaml only in fine-tuning K (and a smaller
+    grid), so its cells pair with bench.yaml's cells of the same name."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "usb_configs" / "digits"
+    abl = bn.load_bench_config(root / "bench_finetune_k_budget.yaml")
+    full = bn.load_bench_config(root / "bench.yaml")
+    assert "k" not in abl["finetune"] and full["finetune"]["k"] == 50
+    assert abl["finetune"] == {k: v for k, v in full["finetune"].items() if k != "k"}
+    for key in ("seeds", "labels_per_class", "pretrain", "features", "net", "select_features",
+                "prior_features"):
+        assert abl[key] == full[key], key
+    assert set(abl["samplers"]) <= set(full["samplers"])
+    for a in abl["algorithms"]:
+        assert bn.Bench(abl, "unused").usb_conf(a) == bn.Bench(full, "unused").usb_conf(a)
+    assert bn.plan_cells(abl, 10)[0]["cell"] == "as3l-as3l_update-b10-s0"
+
+
 def test_upsert_row_replaces_by_key(tmp_path):
     p = tmp_path / "t.csv"
     bn.upsert_row(p, ["a", "b"], {"a": 1, "b": 2}, keys=("a",))
