@@ -34,7 +34,9 @@ Report
 ``<out>/tables.md`` (mean ± std over seeds) and ``<out>/plots/*.png``, rebuilt from
 ``cells.csv``, ``priors.csv`` and the cells' ``metrics.csv`` after every cell:
 
-- Table 1: final and best test accuracy per sampler × algorithm × budget;
+- Table 1: final and best test accuracy per sampler × algorithm × budget, and (1c) the
+  accuracy after 10 % of the iterations (how fast: Table 2 saturates when a cell passes
+  the reference at its first evaluation);
 - Table 2: iterations to reach the reference's (FlexMatch-random's) final accuracy, per
   seed and budget, and the speed-up ``num_train_iter / iterations``;
 - Tables 4–6: prior accuracy (unlabeled samples), class coverage and ECE per sampler ×
@@ -65,6 +67,7 @@ CELL_COLUMNS = ["cell", "dataset", "sampler", "algorithm", "labels_per_class", "
 PRIOR_COLUMNS = ["dataset", "sampler", "propagator", "labels_per_class", "budget", "seed",
                  "coverage", "prior_acc", "ece", "key"]
 _PRIOR_KEYS = ("sampler", "propagator", "budget", "seed")  # one prior row per labeled set
+EARLY_FRACTION = 0.1  # Table 1c: accuracy after this fraction of the iterations
 
 BENCH_DEFAULTS: Dict[str, Any] = {
     "name": "",
@@ -519,11 +522,27 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
             trs.append(tr)
         lines += [f"## {title}\n", rp.markdown_table(header, trs)]
 
+    # Table 1c: how fast, where Table 2 saturates at its first evaluation
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        header = ["sampler"] + [f"{a} @{l}/cls" for l in lpcs for a in algs]
+        trs = []
+        for s in samplers:
+            tr = [s]
+            for l in lpcs:
+                for a in algs:
+                    vals = [_early(by[(s, a, l, sd)], out_dir) for sd in cfg["seeds"]
+                            if (s, a, l, sd) in by]
+                    tr.append(rp.mean_std(vals, scale=100) if vals else "")
+            trs.append(tr)
+        lines += [f"## Table 1c. Test accuracy (%) after {EARLY_FRACTION:.0%} of the iterations "
+                  "(the first evaluation at or after it): how fast each cell learns\n",
+                  rp.markdown_table(header, trs)]
+
     # Table 2: iterations to reach the reference's final accuracy (same budget and seed)
     header = ["sampler + algorithm"] + [h for l in lpcs for h in
                                         (f"iterations @{l}/cls", f"speed-up @{l}/cls")]
     trs = []
-    out_dir = Path(out) if out is not None else None
     for s in samplers:
         for a in algs:
             if (s, a) == (ref_s, ref_a):
@@ -582,6 +601,14 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
                      f" per cell; CPU time {rp.format_seconds(float(np.nanmean(cpu)))} per cell, "
                      "≈ the wall time on an idle machine with one thread).\n")
     return "\n".join(lines)
+
+
+def _early(row, out: Path) -> float:
+    """Accuracy of a cell after EARLY_FRACTION of its iterations (NaN without its curve)."""
+    from . import report as rp
+    c = _curve(out, row)
+    at = math.ceil(EARLY_FRACTION * int(row["num_train_iter"]))
+    return float("nan") if c is None else rp.accuracy_at(c, at)
 
 
 def _reach(row, target: float, out: Optional[Path]) -> Optional[int]:

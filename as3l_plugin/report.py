@@ -83,6 +83,13 @@ def best_accuracy(curve: Curve) -> Tuple[float, int]:
     return float(acc[j]), int(its[j])
 
 
+def accuracy_at(curve: Curve, iteration: int) -> float:
+    """Accuracy at the first evaluated iteration ``>= iteration``; NaN if none."""
+    its, acc = curve
+    hit = np.flatnonzero(its >= iteration)
+    return float(acc[hit[0]]) if hit.size else float("nan")
+
+
 def iterations_to_reach(curve: Curve, target: float) -> Optional[int]:
     """First evaluated iteration whose accuracy is ``>= target``; None if never reached."""
     its, acc = curve

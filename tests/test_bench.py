@@ -198,8 +198,15 @@ def test_bench_resumes_skips_done_cells_and_writes_tables(fakes, tmp_path):
     rows = bn.read_rows(out / bn.CELLS_CSV)
     assert len(rows) == 8
     text = (out / bn.TABLES_MD).read_text()
-    for t in ("Table 1a", "Table 1b", "Table 2", "Table 4/5", "Class coverage", "Table 6"):
+    for t in ("Table 1a", "Table 1b", "Table 1c", "Table 2", "Table 4/5", "Class coverage",
+              "Table 6"):
         assert t in text
+    # Table 1c: accuracy at 10% of the 100 iterations, i.e. the fake curves at iteration 10
+    t1c = text.split("## Table 1c")[1].split("## Table 2")[0]
+    good = next(l for l in t1c.splitlines() if l.startswith("| good |")).split("|")
+    rand = next(l for l in t1c.splitlines() if l.startswith("| random |")).split("|")
+    assert good[3].strip() == f"{90 * (1 - np.exp(-0.6)):.1f} ± 0.0"   # as3l_remove, rate 6
+    assert rand[2].strip() == f"{90 * (1 - np.exp(-0.1)):.1f} ± 0.0"   # flexmatch, rate 1
     # good + as3l_remove rises 6x faster than random + flexmatch: reaches its final accuracy
     # early; the reference itself needs all its iterations (speed-up 1.00)
     t2 = text.split("## Table 2")[1].split("## Table 4")[0]
@@ -285,6 +292,8 @@ def test_report_helpers():
     assert rp.best_accuracy(c) == (0.6, 20)
     assert rp.iterations_to_reach(c, 0.55) == 20
     assert rp.iterations_to_reach(c, 0.7) is None
+    assert rp.accuracy_at(c, 15) == 0.6 and rp.accuracy_at(c, 10) == 0.2
+    assert np.isnan(rp.accuracy_at(c, 31))
     assert rp.speedup(30, 10) == 3.0 and np.isnan(rp.speedup(30, None))
     assert rp.mean_std([0.5, 0.7], scale=100) == "60.0 ± 14.1"
     assert rp.mean_std([1.0, float("nan")], digits=0) == "1 ± 0 (1/2)"
