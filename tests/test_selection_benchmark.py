@@ -29,3 +29,31 @@ def test_pca_features_are_deterministic():
     b = oq.pca_features(imgs.copy(), dim=10)
     assert a.dtype == np.float32 and a.shape == (200, 10)
     assert a.tobytes() == b.tobytes()
+
+
+def test_offline_quality_on_learned_features_per_seed(tmp_path, capsys):
+    """--features DATASET=FILE with {seed}: each seed reads its own file (here: class-
+    separated features for seed 0, noise for seed 1, so the priors differ as they should)."""
+    import numpy as np
+    import pytest
+
+    from as3l_plugin.datasets import load_dataset
+    from as3l_plugin.errors import InputError
+    y = load_dataset("digits").y_train
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "f0.npy", (np.eye(10)[y] * 10 + rng.normal(size=(len(y), 10))).astype(np.float32))
+    np.save(tmp_path / "f1.npy", rng.normal(size=(len(y), 10)).astype(np.float32))
+    oq.learned_features.cache_clear()
+    rc = oq.main(["--datasets", "digits", "--seeds", "2", "--per-class", "1",
+                  "--samplers", "kmedoids", "--propagators", "seeded_kmeans",
+                  "--features", f"digits={tmp_path}/f{{seed}}.npy", "--out", str(tmp_path / "q")])
+    assert rc == 0
+    rows = {r["seed"]: r for r in csv.DictReader(open(tmp_path / "q" / "offline_quality.csv"))}
+    assert float(rows["0"]["accuracy"]) > 0.95 > 0.5 > float(rows["1"]["accuracy"])
+    np.save(tmp_path / "g0.npy", np.zeros((5, 3), np.float32))
+    with pytest.raises(InputError, match="has 5 rows") as ei:
+        oq.main(["--datasets", "digits", "--seeds", "1", "--samplers", "random",
+                 "--features", f"digits={tmp_path}/g{{seed}}.npy"])
+    assert "g0.npy" in str(ei.value)
+    with pytest.raises(SystemExit):
+        oq.main(["--features", "mnist=x.npy"])

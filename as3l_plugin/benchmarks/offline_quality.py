@@ -21,6 +21,11 @@ Data and features (fixed, no learning; the same for every sampler)
   60,000. (Label spreading alone needs minutes per call on all 60,000 rows on a shared
   2-core machine, and the grid has 70 such calls.)
 
+Learned features instead: ``--features DATASET=FILE`` (float32 ``.npy`` of the whole training
+split, dataset order; ``{seed}`` in FILE is replaced by each seed), e.g. the f_fine of every
+seed of an ``as3l bench`` run:
+``--features fashion_mnist=results/bench_fashion_mnist_reduced/shared/seed{seed}/b10/finetune/f_fine.npy``.
+
 Features: pixels scaled to [0, 1], centred, projected on the top 50 principal components
 (float64 eigen-decomposition of the covariance), not whitened. We compared K-means purity of
 a few fixed recipes (raw / standardised / whitened PCA-50, L2-normalised, HOG): whitening
@@ -48,6 +53,7 @@ Outputs (``--out DIR``, written atomically): ``offline_quality.md`` (tables + ma
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 import warnings
@@ -95,18 +101,43 @@ def load_features(name, fmnist_n=10_000):
 
 
 # --------------------------------------------------------------------------- run
-def run_grid(datasets, per_class, seeds, samplers, propagators, fmnist_n=10_000):
-    """Run the grid; returns a list of dict rows (one per propagation)."""
+@functools.lru_cache(maxsize=8)  # every (dataset, seed) is used by each sampler
+def learned_features(name, pattern, seed):
+    """``pattern.format(seed=seed)`` (validated, one row per training sample), labels, classes."""
+    from ..datasets import load_dataset
+    from ..errors import InputError
+    from ..io import load_features as load_npy_features
+
+    ds = load_dataset(name)
+    path = pattern.format(seed=seed)
+    X = load_npy_features(path)
+    if len(X) != len(ds.y_train):
+        raise InputError(f"has {len(X)} rows, the {name} training split {len(ds.y_train)}",
+                         path=path, field="--features")
+    return X, np.asarray(ds.y_train, dtype=np.int64), int(ds.num_classes)
+
+
+def run_grid(datasets, per_class, seeds, samplers, propagators, fmnist_n=10_000,
+             features=None):
+    """Run the grid; returns a list of dict rows (one per propagation).
+
+    ``features``: ``{dataset: file pattern}`` for :func:`learned_features` (else PCA-50).
+    """
     from tqdm.auto import tqdm
 
     from ..metrics import class_coverage, prior_accuracy
     from ..propagation import get_propagator
     from ..selection import get_sampler
 
+    features = dict(features or {})
     rows = []
     data = {}
     for name in datasets:
-        data[name] = load_features(name, fmnist_n)
+        if name in features:  # fail on a missing file before any work
+            for seed in range(seeds):
+                learned_features(name, features[name], seed)
+        else:
+            data[name] = load_features(name, fmnist_n)
     # warm-up (imports, BLAS/OpenMP start-up) so the first timed cell is not penalised
     Xw = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
     get_sampler("as3l").select(Xw, 2)
@@ -118,7 +149,7 @@ def run_grid(datasets, per_class, seeds, samplers, propagators, fmnist_n=10_000)
              for seed in range(seeds)]
     bar = tqdm(cells, desc="offline quality", unit="cell", file=sys.stderr)
     for d, p, sname, seed in bar:
-        X, y, C = data[d]
+        X, y, C = (learned_features(d, features[d], seed) if d in features else data[d])
         budget = p * C
         bar.set_postfix_str(f"{d} {p}/class {sname} seed {seed}")
         reg, params = SAMPLERS[sname]
@@ -220,16 +251,27 @@ def main(argv=None):
                     choices=PROPAGATORS)
     ap.add_argument("--fmnist-n", type=int, default=10_000,
                     help="Fashion-MNIST subsample size (0 = all 60,000)")
+    ap.add_argument("--features", action="append", default=[], metavar="DATASET=FILE",
+                    help="learned features instead of PCA-50: a float32 .npy of the whole "
+                         "training split; '{seed}' in FILE is replaced by each seed "
+                         "(repeatable, one per dataset)")
     ap.add_argument("--out", type=Path, default=None,
                     help="directory for offline_quality.md / .csv (created)")
     args = ap.parse_args(argv)
     if args.seeds < 1 or any(p < 1 for p in args.per_class):
         ap.error("--seeds and --per-class must be >= 1")
+    features = {}
+    for item in args.features:
+        name, sep, pattern = item.partition("=")
+        if not sep or name not in DATASETS or not pattern:
+            ap.error(f"--features {item!r}: expected DATASET=FILE with DATASET one of "
+                     f"{', '.join(DATASETS)}")
+        features[name] = pattern
 
     from ..io import atomic_write_csv, atomic_write_text
 
     rows = run_grid(args.datasets, args.per_class, args.seeds, args.samplers,
-                    args.propagators, args.fmnist_n)
+                    args.propagators, args.fmnist_n, features=features)
     command = "python -m as3l_plugin.benchmarks.offline_quality " + " ".join(
         argv if argv is not None else sys.argv[1:])
     report = summarize(rows, command.strip())
