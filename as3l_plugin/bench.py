@@ -12,7 +12,9 @@ number of iterations for every cell. Around the cells, everything is a cached st
 - per (seed, sampler, budget): ``select → labels`` (the dataset's labels: simulation) and
   one ``prior_<propagator>`` stage per propagator, under ``<out>/labels/seed<S>/<sampler>_b<B>/``;
   the first propagator's prior is the one ``as3l_flexmatch`` trains with; all of them feed the
-  prior tables;
+  prior tables. A ``samplers`` entry is ``name: {params}`` for a registered sampler, or
+  ``name: {sampler: registered name, params}`` for a variant under its own name (e.g.
+  ``as3l_density: {sampler: as3l, variant: density}``);
 - per cell: a ``train`` stage under ``<out>/cells/<cell>/`` (resumes from USB's latest
   checkpoint after a kill).
 
@@ -136,6 +138,11 @@ def load_bench_config(source, *, quick: bool = False,
         raise ConfigError("is required: name -> {config: USB base YAML, overrides...}",
                           path=where, field="algorithms")
     cfg["samplers"] = _as_named(cfg["samplers"], "samplers")
+    for name, params in cfg["samplers"].items():
+        base = params.get("sampler", name)
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"sampler={base!r} must be the name of a registered sampler",
+                              path=where, field=f"samplers.{name}.sampler")
     cfg["propagators"] = _as_named(cfg["propagators"], "propagators")
     cfg["algorithms"] = _as_named(cfg["algorithms"], "algorithms")
     if quick:
@@ -289,11 +296,13 @@ class Bench:
             return self._labels[k]
         from .io import index_filename
         up = self.shared(seed, budget)
+        params = dict(self.cfg["samplers"][sampler])
+        base = params.pop("sampler", sampler)   # `name: {sampler: as3l, variant: density}`
         feat_in = pl._feature_inputs(self.cfg["select_features"])
         prior_in = pl._feature_inputs(self.cfg["prior_features"])
         stages = [
             pl.Stage("select", pl._stage_select, inputs=feat_in,
-                     params={"sampler": sampler, "params": self.cfg["samplers"][sampler],
+                     params={"sampler": base, "params": params,
                              "features": self.cfg["select_features"], "budget": budget,
                              "seed": seed},
                      outputs=(index_filename(budget, seed),), env=self.env),

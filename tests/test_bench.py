@@ -178,6 +178,25 @@ def test_shipped_finetune_k_ablation_pairs_with_bench_yaml():
     assert bn.plan_cells(abl, 10)[0]["cell"] == "as3l-as3l_update-b10-s0"
 
 
+def test_shipped_density_variant_bench_pairs_with_bench_yaml():
+    """bench_as3l_density.yaml runs `as3l` with variant=density in bench.yaml's exact setting
+    (seeds, pretraining, fine-tuning, USB schedule), so its cells pair with bench.yaml's."""
+    from pathlib import Path
+    from as3l_plugin.selection import get_sampler
+    root = Path(__file__).resolve().parents[1] / "usb_configs" / "digits"
+    var = bn.load_bench_config(root / "bench_as3l_density.yaml")
+    full = bn.load_bench_config(root / "bench.yaml")
+    for key in ("seeds", "pretrain", "features", "finetune", "net", "select_features",
+                "prior_features"):
+        assert var[key] == full[key], key
+    assert var["labels_per_class"] == [1]
+    assert var["samplers"] == {"as3l_density": {"sampler": "as3l", "variant": "density"}}
+    get_sampler("as3l", variant="density")  # a valid parameter set
+    for a in var["algorithms"]:
+        assert bn.Bench(var, "unused").usb_conf(a) == bn.Bench(full, "unused").usb_conf(a)
+    assert bn.plan_cells(var, 10)[0]["cell"] == "as3l_density-as3l_update-b10-s0"
+
+
 def test_upsert_row_replaces_by_key(tmp_path):
     p = tmp_path / "t.csv"
     bn.upsert_row(p, ["a", "b"], {"a": 1, "b": 2}, keys=("a",))
@@ -258,6 +277,24 @@ def test_seeds_option_runs_a_subset(fakes, tmp_path):
         with pytest.raises(ConfigError, match="--seeds"):
             bn.run_bench(fakes, out=tmp_path / "s2", seeds=bad, log=quiet)
     assert not (tmp_path / "s2").exists()
+
+
+def test_sampler_variant_under_its_own_name(fakes, tmp_path):
+    """`alias: {sampler: good}` selects with the registered `good` under the name `alias`:
+    same labeled set as `good`, its own stage folder, cells and table rows."""
+    cfg = {**fakes, "seeds": [0], "samplers": {"good": {}, "alias": {"sampler": "good"}},
+           "algorithms": {"flexmatch": fakes["algorithms"]["flexmatch"]}}
+    out = tmp_path / "b"
+    bn.run_bench(cfg, out=out, log=quiet)
+    rows = {r["sampler"]: r for r in bn.read_rows(out / bn.CELLS_CSV)}
+    assert set(rows) == {"good", "alias"}
+    assert rows["alias"]["coverage"] == "10"  # good's one-per-class set, not a random one
+    idx = [np.load(out / "labels" / "seed0" / f"{s}_b10" / "select" / index_filename(10, 0))
+           for s in ("good", "alias")]
+    np.testing.assert_array_equal(*idx)
+    assert "| alias |" in (out / bn.TABLES_MD).read_text()
+    with pytest.raises(ConfigError, match="samplers.alias.sampler"):
+        bn.load_bench_config({**cfg, "samplers": {"alias": {"sampler": 3}}})
 
 
 def test_merge_refuses_what_it_cannot_merge(fakes, tmp_path):
