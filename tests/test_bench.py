@@ -178,23 +178,28 @@ def test_shipped_finetune_k_ablation_pairs_with_bench_yaml():
     assert bn.plan_cells(abl, 10)[0]["cell"] == "as3l-as3l_update-b10-s0"
 
 
-def test_shipped_density_variant_bench_pairs_with_bench_yaml():
-    """bench_as3l_density.yaml runs `as3l` with variant=density in bench.yaml's exact setting
-    (seeds, pretraining, fine-tuning, USB schedule), so its cells pair with bench.yaml's."""
+@pytest.mark.parametrize("name,lpc,variant", [
+    ("bench_as3l_density", 1, {"as3l_density": {"sampler": "as3l", "variant": "density"}}),
+    ("bench_probcover_k10", 4, {"probcover_k10": {"sampler": "probcover", "n_clusters": 10}}),
+])
+def test_shipped_variant_benches_pair_with_bench_yaml(name, lpc, variant):
+    """The sampler-variant benches run one variant in bench.yaml's exact setting (seeds,
+    pretraining, fine-tuning, USB schedule), so their cells pair with bench.yaml's."""
     from pathlib import Path
     from as3l_plugin.selection import get_sampler
     root = Path(__file__).resolve().parents[1] / "usb_configs" / "digits"
-    var = bn.load_bench_config(root / "bench_as3l_density.yaml")
+    var = bn.load_bench_config(root / f"{name}.yaml")
     full = bn.load_bench_config(root / "bench.yaml")
     for key in ("seeds", "pretrain", "features", "finetune", "net", "select_features",
                 "prior_features"):
         assert var[key] == full[key], key
-    assert var["labels_per_class"] == [1]
-    assert var["samplers"] == {"as3l_density": {"sampler": "as3l", "variant": "density"}}
-    get_sampler("as3l", variant="density")  # a valid parameter set
+    assert var["labels_per_class"] == [lpc] and lpc in full["labels_per_class"]
+    assert var["samplers"] == variant
+    (vname, params), = variant.items()
+    get_sampler(params["sampler"], **{k: v for k, v in params.items() if k != "sampler"})
     for a in var["algorithms"]:
         assert bn.Bench(var, "unused").usb_conf(a) == bn.Bench(full, "unused").usb_conf(a)
-    assert bn.plan_cells(var, 10)[0]["cell"] == "as3l_density-as3l_update-b10-s0"
+    assert bn.plan_cells(var, 10)[0]["sampler"] == vname
 
 
 def test_upsert_row_replaces_by_key(tmp_path):
