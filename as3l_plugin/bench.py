@@ -518,35 +518,29 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
     if iters:
         lines.append(f"Iterations per cell: {', '.join(iters)}.\n")
 
-    for title, key in (("Table 1a. Final test accuracy (%)", "final_acc"),
-                       ("Table 1b. Best test accuracy (%) (the paper reports best)", "best_acc")):
+    def sampler_table(value):
+        """Rows sampler, columns algorithm @ budget: mean ± std over seeds of value(row)."""
         header = ["sampler"] + [f"{a} @{l}/cls" for l in lpcs for a in algs]
         trs = []
         for s in samplers:
             tr = [s]
             for l in lpcs:
                 for a in algs:
-                    vals = [_f(by[(s, a, l, sd)], key) for sd in cfg["seeds"] if (s, a, l, sd) in by]
+                    vals = [value(by[(s, a, l, sd)]) for sd in cfg["seeds"] if (s, a, l, sd) in by]
                     tr.append(rp.mean_std(vals, scale=100) if vals else "")
             trs.append(tr)
-        lines += [f"## {title}\n", rp.markdown_table(header, trs)]
+        return rp.markdown_table(header, trs)
+
+    for title, key in (("Table 1a. Final test accuracy (%)", "final_acc"),
+                       ("Table 1b. Best test accuracy (%) (the paper reports best)", "best_acc")):
+        lines += [f"## {title}\n", sampler_table(lambda r, key=key: _f(r, key))]
 
     # Table 1c: how fast, where Table 2 saturates at its first evaluation
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
-        header = ["sampler"] + [f"{a} @{l}/cls" for l in lpcs for a in algs]
-        trs = []
-        for s in samplers:
-            tr = [s]
-            for l in lpcs:
-                for a in algs:
-                    vals = [_early(by[(s, a, l, sd)], out_dir) for sd in cfg["seeds"]
-                            if (s, a, l, sd) in by]
-                    tr.append(rp.mean_std(vals, scale=100) if vals else "")
-            trs.append(tr)
         lines += [f"## Table 1c. Test accuracy (%) after {EARLY_FRACTION:.0%} of the iterations "
                   "(the first evaluation at or after it): how fast each cell learns\n",
-                  rp.markdown_table(header, trs)]
+                  sampler_table(lambda r: _early(r, out_dir))]
 
     # Table 2: iterations to reach the reference's final accuracy (same budget and seed)
     header = ["sampler + algorithm"] + [h for l in lpcs for h in
