@@ -82,6 +82,9 @@ PLUGIN_ARGS = (
      "labeled indices (.npy int, len num_labels) replacing USB's random split"),
     (("--cpu_procs_per_node",), "cpu_procs_per_node", "int", 1,
      "processes per node for multiprocessing_distributed on CPU (gloo)"),
+    (("--cpu_bf16",), "cpu_bf16", "str", "auto",
+     "CPU only: bfloat16 autocast of the training step: true | false | auto (on where the "
+     "CPU has native bf16); USB's --amp keeps its CUDA meaning"),
 )
 
 #: every algorithm-specific flag of semilearn 0.3.2 (name2alg, name2imbalg) and the plugin's
