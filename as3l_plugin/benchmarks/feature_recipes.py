@@ -52,22 +52,6 @@ def _seeds(text: str):
     return out
 
 
-def prior_at_one_label(X, y, num_classes: int, seed: int):
-    """AS3L prior accuracy at 1 label/class on features ``X`` (float32 ``(n, d)``), and the
-    number of classes the selection covers."""
-    import warnings
-
-    from ..metrics import class_coverage, prior_accuracy
-    from ..propagation import get_propagator
-    from ..selection import get_sampler
-    idx = get_sampler("as3l").select(X, num_classes, seed=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prior = get_propagator("seeded_kmeans").propagate(X, idx, y[idx], num_classes,
-                                                          seed=seed)
-    return float(prior_accuracy(prior, y, exclude=idx)), int(class_coverage(y[idx], num_classes))
-
-
 def _augment(ds, overrides):
     import dataclasses
 
@@ -84,6 +68,7 @@ def run_recipe(name, *, dataset, work: Path, seed, epochs, snapshots, prior_seed
     from ..features.extract import extract_features
     from ..features.pretrain import SimSiamPretrainer
     from ..io import atomic_write_text
+    from .features_quality import as3l_prior
 
     ds = load_dataset(dataset)
     params = dict(RECIPES[name])
@@ -109,7 +94,8 @@ def run_recipe(name, *, dataset, work: Path, seed, epochs, snapshots, prior_seed
         tr = extract_features(ck, ds, split="train", progress=False)
         te = extract_features(ck, ds, split="test", progress=False)
         ev = linear_eval(tr, ds.y_train, te, ds.y_test, num_classes=C)
-        pri = [prior_at_one_label(tr, ds.y_train, C, s) for s in prior_seeds]
+        pri = [as3l_prior(tr, ds.y_train, C, s) for s in prior_seeds]
+        pri = [(float(a), int(c)) for a, c in pri]
         row = {"dataset": dataset, "recipe": name, "seed": seed, "epochs": epochs,
                "snapshot": e, "params": {**params, "augment": repr(aug)},
                "pretrain_wall_s": float(sum(h["seconds"] for h in hist[:e])),
