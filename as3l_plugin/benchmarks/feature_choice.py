@@ -28,11 +28,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _seeds(text):
-    from .feature_recipes import _seeds as parse
-    return parse(text)
-
-
 def evaluate(dataset, checkpoint, *, seeds, per_class=(1, 4), work: Path,
              candidates=("pixels", "self", "fine"), log=print):
     from ..datasets import load_dataset
@@ -103,6 +98,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=Path("runs/feature_choice"))
     args = ap.parse_args(argv)
     import torch
+
+    from .feature_recipes import _seeds
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     rows = evaluate(args.dataset, args.checkpoint, seeds=_seeds(args.seeds),

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ParameterError
+from .simsiam import NegativeCosineLoss, SimSiam
 
 
 def _lightly(what: str):
@@ -44,19 +45,14 @@ def _lightly(what: str):
     return loss, modules
 
 
-def _simsiam():
-    from .simsiam import NegativeCosineLoss, SimSiam
-    return NegativeCosineLoss, SimSiam
-
-
-class SimSiamObjective(_simsiam()[1]):
+class SimSiamObjective(SimSiam):
     """SimSiam; ``fix_pred_lr`` keeps the predictor at the base learning rate. A
     :class:`~as3l_plugin.features.simsiam.SimSiam` (same state-dict keys), whose ``forward``
     returns ``(loss, z1)``."""
 
     def __init__(self, backbone: nn.Module, *, fix_pred_lr: bool = True):
         super().__init__(backbone)
-        self.criterion = _simsiam()[0]()
+        self.criterion = NegativeCosineLoss()
         self.fix_pred_lr = fix_pred_lr
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -119,10 +115,15 @@ OBJECTIVES = {"simsiam": (SimSiamObjective, ("fix_pred_lr",)),
               "vicreg": (VICRegObjective, ())}
 
 
-def build_objective(name: str, backbone: nn.Module, **params) -> nn.Module:
-    """The objective ``name`` around ``backbone``; ``params`` not used by it are ignored."""
+def check_objective(name) -> str:
+    """``name`` if it is a key of :data:`OBJECTIVES`, else :class:`ParameterError`."""
     if name not in OBJECTIVES:
         raise ParameterError(f"objective={name!r} is not one of {', '.join(OBJECTIVES)}",
                              field="objective")
-    cls, keys = OBJECTIVES[name]
+    return name
+
+
+def build_objective(name: str, backbone: nn.Module, **params) -> nn.Module:
+    """The objective ``name`` around ``backbone``; ``params`` not used by it are ignored."""
+    cls, keys = OBJECTIVES[check_objective(name)]
     return cls(backbone, **{k: params[k] for k in keys if k in params})

@@ -193,10 +193,8 @@ class SimSiamPretrainer:
             _check("image_size", self.image_size,
                    isinstance(self.image_size, int) and self.image_size >= 4, "an int >= 4")
         from ..precision import check_cpu_bf16
-        from .objectives import OBJECTIVES
-        if self.objective not in OBJECTIVES:
-            raise ParameterError(f"objective={self.objective!r} is not one of "
-                                 f"{', '.join(OBJECTIVES)}", field="objective")
+        from .objectives import check_objective
+        check_objective(self.objective)
         _check("temperature", self.temperature, isinstance(self.temperature, (int, float))
                and 0 < self.temperature and math.isfinite(self.temperature), "a float > 0")
         check_cpu_bf16(self.cpu_bf16)
