@@ -122,27 +122,60 @@ def _blobs_and_noise(n=600, k=6, d=8, seed=0):
     return good, noise
 
 
-def test_choose_features_prefers_clustered_features_and_is_deterministic():
-    good, noise = _blobs_and_noise()
-    name, scores = choose_features({"noise": noise, "good": good}, 6, seed=0)
-    assert name == "good" and scores["good"] > 0.9 > scores["noise"]
-    assert choose_features({"noise": noise, "good": good}, 6, seed=0) == (name, scores)
+def _views(n=600, k=6, seed=0):
+    """Two views of the same blobs (a rotation plus noise) and a pure-noise candidate."""
+    good, noise = _blobs_and_noise(n, k, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    Q, _ = np.linalg.qr(rng.normal(size=(good.shape[1], good.shape[1])))
+    other = (good @ Q + rng.normal(scale=1.5, size=good.shape)).astype(np.float32)
+    return good, other, noise
+
+
+def _self_made(X, k, seed=0):
+    """X pulled onto its own K-means centres: tight clusters the other views do not share
+    (what Eq. 1 does to features whose clusters are arbitrary)."""
+    from as3l_plugin.clustering import kmeans
+    lab = kmeans(X, k, seed=seed).labels
+    C = np.stack([X[lab == c].mean(0) for c in range(k)])
+    return (20 * C[lab] + 0.1 * X).astype(np.float32)
+
+
+def test_choose_features_prefers_shared_clusters_and_is_deterministic():
+    good, other, noise = _views()
+    cand = {"noise": noise, "good": good, "other": other}
+    name, scores = choose_features(cand, 6, seed=0)
+    assert name in ("good", "other") and scores["noise"] < min(scores["good"], scores["other"])
+    assert choose_features(cand, 6, seed=0) == (name, scores)
+
+
+def test_cross_view_rejects_self_made_clusters_that_stability_prefers():
+    good, other, noise = _views()
+    cand = {"made": _self_made(noise, 6), "good": good, "other": other}
+    name, scores = choose_features(cand, 6, seed=0)
+    assert name != "made" and scores["made"] < min(scores["good"], scores["other"])
+    _, stab = choose_features(cand, 6, seed=0, criterion="stability")
+    assert stab["made"] > 0.99  # stability cannot tell them apart
 
 
 def test_choose_features_ties_follow_the_preference():
-    good, _ = _blobs_and_noise()
-    name, scores = choose_features({"pixels": good, "self": good.copy()}, 6)
+    good, _, noise = _views()
+    name, scores = choose_features({"pixels": good, "self": good.copy(), "noise": noise}, 6)
     assert scores["pixels"] == pytest.approx(scores["self"]) and name == "self"
 
 
 def test_choose_features_bad_input():
-    good, noise = _blobs_and_noise()
+    good, other, noise = _views()
     with pytest.raises(InputError, match="different row counts"):
-        choose_features({"a": good, "b": noise[:10]}, 6)
+        choose_features({"a": good, "b": noise[:10], "c": other}, 6)
     with pytest.raises(ParameterError, match="budget"):
-        choose_features({"a": good}, 1)
+        choose_features({"a": good, "b": noise, "c": other}, 1)
     with pytest.raises(InputError, match="no candidate"):
         choose_features({}, 6)
+    with pytest.raises(ParameterError, match="at least 3 candidates"):
+        choose_features({"a": good, "b": noise}, 6)
+    with pytest.raises(ParameterError, match="criterion"):
+        choose_features({"a": good, "b": noise, "c": other}, 6, criterion="silhouette")
+    assert choose_features({"a": good, "b": noise}, 6, criterion="stability")[0] == "a"
 
 
 def test_stability_score_subsamples_rows():

@@ -6,6 +6,8 @@ Public API (imported lazily, so ``import as3l_plugin.features`` does not load to
     extract_features(checkpoint, dataset, *, split)      -> float32 (n, F)
     finetune_features(f_self, *, k, runs, epochs, seed)  -> float32 (n, F)
     linear_eval(Xtr, ytr, Xte, yte, *, num_classes)      -> LinearEvalResult
+    choose_features(candidates, budget, seed=0)          -> (name, scores)
+    pixel_features(images, dim=50)                       -> float32 (n, dim)
 
 and the classes behind them: SimSiamPretrainer, FeatureFinetuner, SimSiam and its heads.
 """
@@ -16,6 +18,7 @@ _EXPORTS = {
     "pretrain_simsiam": "pretrain", "SimSiamPretrainer": "pretrain",
     "extract_features": "extract",
     "finetune_features": "finetune", "FeatureFinetuner": "finetune",
+    "choose_features": "choose", "pixel_features": "choose",
     "linear_eval": "evaluate", "LinearEvalResult": "evaluate",
     "SimSiam": "simsiam", "ProjectionHead": "simsiam", "PredictionHead": "simsiam",
     "NegativeCosineLoss": "simsiam",

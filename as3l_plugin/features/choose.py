@@ -1,14 +1,20 @@
 """Choosing the feature set AS3L selects and propagates on, without labels.
 
 Candidates are feature matrices over the same rows (``pixels``: PCA of the pixels,
-``self``: the pretrained backbone, ``fine``: Eq. 1 fine-tuned, or any other). The criterion
-is **K-means stability at the labeling budget**: every candidate is L2-normalised and
-clustered ``n_runs`` times with ``K = budget`` from independent seeds (on the same
-deterministic subsample of at most ``max_rows`` rows); its score is the mean adjusted Rand
-index over all pairs of runs. AS3L's selection and its seeded-K-means prior both rely on
-the budget-sized clusters being a property of the data rather than of the initialisation:
-where runs agree the clusters are well separated, where they disagree the selection lands
-on arbitrary splits and the prior propagates across class borders. No label is used.
+``self``: the pretrained backbone, ``fine``: Eq. 1 fine-tuned, or any other). The default
+criterion is **cross-view agreement** (``criterion='cross_view'``, at least 3 candidates): on
+one deterministic subsample of at most ``max_rows`` rows, every candidate is L2-normalised,
+clustered by K-means with ``K = budget`` (the clusters AS3L's selection and seeded-K-means
+prior are built from) and gives a ``k``-nearest-neighbour graph. Each graph judges the other
+candidates' clusterings: how often a row's neighbours fall in the row's cluster, above the
+rate the cluster sizes give by chance (a kappa). A judge never scores its own clustering
+(Eq. 1 pulls each row onto its own K-means centres, so its neighbourhoods always agree with
+its clusters), and its scores are centred, so a lenient judge favours no one. The candidate
+with the highest mean centred score wins. No label is used.
+
+``criterion='stability'`` (mean pairwise adjusted Rand index of K-means runs from independent
+seeds) is kept for comparison: it rewards any geometry with well-separated clusters and so
+ranks Eq. 1's output first (README, "Choosing features without labels").
 
 Public name: :func:`choose_features`.
 """
@@ -24,8 +30,9 @@ from ..errors import InputError, ParameterError
 
 #: preference among equal scores (rounded to 3 decimals): earlier wins
 PREFERENCE = ("fine", "self", "pixels")
-#: the name recorded in sidecars next to the scores
-CRITERION = "kmeans_stability_at_budget"
+#: criteria of :func:`choose_features`; the first is the default and what sidecars record
+CRITERIA = ("cross_view", "stability")
+CRITERION = CRITERIA[0]
 
 
 def pixel_features(images, dim: int = 50) -> np.ndarray:
@@ -50,38 +57,99 @@ def stability_score(X, budget: int, *, seed: int = 0, n_runs: int = 4,
     from sklearn.metrics import adjusted_rand_score
 
     from ..clustering import kmeans
-    X = np.asarray(X, dtype=np.float32)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
-    rows = np.sort(rng.choice(len(X), max_rows, replace=False)) if len(X) > max_rows \
-        else np.arange(len(X))
-    Xs = X[rows]
-    Xs = Xs / np.maximum(np.linalg.norm(Xs, axis=1, keepdims=True), 1e-12)
+    Xs = _l2(np.asarray(X)[_subsample(len(X), max_rows, seed)])
     seeds = np.random.SeedSequence(seed).generate_state(n_runs)
     labels = [kmeans(Xs, budget, seed=int(s)).labels for s in seeds]
     return float(np.mean([adjusted_rand_score(a, b) for a, b in combinations(labels, 2)]))
 
 
+def _subsample(n: int, max_rows: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
+    return np.sort(rng.choice(n, max_rows, replace=False)) if n > max_rows else np.arange(n)
+
+
+def _l2(X) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def agreement_matrix(candidates: Mapping[str, np.ndarray], budget: int, *, seed: int = 0,
+                     k: int = 10, max_rows: int = 10000) -> Dict[Tuple[str, str], float]:
+    """``{(a, j): kappa}``: how well candidate ``a``'s K-means clusters (``K = budget``) agree
+    with candidate ``j``'s ``k``-nearest-neighbour graph (cosine), on a shared subsample.
+
+    ``kappa = (f - e) / (1 - e)``, in ``[-1, 1]``: ``f`` is the fraction of (row, neighbour)
+    pairs in one ``a``-cluster, ``e = sum_c p_c^2`` the same fraction for random pairs.
+    """
+    from ..clustering import kmeans, knn
+    names = list(candidates)
+    rows = _subsample(len(next(iter(candidates.values()))), max_rows, seed)
+    Z = {c: _l2(np.asarray(candidates[c])[rows]) for c in names}
+    k = min(k, len(rows) - 1)
+    nbrs = {c: knn(Z[c], k)[1] for c in names}
+    out = {}
+    for a in names:
+        lab = kmeans(Z[a], budget, seed=seed).labels
+        p = np.bincount(lab, minlength=budget) / len(lab)
+        e = float(p @ p)
+        for j in names:
+            f = float(np.mean(lab[nbrs[j]] == lab[:, None]))
+            out[a, j] = (f - e) / (1 - e)
+    return out
+
+
+def cross_view_scores(candidates: Mapping[str, np.ndarray], budget: int, *, seed: int = 0,
+                      k: int = 10, max_rows: int = 10000) -> Dict[str, float]:
+    """Each candidate's clusters judged by the *other* candidates' neighbourhoods.
+
+    Every candidate's kNN graph is a judge; a judge scores the clusterings of all candidates
+    but its own (:func:`agreement_matrix`), and its scores are centred (minus their mean), so
+    that a judge that agrees with everything does not favour whoever it judges. A
+    candidate's score is the mean of its centred scores. Needs at least 3 candidates.
+    """
+    if len(candidates) < 3:
+        raise ParameterError(f"the cross_view criterion needs at least 3 candidates (got "
+                             f"{len(candidates)}): each clustering is judged by two others' "
+                             "neighbourhoods; use criterion='stability' for two",
+                             field="candidates")
+    M = agreement_matrix(candidates, budget, seed=seed, k=k, max_rows=max_rows)
+    names = list(candidates)
+    got: Dict[str, list] = {a: [] for a in names}
+    for j in names:
+        judged = [a for a in names if a != j]
+        mean = float(np.mean([M[a, j] for a in judged]))
+        for a in judged:
+            got[a].append(M[a, j] - mean)
+    return {a: float(np.mean(v)) for a, v in got.items()}
+
+
 def choose_features(candidates: Mapping[str, np.ndarray], budget: int, seed: int = 0,
-                    **kwargs) -> Tuple[str, Dict[str, float]]:
-    """The candidate with the most stable budget-sized K-means clusters.
+                    criterion: str = CRITERION, **kwargs) -> Tuple[str, Dict[str, float]]:
+    """The candidate whose budget-sized clusters the data support best.
 
     Parameters
     ----------
     candidates : mapping of str to array of float32, shape (n, d_name)
         Feature sets over the same ``n`` rows (their widths may differ).
     budget : int
-        Labeling budget (``K`` of the K-means runs), ``2 <= budget < n``.
+        Labeling budget (``K`` of the K-means clusterings), ``2 <= budget < n``.
     seed : int, default 0
+    criterion : {'cross_view', 'stability'}, default 'cross_view'
+        :func:`cross_view_scores` or :func:`stability_score` (see the module docstring).
     **kwargs
-        ``n_runs``, ``max_rows`` of :func:`stability_score`.
+        ``k``, ``max_rows`` of :func:`agreement_matrix`; ``n_runs``, ``max_rows`` of
+        :func:`stability_score`.
 
     Returns
     -------
     name : str
         The chosen key (ties, at 3 decimals, by :data:`PREFERENCE`, then by key order).
     scores : dict of str to float
-        Every candidate's stability score.
+        Every candidate's score (higher is better).
     """
+    if criterion not in CRITERIA:
+        raise ParameterError(f"criterion={criterion!r}; allowed: {', '.join(CRITERIA)}",
+                             field="criterion")
     if not candidates:
         raise InputError("no candidate feature sets given", field="candidates")
     n = {k: int(np.shape(v)[0]) for k, v in candidates.items()}
@@ -91,8 +159,11 @@ def choose_features(candidates: Mapping[str, np.ndarray], budget: int, seed: int
     rows = next(iter(n.values()))
     if not (isinstance(budget, (int, np.integer)) and 2 <= budget < rows):
         raise ParameterError(f"budget={budget!r} must be an int in [2, {rows})", field="budget")
-    scores = {k: stability_score(v, int(budget), seed=seed, **kwargs)
-              for k, v in candidates.items()}
+    if criterion == "cross_view":
+        scores = cross_view_scores(candidates, int(budget), seed=seed, **kwargs)
+    else:
+        scores = {k: stability_score(v, int(budget), seed=seed, **kwargs)
+                  for k, v in candidates.items()}
     order = list(candidates)
     rank = lambda k: (-round(scores[k], 3),  # noqa: E731
                       PREFERENCE.index(k) if k in PREFERENCE else len(PREFERENCE),
