@@ -124,6 +124,8 @@ def load_bench_config(source, *, quick: bool = False,
         where = Path(source)
         raw, base_dir = pl._read_yaml(where), where.resolve().parent
     raw = pl._merge(raw, overrides or {})
+    from .config import check_config
+    check_config(raw, "bench", path=where)  # the kind of file, and every key at every level
     unknown = sorted(set(raw) - set(BENCH_DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown}; known keys: {sorted(BENCH_DEFAULTS)}",

@@ -335,16 +335,8 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def _read_yaml(path: Path) -> Dict[str, Any]:
-    import yaml
-    if not path.is_file():
-        raise ConfigError("config file not found", path=path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML ({exc})", path=path) from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"expected a mapping of keys, got {type(data).__name__}", path=path)
-    return data
+    from .config import read_yaml
+    return read_yaml(path)
 
 
 def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
@@ -360,6 +352,8 @@ def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dic
         where = Path(source)
         raw, base_dir = _read_yaml(where), where.resolve().parent
     raw = _merge(raw, overrides or {})
+    from .config import check_config
+    check_config(raw, "run", path=where)  # the kind of file, and every key at every level
     unknown = sorted(set(raw) - set(CONFIG_DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown}; known keys: {sorted(CONFIG_DEFAULTS)}",
