@@ -105,6 +105,9 @@ PLUGIN_ARGS = (
      "labeled indices (.npy int, len num_labels) replacing USB's random split"),
     (("--cpu_procs_per_node",), "cpu_procs_per_node", "int", 1,
      "processes per node for multiprocessing_distributed on CPU (gloo)"),
+    (("--cpu_bf16",), "cpu_bf16", "str", "auto",
+     "CPU only: bfloat16 autocast of the training step: true | false | auto (on where the "
+     "CPU has native bf16); USB's --amp keeps its CUDA meaning"),
 )
 
 #: ``as3l_flexmatch``'s own keys (its ``get_argument()``); known in every training config,
@@ -288,7 +291,8 @@ class Named:
 #: ``SimSiamPretrainer`` options it passes on) that a config may set; the stage sets dataset,
 #: net, out, seed, device, data_dir
 PRETRAIN_KEYS = ("epochs", "batch_size", "lr", "image_size", "num_threads", "progress",
-                 "momentum", "weight_decay", "fix_pred_lr", "augment", "channels_last", "compile")
+                 "momentum", "weight_decay", "fix_pred_lr", "augment", "channels_last", "compile",
+                 "objective", "temperature", "cpu_bf16", "snapshot_epochs")
 #: keyword arguments of :func:`~as3l_plugin.features.extract_features` a config may set
 FEATURES_KEYS = ("split", "batch_size", "net", "progress")
 #: keyword arguments of :func:`~as3l_plugin.features.finetune_features` (and the

@@ -267,3 +267,16 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         alg.save_model("latest_model.pth", str(tmp_path))
     assert (tmp_path / "latest_model.pth").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["latest_model.pth"]
+
+
+@pytest.mark.parametrize("setting, expected", [("false", False), ("true", True)])
+def test_cpu_bf16_switch_sets_autocast_and_channels_last(tmp_path, setting, expected):
+    """``cpu_bf16`` turns USB's amp_cm into CPU bf16 autocast; ``amp`` stays False (CUDA)."""
+    alg = build_algorithm(tiny_args(tmp_path, gpu="cpu", cpu_bf16=setting))
+    assert alg.cpu_bf16_ is expected and alg.use_amp is False
+    lin = torch.nn.Linear(3, 2)
+    with alg.amp_cm():
+        out = lin(torch.randn(1, 3))
+    assert out.dtype == (torch.bfloat16 if expected else torch.float32)
+    conv = next(p for p in alg.model.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)

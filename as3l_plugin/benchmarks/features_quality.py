@@ -42,11 +42,14 @@ from pathlib import Path
 import numpy as np
 
 
-def _prior(X, y, num_classes, seed):
+def as3l_prior(X, y, num_classes, seed, budget=None):
+    """AS3L on features ``X`` (float32 ``(n, d)``) with true labels ``y``: ``as3l``
+    selection of ``budget`` samples (default one per class), ``seeded_kmeans`` prior from
+    their labels; returns (prior accuracy on the other samples, classes covered)."""
     from ..metrics import class_coverage, prior_accuracy
     from ..propagation import get_propagator
     from ..selection import get_sampler
-    idx = get_sampler("as3l").select(X, num_classes, seed=seed)
+    idx = get_sampler("as3l").select(X, budget or num_classes, seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prior = get_propagator("seeded_kmeans").propagate(X, idx, y[idx], num_classes,
@@ -138,7 +141,7 @@ def run_dataset(name, *, checkpoint, work: Path, seeds, ks, threads, lrs=(1e-3,)
         from ..features.finetune import _l2n
         sets["f_self L2"] = tuple(_l2n(X) for X in sets["f_self"])
     for tag, (tr, te) in sets.items():
-        evaluate(tag, tr, te, lambda s, X=tr: _prior(X, ds.y_train, C, s))
+        evaluate(tag, tr, te, lambda s, X=tr: as3l_prior(X, ds.y_train, C, s))
     f_self, f_self_test = sets["f_self"]
     for K in ks:
         for lr in lrs:
@@ -155,7 +158,7 @@ def run_dataset(name, *, checkpoint, work: Path, seeds, ks, threads, lrs=(1e-3,)
             suffix = "" if len(lrs) == 1 and lr == 1e-3 else f" lr={lr:g}"
             timings[f"finetune_K{K}{suffix.replace(' ', '_')}_s"] = time.perf_counter() - t
             evaluate(f"f_fine K={K}{suffix}", ft0.transform(f_self), ft0.transform(f_self_test),
-                     lambda s, fine=fine: _prior(fine(s).transform(f_self), ds.y_train, C, s))
+                     lambda s, fine=fine: as3l_prior(fine(s).transform(f_self), ds.y_train, C, s))
     return {"dataset": name, "checkpoint": str(checkpoint), "n_train": int(len(ds.y_train)),
             "pretrain_epochs": ckpt_meta.get("epochs"), "pretrain_config": ckpt_meta.get("config"),
             "seeds": list(seeds), "rows": rows, "timings": timings}

@@ -79,13 +79,8 @@ PEERS = (("random", "label_spreading"), ("kmedoids", "seeded_kmeans"),
 # --------------------------------------------------------------------------- data
 def pca_features(images, dim=50):
     """Pixels/255, centred, on the top-``dim`` principal components → float32 (n, dim)."""
-    P = images.reshape(len(images), -1).astype(np.float64) / 255.0
-    P -= P.mean(axis=0)
-    w, V = np.linalg.eigh(P.T @ P / len(P))
-    top = V[:, np.argsort(w)[::-1][:dim]]
-    # fix each component's sign (largest |loading| positive) so features are reproducible
-    top *= np.sign(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])])
-    return np.ascontiguousarray(P @ top, dtype=np.float32)
+    from ..features.choose import pixel_features
+    return pixel_features(images, dim)
 
 
 def load_features(name, fmnist_n=10_000):

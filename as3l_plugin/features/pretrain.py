@@ -19,6 +19,7 @@ reports as slightly better).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -121,7 +122,17 @@ class SimSiamPretrainer:
         ``torch.set_num_threads`` for the run (CPU).
     channels_last : bool, default True
     compile : bool, default False
-        ``torch.compile`` the SimSiam model (pays off on GPUs; see the speed benchmark).
+        ``torch.compile`` the model (pays off on GPUs, not on CPUs; see the speed benchmark).
+    objective : {'simsiam', 'simclr', 'vicreg'}, default 'simsiam'
+        Self-supervised loss and heads (:mod:`as3l_plugin.features.objectives`).
+    temperature : float, default 0.5
+        NT-Xent temperature (``objective='simclr'`` only).
+    cpu_bf16 : bool or 'auto', default 'auto'
+        bfloat16 autocast of the forward pass on a CPU (:mod:`as3l_plugin.precision`); not
+        part of the resume check (a run may continue under the other setting).
+    snapshot_epochs : iterable of int, default ()
+        Also write ``out/backbone_e{E}.pth`` after these epochs (for curves of feature
+        quality against training time); the last epoch's is ``backbone.pth``.
     progress : bool, default True
         tqdm bar per epoch with the running loss.
 
@@ -142,7 +153,9 @@ class SimSiamPretrainer:
                  base_lr: float = 0.06, momentum: float = 0.9, weight_decay: float = 5e-4,
                  fix_pred_lr: bool = True, image_size: Optional[int] = None, augment=None,
                  seed: int = 0, device: str = "cpu", num_threads: Optional[int] = None,
-                 channels_last: bool = True, compile: bool = False, progress: bool = True):
+                 channels_last: bool = True, compile: bool = False, progress: bool = True,
+                 objective: str = "simsiam", temperature: float = 0.5,
+                 cpu_bf16="auto", snapshot_epochs=()):
         self.net = net
         self.epochs = epochs
         self.batch_size = batch_size
@@ -158,6 +171,10 @@ class SimSiamPretrainer:
         self.channels_last = channels_last
         self.compile = compile
         self.progress = progress
+        self.objective = objective
+        self.temperature = temperature
+        self.cpu_bf16 = cpu_bf16
+        self.snapshot_epochs = snapshot_epochs
 
     # ------------------------------------------------------------------ validation
     def _validate(self, n_train: int):
@@ -175,13 +192,24 @@ class SimSiamPretrainer:
         if self.image_size is not None:
             _check("image_size", self.image_size,
                    isinstance(self.image_size, int) and self.image_size >= 4, "an int >= 4")
+        from ..precision import check_cpu_bf16
+        from .objectives import check_objective
+        check_objective(self.objective)
+        _check("temperature", self.temperature, isinstance(self.temperature, (int, float))
+               and 0 < self.temperature and math.isfinite(self.temperature), "a float > 0")
+        check_cpu_bf16(self.cpu_bf16)
         if self.num_threads is not None:
             _check("num_threads", self.num_threads,
                    isinstance(self.num_threads, int) and self.num_threads >= 1, "an int >= 1")
 
     def _config(self, ds, image_size, augment) -> Dict[str, Any]:
         aug = asdict(augment) if is_dataclass(augment) else repr(augment)
-        return {"net": self.net, "dataset": ds.name, "n_train": int(len(ds.y_train)),
+        # the objective's keys only when they differ from SimSiam's: checkpoints written
+        # before objectives existed keep resuming
+        extra = {} if self.objective == "simsiam" else {"objective": self.objective}
+        if self.objective == "simclr":
+            extra["temperature"] = self.temperature
+        return {**extra, "net": self.net, "dataset": ds.name, "n_train": int(len(ds.y_train)),
                 "epochs": self.epochs, "batch_size": self.batch_size, "base_lr": self.base_lr,
                 "momentum": self.momentum, "weight_decay": self.weight_decay,
                 "fix_pred_lr": self.fix_pred_lr, "image_size": image_size, "seed": self.seed,
@@ -227,6 +255,21 @@ class SimSiamPretrainer:
             "format": CHECKPOINT_FORMAT, "config": config, "epoch": epoch, "model": state,
             "optimizer": opt, "history": history, "rng": {"torch": torch.get_rng_state()}}))
 
+    def _write_backbone(self, path, backbone, ds, config, history):
+        import torch
+
+        from ..io import atomic_write_bytes
+        from .backbone import BACKBONE_FORMAT, encoder_state, torch_bytes
+        backbone = backbone.to("cpu").to(memory_format=torch.contiguous_format)
+        atomic_write_bytes(path, torch_bytes({
+            "model": encoder_state(backbone), "net": self.net, "dataset": ds.name,
+            "format": BACKBONE_FORMAT, "num_features": int(backbone.num_features),
+            "in_channels": int(ds.in_channels), "image_size": int(ds.image_size),
+            "mean": tuple(ds.mean), "std": tuple(ds.std), "epochs": len(history),
+            "loss": history[-1]["loss"] if history else None, "seed": self.seed,
+            "config": config}))
+        return backbone
+
     # ------------------------------------------------------------------ training
     def fit(self, dataset, out, *, data_dir=None,
             callback: Optional[Callable[[int, Dict[str, float]], None]] = None):
@@ -250,11 +293,10 @@ class SimSiamPretrainer:
         import torch
         from tqdm.auto import tqdm
 
-        from ..io import atomic_write_bytes
+        from ..precision import autocast_factory, use_cpu_bf16
         from .augment import augmentation_for
-        from .backbone import BACKBONE_FORMAT, build_backbone, encoder_state, input_channels, \
-            torch_bytes
-        from .simsiam import NegativeCosineLoss, SimSiam
+        from .backbone import build_backbone, input_channels
+        from .objectives import build_objective
 
         ds = _dataset(dataset, data_dir)
         n = len(ds.y_train)
@@ -274,18 +316,15 @@ class SimSiamPretrainer:
             torch.manual_seed(self.seed)
             device = torch.device(self.device)
             backbone = build_backbone(self.net)
-            model = SimSiam(backbone).to(device)
+            model = build_objective(self.objective, backbone, fix_pred_lr=self.fix_pred_lr,
+                                    temperature=self.temperature).to(device)
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             pipe = InputPipeline(ds.mean, ds.std, input_channels(backbone), self.channels_last)
+            amp = autocast_factory(use_cpu_bf16(self.cpu_bf16, device))
             lr0 = self.base_lr * self.batch_size / 256
-            groups = [{"params": list(model.backbone.parameters()) +
-                       list(model.projector.parameters()), "fix_lr": False},
-                      {"params": list(model.predictor.parameters()),
-                       "fix_lr": bool(self.fix_pred_lr)}]
-            optimizer = torch.optim.SGD(groups, lr=lr0, momentum=self.momentum,
+            optimizer = torch.optim.SGD(model.param_groups(), lr=lr0, momentum=self.momentum,
                                         weight_decay=self.weight_decay)
-            criterion = NegativeCosineLoss()
             self.checkpoint_path_ = out / "checkpoint.pth"
             self.backbone_path_ = out / "backbone.pth"
             start, history = self._resume(self.checkpoint_path_, config, model, optimizer)
@@ -311,8 +350,8 @@ class SimSiamPretrainer:
                     xb = images[perm[i * self.batch_size:(i + 1) * self.batch_size]]
                     v1 = pipe(xb, augment, g, image_size)
                     v2 = pipe(xb, augment, g, image_size)
-                    p1, p2, z1, z2 = step_fn(v1, v2)
-                    loss = criterion(p1, p2, z1, z2)
+                    with amp():
+                        loss, z1 = step_fn(v1, v2)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -336,6 +375,9 @@ class SimSiamPretrainer:
                 if self.progress:
                     tqdm.write(f"simsiam epoch {epoch + 1}/{self.epochs}: loss {rec['loss']:.4f}"
                                f"  z_std {rec['z_std']:.3f}  {rec['seconds']:.1f}s")
+                if epoch + 1 in self.snapshot_epochs and epoch + 1 < self.epochs:
+                    self._write_backbone(out / f"backbone_e{epoch + 1}.pth",
+                                         copy.deepcopy(model.backbone), ds, config, history)
                 if callback is not None:
                     callback(epoch + 1, rec)
             self.history_ = history
@@ -343,15 +385,8 @@ class SimSiamPretrainer:
                 warnings.warn(f"SimSiam collapsed (z_std={history[-1]['z_std']:.3f}; healthy "
                               "runs stay near 1): lower the learning rate or check the "
                               "augmentation", RuntimeWarning, stacklevel=2)
-            backbone = model.backbone.to("cpu").to(memory_format=torch.contiguous_format)
-            self.backbone_ = backbone.eval()
-            atomic_write_bytes(self.backbone_path_, torch_bytes({
-                "model": encoder_state(backbone), "net": self.net, "dataset": ds.name,
-                "format": BACKBONE_FORMAT, "num_features": int(backbone.num_features),
-                "in_channels": int(ds.in_channels), "image_size": int(ds.image_size),
-                "mean": tuple(ds.mean), "std": tuple(ds.std), "epochs": self.epochs,
-                "loss": history[-1]["loss"] if history else None, "seed": self.seed,
-                "config": config}))
+            self.backbone_ = self._write_backbone(self.backbone_path_, model.backbone, ds,
+                                                  config, history).eval()
         finally:
             torch.set_num_threads(old_threads)
         return self

@@ -402,7 +402,9 @@ class DevicePlugin:
     """Mixin placed first in the MRO of every algorithm the plugin's entry builds.
 
     Attributes added: ``device`` (torch.device), ``train_time_`` (seconds of training so far,
-    excluding evaluation and checkpoint writing; carried across resumes).
+    excluding evaluation and checkpoint writing; carried across resumes), ``cpu_bf16_``
+    (CPU only: whether the training step runs under bfloat16 autocast, from the config's
+    ``cpu_bf16``: true, false or auto, see :mod:`as3l_plugin.precision`).
     """
 
     def __init__(self, args, net_builder, tb_log=None, logger=None, **kwargs):
@@ -414,6 +416,19 @@ class DevicePlugin:
         if self.device.type != "cuda":
             self.gpu = None
             self.ngpus_per_node = max(1, int(getattr(args, "cpu_procs_per_node", 1) or 1))
+            self._cpu_speedups(args)
+
+    def _cpu_speedups(self, args):
+        """CPU training step: channels-last weights (oneDNN's fast convolution layout) and,
+        when ``cpu_bf16`` says so, bfloat16 autocast of the forward pass through USB's own
+        ``amp_cm`` hook (no gradient scaler; USB's ``amp`` keeps its CUDA meaning)."""
+        from ..precision import autocast_factory, use_cpu_bf16
+        self.cpu_bf16_ = use_cpu_bf16(getattr(args, "cpu_bf16", "auto"), self.device)
+        if self.cpu_bf16_:
+            self.amp_cm = autocast_factory(True)
+        for m in (self.model, self.ema_model):
+            if m is not None:
+                m.to(memory_format=torch.channels_last)
 
     @property
     def on_cuda(self) -> bool:
