@@ -457,7 +457,7 @@ def _is_plugin_key(key: str) -> bool:
 
 
 def check_train_keys(config: Mapping[str, Any], known: Iterable[str], *, algorithm: str,
-                     path=None, strict: bool = False) -> List[str]:
+                     path=None, strict: bool = False, shared: bool = False) -> List[str]:
     """Check the keys of a USB training config against what the run reads.
 
     Parameters
@@ -472,6 +472,10 @@ def check_train_keys(config: Mapping[str, Any], known: Iterable[str], *, algorit
         For the messages.
     strict : bool
         Unknown keys that are otherwise warnings are errors.
+    shared : bool
+        The config is one of several built from shared blocks (the trainings of ``as3l run``
+        / ``as3l bench``, whose ``usb:`` block and base YAMLs feed several algorithms): keys
+        of another USB algorithm (:data:`ALGORITHM_FLAGS`) are expected, not reported.
 
     Returns
     -------
@@ -486,24 +490,28 @@ def check_train_keys(config: Mapping[str, Any], known: Iterable[str], *, algorit
         ``strict`` at the first other unknown key.
     """
     known = list(dict.fromkeys(known))
+    plugin = [d for _, d, *_ in PLUGIN_ARGS] + list(AS3L_ARGS)
     warns = []
     for key in map(str, config):
         if key in known:
             continue
-        hint = _suggest(key, known)
+        other_alg = key in ALGORITHM_FLAGS and not _is_plugin_key(key)
+        if other_alg and shared:
+            continue
+        hint = (_suggest(key, plugin) if _is_plugin_key(key) else None) or _suggest(key, known)
         near = hint is not None and len(hint) >= 4 and _one_edit(key, hint)
-        if key in ALGORITHM_FLAGS and not _is_plugin_key(key):
+        if other_alg:
             msg = f"is not a key of algorithm {algorithm} (other USB algorithms read it); " \
                   "it is ignored"
         elif _is_plugin_key(key) or near:
-            raise ConfigError(_unknown(key, known) if hint else
-                              "unknown key; the plugin's keys are lb_index_file, "
-                              f"cpu_procs_per_node, {', '.join(AS3L_ARGS)}",
+            raise ConfigError(f"unknown key; did you mean {hint}?" if hint else
+                              f"unknown key; the plugin's keys are {', '.join(plugin)}",
                               path=path, field=key)
         else:
-            msg = _unknown(key, known) + ", ignored by USB and the plugin"
+            msg = "unknown key, ignored by USB and the plugin" + \
+                (f"; did you mean {hint}?" if hint else "")
         if strict:
-            raise ConfigError(msg, path=path, field=key)
+            raise ConfigError(msg + " (--strict)", path=path, field=key)
         warns.append(str(ConfigError(msg + " (--strict: an error)", path=path, field=key)))
     return warns
 

@@ -354,10 +354,6 @@ def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dic
     raw = _merge(raw, overrides or {})
     from .config import check_config
     check_config(raw, "run", path=where)  # the kind of file, and every key at every level
-    unknown = sorted(set(raw) - set(CONFIG_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown}; known keys: {sorted(CONFIG_DEFAULTS)}",
-                          path=where)
     cfg = _merge(CONFIG_DEFAULTS, raw)
     for sec, d in SECTION_DEFAULTS.items():
         if not isinstance(cfg[sec], Mapping):
@@ -648,7 +644,7 @@ def _stage_train(ctx: StageContext) -> Dict[str, Any]:
         ctx.log(f"  resuming USB training from {latest}")
     with _quiet_usb_console():
         out = train(conf, hooks=((_progress_hook(f"{ctx.name} ({conf['algorithm']})"),
-                                  "LOWEST"),))
+                                  "LOWEST"),), shared=True)
     return {"best_acc": float(out["best_acc"]), "best_it": int(out["best_it"]),
             "final_acc": float(out["final_acc"]), "num_train_iter": int(conf["num_train_iter"]),
             "algorithm": conf["algorithm"]}

@@ -7,7 +7,8 @@
 (USB's ``train.py`` lets the file win silently; see :mod:`as3l_plugin.usb.train`).
 
 The config's keys are checked before training (:func:`as3l_plugin.config.check_train_keys`):
-a misspelt plugin key is an error, another unknown key one ``warning:`` line (``--strict``:
+a misspelt plugin key is an error, another unknown key one ``warning:`` line (a
+:class:`~as3l_plugin.errors.ConfigWarning` that :mod:`as3l_plugin.cli` prints; ``--strict``:
 an error). This module imports only argparse and :mod:`as3l_plugin.config` (the USB flag
 table, shared with :mod:`as3l_plugin.usb.train`) at import time, so ``as3l train --help`` is
 fast.
@@ -38,15 +39,9 @@ def usb_argv(ns: argparse.Namespace) -> list:
     return argv
 
 
-def _warn(line: str) -> None:
-    import sys
-    print(f"warning: {line}", file=sys.stderr, flush=True)
-
-
 def _run_train(args) -> int:
     from ..usb.train import main_from_argv
-    main_from_argv(usb_argv(args.usb_flags or argparse.Namespace()), strict=args.strict,
-                   warn=_warn)
+    main_from_argv(usb_argv(args.usb_flags or argparse.Namespace()), strict=args.strict)
     return 0
 
 

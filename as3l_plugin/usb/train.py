@@ -53,7 +53,7 @@ def _add_algorithm_arguments(parser, cls, *, explicit_only=False):
                             default=argparse.SUPPRESS if explicit_only else a.default)
 
 
-def get_config(config=None, argv=None, *, strict=False, warn=None,
+def get_config(config=None, argv=None, *, strict=False, shared=False, warn=None,
                **overrides) -> argparse.Namespace:
     """USB's ``get_config`` for the plugin.
 
@@ -72,6 +72,9 @@ def get_config(config=None, argv=None, *, strict=False, warn=None,
         Command-line flags (USB's ``train.py`` flags, the algorithm's flags, the plugin's).
     strict : bool
         Unknown keys that are otherwise warnings are errors.
+    shared : bool
+        The config feeds several algorithms (``as3l run`` / ``as3l bench``): keys of another
+        USB algorithm are not reported (see :func:`~as3l_plugin.config.check_train_keys`).
     warn : callable(str), optional
         Receives each warning line (default: :func:`warnings.warn`, ``ConfigWarning``).
     **overrides
@@ -126,7 +129,7 @@ def get_config(config=None, argv=None, *, strict=False, warn=None,
     known = [d for _, d, *_ in C.USB_ARGS + C.PLUGIN_ARGS] + list(C.AS3L_ARGS) + \
         [a.name.lstrip("-") for cls in classes for a in cls.get_argument()]
     warnings_ = C.check_train_keys({**file_cfg, **overrides}, known, algorithm=algorithm,
-                                   path=where, strict=strict)
+                                   path=where, strict=strict, shared=shared)
     for source in (file_cfg, vars(given), overrides):
         for key, value in source.items():
             setattr(args, key, value)
@@ -328,7 +331,7 @@ def _write_results(model, save_path) -> dict:
     return res
 
 
-def train(config, *, hooks=(), argv=None, strict=False, **overrides) -> dict:
+def train(config, *, hooks=(), argv=None, strict=False, shared=False, **overrides) -> dict:
     """Train from a USB config (file or dict) with keyword overrides.
 
     Parameters
@@ -340,8 +343,8 @@ def train(config, *, hooks=(), argv=None, strict=False, **overrides) -> dict:
         must be picklable for ``multiprocessing_distributed``).
     argv : list of str, optional
         Extra command-line flags (as ``as3l train`` takes).
-    strict : bool
-        Config keys that nothing reads are errors, not warnings (see :func:`get_config`).
+    strict, shared : bool
+        How unknown config keys are reported (see :func:`get_config`).
     **overrides
         Config keys, e.g. ``num_train_iter=200, save_dir="runs", gpu="cpu"``.
 
@@ -353,7 +356,7 @@ def train(config, *, hooks=(), argv=None, strict=False, **overrides) -> dict:
         folder ``<save_dir>/<save_name>``, absolute), ``metrics_csv``, ``train_time_s``,
         ``algorithm``, ``results`` (USB's ``results_dict``).
     """
-    args = get_config(config, argv=argv, strict=strict, **overrides)
+    args = get_config(config, argv=argv, strict=strict, shared=shared, **overrides)
     if args.multiprocessing_distributed and str(args.dist_url).startswith("tcp://127.0.0.1"):
         args.dist_url = f"tcp://127.0.0.1:{_free_port()}"
     return main(args, hooks=hooks)
