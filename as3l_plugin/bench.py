@@ -124,7 +124,7 @@ def load_bench_config(source, *, quick: bool = False,
         where = Path(source)
         raw, base_dir = pl._read_yaml(where), where.resolve().parent
     raw = pl._merge(raw, overrides or {})
-    from .config import check_config
+    from .config import check_base_config, check_config
     check_config(raw, "bench", path=where)  # the kind of file, and every key at every level
     cfg = dict(BENCH_DEFAULTS)
     cfg.update(raw)
@@ -159,6 +159,7 @@ def load_bench_config(source, *, quick: bool = False,
         if not p.is_file():
             raise ConfigError(f"USB base config {p} not found", path=where,
                               field=f"algorithms.{name}.config")
+        check_base_config(p)
         alg["config"] = str(p)
         managed = sorted(set(alg) & set(pl.USB_MANAGED))
         if managed:

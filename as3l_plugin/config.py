@@ -516,6 +516,19 @@ def check_train_keys(config: Mapping[str, Any], known: Iterable[str], *, algorit
     return warns
 
 
+def check_base_config(path) -> None:
+    """A USB base YAML that an ``as3l run`` / ``as3l bench`` config names
+    (``as3l_flexmatch.config``, ``algorithms.<name>.config``), checked when that config is
+    loaded, before any stage runs: a training config (:func:`check_kind`) whose keys pass
+    :func:`check_train_keys` as its training will check them (``shared``: several algorithms
+    read these blocks). Raises :class:`~as3l_plugin.errors.ConfigError`; the warnings come
+    when the training starts."""
+    data = read_yaml(path)
+    check_kind(data, "train", path=path)
+    check_train_keys(data, TRAIN_KEYS, algorithm=str(data.get("algorithm")), path=path,
+                     shared=True)
+
+
 def check_train_config(given: Mapping[str, Any], *, path=None) -> None:
     """The silent defaults that matter: ``algorithm``, ``dataset``, ``num_labels`` and
     ``num_classes`` must be set (``given``: the keys of every layer but the parser's

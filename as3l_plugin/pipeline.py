@@ -352,7 +352,7 @@ def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dic
         where = Path(source)
         raw, base_dir = _read_yaml(where), where.resolve().parent
     raw = _merge(raw, overrides or {})
-    from .config import check_config
+    from .config import check_base_config, check_config
     check_config(raw, "run", path=where)  # the kind of file, and every key at every level
     cfg = _merge(CONFIG_DEFAULTS, raw)
     for sec, d in SECTION_DEFAULTS.items():
@@ -399,6 +399,7 @@ def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dic
         if not p.is_file():
             raise ConfigError(f"USB base config {p} not found", path=where,
                               field=f"{sec}.config")
+        check_base_config(p)
         cfg[sec]["config"] = str(p)
     managed = sorted(set(cfg["usb"]) & set(USB_MANAGED))
     for sec in ("as3l_flexmatch", "baseline"):
@@ -760,9 +761,14 @@ def usb_config(base_path, usb: Mapping[str, Any], extra: Mapping[str, Any]) -> D
     conf = _merge(_merge(_read_yaml(Path(base_path)), usb), extra)
     for k in USB_MANAGED:
         conf.pop(k, None)
-    for k in ("algorithm", "num_train_iter", "num_eval_iter"):
+    for k in ("algorithm", "num_classes", "num_train_iter", "num_eval_iter"):
         if k not in conf:
             raise ConfigError(f"the USB config needs {k}", path=base_path, field=k)
+    from .config import LB_INDEX_ALGORITHMS
+    if conf["algorithm"] not in LB_INDEX_ALGORITHMS:
+        raise ConfigError(f"={conf['algorithm']!r} would ignore the labeled set the stages "
+                          f"select (lb_index_file); use one of {', '.join(LB_INDEX_ALGORITHMS)}",
+                          path=base_path, field="algorithm")
     n, e = int(conf["num_train_iter"]), int(conf["num_eval_iter"])
     if e < 1 or n % e:
         raise ConfigError(f"num_train_iter={n} must be a multiple of num_eval_iter={e} "

@@ -370,3 +370,52 @@ def test_valid_train_prints_no_new_output(tmp_path, monkeypatch, capsys, usb):
     shutil.copy(TRAIN_YAML, tmp_path / "t.yaml")
     code, err, _ = _cli(["train", "--c", "t.yaml"], tmp_path, monkeypatch, capsys)
     assert (code, err, len(seen)) == (0, [], 1)
+
+
+# =========================================================================== run / bench base YAMLs
+def _run_dir(tmp_path, base_edit=None, **edit):
+    """pipeline.yaml and its two base YAMLs copied into tmp_path (the AS3L one edited)."""
+    for name in ("as3l_flexmatch_digits_10_0.yaml", "flexmatch_lbidx_digits_10_0.yaml"):
+        shutil.copy(DIGITS / name, tmp_path / name)
+    if base_edit:
+        _edit(AS3L_YAML, tmp_path / "as3l_flexmatch_digits_10_0.yaml", **base_edit)
+    f = tmp_path / "pipeline.yaml"
+    f.write_text(yaml.safe_dump({**C.read_yaml(RUN_YAML), **edit}, sort_keys=False))
+    return f
+
+
+def test_base_yaml_of_a_run_is_checked_when_the_run_is_loaded(tmp_path, monkeypatch, capsys):
+    _run_dir(tmp_path, base_edit={"prior_TT": 5})
+    code, err, changed = _cli(["run", "--config", "pipeline.yaml"], tmp_path, monkeypatch,
+                              capsys)
+    assert (code, changed) == (2, False)
+    assert err == [f"as3l: error: {tmp_path / 'as3l_flexmatch_digits_10_0.yaml'}: prior_TT: "
+                   "unknown key; did you mean prior_T?"]
+
+
+def test_base_yaml_of_another_kind_is_refused(tmp_path):
+    import as3l_plugin.bench as bn
+    shutil.copy(RUN_YAML, tmp_path / "pipeline.yaml")
+    data = {**C.read_yaml(BENCH_YAML), "algorithms": {"x": {"config": "pipeline.yaml"}}}
+    with pytest.raises(ConfigError, match=r"pipeline\.yaml: this is an as3l run config, not a "
+                                          r"USB training config"):
+        bn.load_bench_config(_yaml_file(tmp_path / "bench.yaml", data))
+
+
+def _yaml_file(path, data):
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_run_training_with_an_algorithm_that_ignores_the_selection(tmp_path):
+    import as3l_plugin.pipeline as pl
+    f = _run_dir(tmp_path, baseline={"enabled": True,
+                                     "config": "flexmatch_lbidx_digits_10_0.yaml",
+                                     "algorithm": "mixmatch"})
+    with pytest.raises(ConfigError, match=r"flexmatch_lbidx_digits_10_0\.yaml: algorithm: "
+                                          r"='mixmatch' would ignore the labeled set"):
+        pl.build_stages(pl.load_config(f))
+    f = _run_dir(tmp_path, base_edit=None)
+    _edit(AS3L_YAML, tmp_path / "as3l_flexmatch_digits_10_0.yaml", drop=("num_classes",))
+    with pytest.raises(ConfigError, match="num_classes: the USB config needs num_classes"):
+        pl.build_stages(pl.load_config(f))
