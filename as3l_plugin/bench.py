@@ -180,8 +180,7 @@ def load_bench_config(source, *, quick: bool = False,
     cfg["reference"] = [str(ref[0]), str(ref[1])]
     cfg["priority"] = [tuple(map(str, p)) for p in (cfg["priority"] or [])]
     for sec in ("select_features", "prior_features"):
-        if cfg[sec] not in ("fine", "self"):
-            raise ConfigError(f"={cfg[sec]!r}; allowed: fine, self", path=where, field=sec)
+        pl.check_feature_set(cfg[sec], path=where, field=sec)
     if not cfg["name"]:
         cfg["name"] = (where.stem if where is not None else "bench") + ("_quick" if quick else "")
     return cfg
@@ -258,6 +257,7 @@ class Bench:
         self._finetuned: Dict[Tuple[int, int], Dict[str, pl.StageRecord]] = {}
         self._labels: Dict[Tuple[int, str, int], Dict[str, pl.StageRecord]] = {}
         self._usb: Dict[str, Dict[str, Any]] = {}
+        self._uses = (cfg["select_features"], cfg["prior_features"])
 
     # ----------------------------------------------------------------- stages
     def num_classes(self) -> int:
@@ -273,12 +273,13 @@ class Bench:
         """pretrain → features per seed, finetune per seed and budget (cached on disk):
         the clusters of Eq. 1 follow the budget unless ``finetune.k`` is set."""
         if seed not in self._shared:
-            stages = pl.feature_stages(self._feature_cfg(seed, budget), self.env)[:2]
+            stages = pl.feature_stages(self._feature_cfg(seed, budget), self.env)
             self._shared[seed] = pl.run_stages(stages, self.out / "shared" / f"seed{seed}",
                                                log=self._sub(f"seed {seed}"))
         key = (seed, budget)
         if key not in self._finetuned:
-            stages = pl.feature_stages(self._feature_cfg(seed, budget), self.env)[2:]
+            stages = pl.feature_stages(self._feature_cfg(seed, budget), self.env,
+                                       uses=self._uses)[2:]
             self._finetuned[key] = pl.run_stages(
                 stages, self.out / "shared" / f"seed{seed}" / f"b{budget}",
                 upstream=self._shared[seed], log=self._sub(f"seed {seed} b{budget}"))

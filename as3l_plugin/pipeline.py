@@ -4,7 +4,8 @@ Stages and their files (``results/<run>/<stage>/``)::
 
     pretrain        backbone.pth (+ checkpoint.pth)       SimSiam on the SSL backbone
     features        f_self.npy                            backbone features, dataset order
-    finetune        f_fine.npy                            Eq. 1 fine-tuned features
+    finetune        f_fine.npy                            Eq. 1 fine-tuned features (if used)
+    choose          choice.json                           the ``auto`` feature set (if used)
     select          lb_labels{B}_1_seed{S}_idx.npy, to_annotate.csv
     labels          labels.csv (index,label)              oracle (dataset) or the user's CSV
     prior           prior.npy (n, C) float32               seeded K-means propagation
@@ -376,9 +377,7 @@ def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dic
         raise ConfigError(f"={cfg['seed']!r} must be a non-negative integer", path=where,
                           field="seed")
     for sec in ("select", "prior"):
-        if cfg[sec]["features"] not in ("fine", "self"):
-            raise ConfigError(f"={cfg[sec]['features']!r}; allowed: fine, self", path=where,
-                              field=f"{sec}.features")
+        check_feature_set(cfg[sec]["features"], path=where, field=f"{sec}.features")
     if cfg["labels"]["source"] not in ("dataset", "csv"):
         raise ConfigError(f"={cfg['labels']['source']!r}; allowed: dataset (simulation with "
                           "the dataset's labels) or csv (your annotations)", path=where,
@@ -462,11 +461,87 @@ def _stage_finetune(ctx: StageContext) -> Dict[str, Any]:
     return {"shape": list(Xf.shape)}
 
 
+#: what ``select.features`` / ``prior.features`` (and the bench's ``select_features`` /
+#: ``prior_features``) may name: the backbone's features, Eq. 1 fine-tuned ones, PCA of the
+#: pixels, or the pick of :func:`~as3l_plugin.features.choose_features` among ``AUTO_CANDIDATES``
+FEATURE_SETS = ("self", "fine", "pixels", "auto")
+#: the candidates ``auto`` chooses among (see README, "Which feature set")
+AUTO_CANDIDATES = ("pixels", "self", "fine")
+CHOICE = "choice.json"
+_STAGE_OF = {"self": ("features",), "fine": ("finetune",), "pixels": ()}
+
+
+def check_feature_set(value, *, path=None, field: str = "features") -> str:
+    """The one validator of a feature-set name (:data:`FEATURE_SETS`)."""
+    if value not in FEATURE_SETS:
+        raise ConfigError(f"={value!r}; allowed: {', '.join(FEATURE_SETS)}", path=path,
+                          field=field)
+    return value
+
+
+def _feature_inputs(which: str) -> tuple:
+    """Stages whose outputs the feature set ``which`` is read from."""
+    if which == "auto":
+        return ("choose",) + tuple(s for c in AUTO_CANDIDATES for s in _STAGE_OF[c])
+    return _STAGE_OF[which]
+
+
+def _needs(which: Iterable[str]) -> set:
+    """Feature stages (``finetune``, ``choose``) the named feature sets need."""
+    return {s for w in which for s in _feature_inputs(w)}
+
+
+_PIXELS: Dict[Any, np.ndarray] = {}
+
+
+def _pixel_features(env: Mapping[str, Any]) -> np.ndarray:
+    """PCA of the training pixels (float32 ``(n, 50)``), computed once per process."""
+    from .features.choose import pixel_features
+    key = (env.get("dataset"), env.get("data_dir"))
+    if key not in _PIXELS:
+        _PIXELS.clear()
+        _PIXELS[key] = pixel_features(_dataset(env).x_train)
+    return _PIXELS[key]
+
+
+def _resolve(ctx: StageContext, which: str) -> str:
+    """``auto`` → the feature set the ``choose`` stage picked; other names unchanged."""
+    return ctx.inputs["choose"].result["pick"] if which == "auto" else which
+
+
 def _features_of(ctx: StageContext, which: str):
     from .io import load_features
+    which = _resolve(ctx, which)
     if which == "fine":
         return load_features(ctx.inputs["finetune"].path(F_FINE))
+    if which == "pixels":
+        return _pixel_features(ctx.env)
     return load_features(ctx.inputs["features"].path(F_SELF))
+
+
+def _choice_meta(ctx: StageContext, which: str) -> Dict[str, Any]:
+    """Sidecar keys naming the feature set used, and why when ``auto`` picked it."""
+    meta = {"features": _resolve(ctx, which)}
+    if which == "auto":
+        r = ctx.inputs["choose"].result
+        meta["features_choice"] = {"requested": "auto", "criterion": r["criterion"],
+                                   "scores": r["scores"], "pick": r["pick"]}
+    return meta
+
+
+def _stage_choose(ctx: StageContext) -> Dict[str, Any]:
+    """``auto``: score every candidate with :func:`~as3l_plugin.features.choose_features`
+    (no labels) and record the pick in ``choice.json`` (and in this stage's result)."""
+    from .features.choose import CRITERION, choose_features
+    p = ctx.params
+    cand = {c: _features_of(ctx, c) for c in p["candidates"]}
+    pick, scores = choose_features(cand, p["budget"], seed=p["seed"])
+    out = {"pick": pick, "scores": {k: float(v) for k, v in scores.items()},
+           "criterion": CRITERION, "budget": int(p["budget"]), "seed": int(p["seed"])}
+    atomic_write_json(ctx.dir / CHOICE, out)
+    ctx.log(f"  auto features: {pick} (" + ", ".join(
+        f"{k} {v:.3f}" for k, v in out["scores"].items()) + ")")
+    return out
 
 
 def _write_selection(sdir: Path, idx, meta: Mapping[str, Any], labels=None) -> str:
@@ -504,7 +579,7 @@ def _select(ctx: StageContext, sampler: str, params: Mapping[str, Any], features
                          dtype=np.int64)
     meta = {"kind": "as3l-selection", "dataset": ctx.env.get("dataset"), "sampler": sampler,
             "params": dict(params), "budget": int(budget), "seed": int(seed), "lb_imb_ratio": 1,
-            "n": int(X.shape[0]), "num_features": int(X.shape[1]), "features": features,
+            "n": int(X.shape[0]), "num_features": int(X.shape[1]), **_choice_meta(ctx, features),
             "features_sha256": sha256_array(X), "index_order": "sampler order",
             "package_version": __version__}
     return X, idx, meta
@@ -584,7 +659,7 @@ def _stage_prior(ctx: StageContext) -> Dict[str, Any]:
         "kind": "as3l-prior", "dataset": ctx.env.get("dataset"), "n": int(prior.shape[0]),
         "num_classes": int(data.num_classes), "budget": int(len(lab)),
         "propagator": p["propagator"], "params": dict(p["params"]), "seed": int(p["seed"]),
-        "features": p["features"], "features_sha256": sha256_array(X),
+        **_choice_meta(ctx, p["features"]), "features_sha256": sha256_array(X),
         "index_file": sel["index_file"], "index_sha256": sel["index_sha256"],
         "labeled_idx_sha256": sha256_array(lab[:, 0]), "labels_source": sel["source"],
         "labeled_per_class": np.bincount(lab[:, 1], minlength=data.num_classes).tolist(),
@@ -793,7 +868,7 @@ def build_stages(cfg: Mapping[str, Any]) -> List[Stage]:
     prior = cfg["prior"]
     managed = {"dataset": cfg["dataset"], "net": cfg["net"], "num_labels": cfg["num_labels"],
                "seed": cfg["seed"]}
-    stages = feature_stages(cfg, env)
+    stages = feature_stages(cfg, env, uses=(sel["features"], prior["features"]))
     stages += [
         Stage("select", _stage_select, inputs=_feature_inputs(sel["features"]),
               params={"sampler": sel["sampler"], "params": sel["params"],
@@ -851,24 +926,31 @@ def _index_name(cfg) -> str:
     return index_filename(cfg["num_labels"], cfg["seed"])
 
 
-def _feature_inputs(which: str) -> tuple:
-    return ("finetune",) if which == "fine" else ("features",)
-
-
-def feature_stages(cfg: Mapping[str, Any], env: Mapping[str, Any]) -> List[Stage]:
-    """pretrain → features → finetune (shared with ``as3l bench``)."""
+def feature_stages(cfg: Mapping[str, Any], env: Mapping[str, Any],
+                   uses: Iterable[str] = ("self",)) -> List[Stage]:
+    """pretrain → features, then finetune and choose when the feature sets in ``uses``
+    need them (shared with ``as3l bench``, which runs the first two once per seed)."""
     common = {"dataset": cfg["dataset"], "net": cfg["net"], "seed": cfg["seed"]}
-    return [
+    needs = _needs(uses)
+    stages = [
         Stage("pretrain", _stage_pretrain, params={**common, "kwargs": dict(cfg["pretrain"])},
               outputs=(BACKBONE,), resumable=True, env=env),
         Stage("features", _stage_features, inputs=("pretrain",),
               params={"dataset": cfg["dataset"], "kwargs": dict(cfg["features"])},
               outputs=(F_SELF,), env=env),
-        Stage("finetune", _stage_finetune, inputs=("features",),
-              params={"seed": cfg["seed"], "budget": cfg["num_labels"],
-                      "kwargs": dict(cfg["finetune"])},
-              outputs=(F_FINE,), env=env),
     ]
+    if "finetune" in needs:
+        stages.append(Stage("finetune", _stage_finetune, inputs=("features",),
+                            params={"seed": cfg["seed"], "budget": cfg["num_labels"],
+                                    "kwargs": dict(cfg["finetune"])},
+                            outputs=(F_FINE,), env=env))
+    if "choose" in needs:
+        stages.append(Stage("choose", _stage_choose, inputs=_feature_inputs("auto")[1:],
+                            params={"seed": cfg["seed"], "budget": cfg["num_labels"],
+                                    "dataset": cfg["dataset"],
+                                    "candidates": list(AUTO_CANDIDATES)},
+                            outputs=(CHOICE,), env=env))
+    return stages
 
 
 def _labels_file_param(cfg) -> Optional[Dict[str, Any]]:

@@ -329,3 +329,34 @@ def test_config_errors(tmp_path):
     for ds in ("digits", "fashion_mnist"):  # the shipped configs load and plan
         stages = pl.build_stages(pl.load_config(REPO / "usb_configs" / ds / "pipeline.yaml"))
         assert [s.name for s in stages] == STAGES
+
+
+def test_feature_sets_pixels_and_auto(tmp_path):
+    """``auto`` adds finetune + choose and records its pick and scores in the selection
+    sidecar; ``pixels`` is PCA of the pixels; a self-only job has neither extra stage."""
+    from as3l_plugin.datasets import load_dataset
+    from as3l_plugin.features.choose import pixel_features
+    from as3l_plugin.io import read_sidecar, sha256_array
+    base = yaml.safe_load(tiny_config(tmp_path).read_text())
+    plain = pl.build_stages(pl.load_config({**base, "select": {"features": "self"},
+                                            "prior": {"features": "self"}}))
+    assert "finetune" not in [s.name for s in plain] and "choose" not in [s.name for s in plain]
+    cfg = pl.load_config({**base, "select": {"features": "auto"},
+                          "prior": {"features": "pixels"}})
+    keep = ("pretrain", "features", "finetune", "choose", "select", "labels", "prior")
+    stages = [s for s in pl.build_stages(cfg) if s.name in keep]
+    assert [s.name for s in stages] == list(keep)
+    root = tmp_path / "auto"
+    pl.run_stages(stages, root, log=quiet)
+    choice = json.loads((root / "choose" / pl.CHOICE).read_text())
+    assert set(choice["scores"]) == set(pl.AUTO_CANDIDATES)
+    assert choice["pick"] in pl.AUTO_CANDIDATES
+    side = read_sidecar(root / "select" / "lb_labels10_1_seed0_idx.npy")
+    assert side["features"] == choice["pick"]
+    assert side["features_choice"]["scores"] == choice["scores"]
+    assert side["features_choice"]["criterion"] == choice["criterion"]
+    pside = read_sidecar(root / "prior" / pl.PRIOR)
+    assert pside["features"] == "pixels" and "features_choice" not in pside
+    assert pside["features_sha256"] == sha256_array(pixel_features(load_dataset("digits").x_train))
+    with pytest.raises(ConfigError, match="allowed: self, fine, pixels, auto"):
+        pl.load_config({**base, "prior": {"features": "pixel"}})

@@ -29,7 +29,7 @@ import numpy as np
 
 
 def evaluate(dataset, checkpoint, *, seeds, per_class=(1, 4), work: Path,
-             candidates=("pixels", "self", "fine"), log=print):
+             candidates=("pixels", "self", "fine"), auto_among=None, log=print):
     from ..datasets import load_dataset
     from ..features.choose import choose_features, pixel_features
     from ..features.extract import extract_features
@@ -37,6 +37,8 @@ def evaluate(dataset, checkpoint, *, seeds, per_class=(1, 4), work: Path,
     from ..io import atomic_write_text
     from .features_quality import as3l_prior
 
+    from ..pipeline import AUTO_CANDIDATES
+    among = tuple(auto_among or [c for c in AUTO_CANDIDATES if c in candidates])
     ds = load_dataset(dataset)
     y, C = np.asarray(ds.y_train), ds.num_classes
     out = work / f"{dataset}_{Path(checkpoint).parent.name}_{Path(checkpoint).stem}.json"
@@ -57,32 +59,38 @@ def evaluate(dataset, checkpoint, *, seeds, per_class=(1, 4), work: Path,
             if "fine" in candidates:
                 cand["fine"] = finetune_features(feats["self"], budget=B, seed=s,
                                                  progress=False)
-            pick, scores = choose_features(cand, B, seed=s)
+            pick, scores = choose_features({k: cand[k] for k in among}, B, seed=s)
             prior = {k: float(as3l_prior(X, y, C, s, budget=B)[0]) for k, X in cand.items()}
             rows.append({"dataset": dataset, "checkpoint": str(checkpoint), "budget": B,
-                         "seed": s, "scores": scores, "pick": pick, "prior": prior,
+                         "seed": s, "among": list(among), "scores": scores, "pick": pick,
+                         "prior": prior,
                          "seconds": time.perf_counter() - t})
             atomic_write_text(out, json.dumps(rows, indent=1))
             log(f"B={B} seed {s}: " + "  ".join(
-                f"{k} {100 * prior[k]:.1f} (score {scores[k]:.3f})" for k in cand)
+                f"{k} {100 * prior[k]:.1f}" + (f" (score {scores[k]:.3f})" if k in scores
+                                               else "") for k in cand)
                 + f"  -> auto picks {pick}")
     return rows
 
 
 def summary(rows) -> str:
-    out = ["| dataset | budget | candidate | prior (mean over seeds) | picked by auto |",
+    def ms(v):  # mean ± standard error over seeds, %
+        v = 100 * np.asarray(v)
+        return v.mean(), (v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan"))
+
+    out = ["| dataset | budget | candidate | prior (mean ± s.e. over seeds) | picked by auto |",
            "|---|---|---|---|---|"]
     for B in sorted({r["budget"] for r in rows}):
         rs = [r for r in rows if r["budget"] == B]
         names = list(rs[0]["prior"])
-        means = {k: 100 * np.mean([r["prior"][k] for r in rs]) for k in names}
+        stats = {k: ms([r["prior"][k] for r in rs]) for k in names}
         for k in names:
-            out.append(f"| {rs[0]['dataset']} | {B} | {k} | {means[k]:.1f} | "
-                       f"{sum(r['pick'] == k for r in rs)}/{len(rs)} |")
-        auto = 100 * np.mean([r["prior"][r["pick"]] for r in rs])
-        best = max(means, key=means.get)
-        out.append(f"| {rs[0]['dataset']} | {B} | **auto** | {auto:.1f} "
-                   f"({auto - means[best]:+.1f} vs best single: {best}) | seeds "
+            out.append(f"| {rs[0]['dataset']} | {B} | {k} | {stats[k][0]:.1f} ± "
+                       f"{stats[k][1]:.1f} | {sum(r['pick'] == k for r in rs)}/{len(rs)} |")
+        auto = ms([r["prior"][r["pick"]] for r in rs])
+        best = max(stats, key=lambda k: stats[k][0])
+        out.append(f"| {rs[0]['dataset']} | {B} | **auto** | {auto[0]:.1f} ± {auto[1]:.1f} "
+                   f"({auto[0] - stats[best][0]:+.1f} vs best single: {best}) | seeds "
                    f"{', '.join(str(r['seed']) for r in rs)} |")
     return "\n".join(out)
 
@@ -93,7 +101,11 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", required=True, help="backbone.pth of the feature stage")
     ap.add_argument("--seeds", default="0-2")
     ap.add_argument("--per-class", default="1,4")
-    ap.add_argument("--candidates", default="pixels,self,fine")
+    ap.add_argument("--candidates", default="pixels,self,fine",
+                    help="feature sets whose prior is measured")
+    ap.add_argument("--auto-among", default=None,
+                    help="candidates auto chooses among (default: the pipeline's "
+                         "AUTO_CANDIDATES present in --candidates)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("runs/feature_choice"))
     args = ap.parse_args(argv)
@@ -105,6 +117,7 @@ def main(argv=None) -> int:
     rows = evaluate(args.dataset, args.checkpoint, seeds=_seeds(args.seeds),
                     per_class=[int(v) for v in args.per_class.split(",")], work=args.work,
                     candidates=tuple(args.candidates.split(",")),
+                    auto_among=args.auto_among and tuple(args.auto_among.split(",")),
                     log=lambda s: print(s, flush=True))
     print(summary(rows))
     return 0

@@ -29,7 +29,7 @@ def cmd_pretrain(args) -> int:
     from ..features.pretrain import pretrain_simsiam
     path = pretrain_simsiam(args.dataset, args.net, out=args.out, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
-                            seed=args.seed, device=args.device, data_dir=args.data_dir,
+                            objective=args.objective, cpu_bf16=args.cpu_bf16, seed=args.seed, device=args.device, data_dir=args.data_dir,
                             num_threads=args.workers, progress=not args.quiet)
     print(f"wrote {path}  (USB: use_pretrain: True, pretrain_path: {path})")
     return 0
@@ -152,8 +152,9 @@ def _common(p, *, device=True):
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "pretrain", help="SimSiam pretraining of the SSL backbone -> backbone.pth",
-        description="Pretrain the backbone the SSL stage trains with SimSiam. Writes "
+        "pretrain", help="self-supervised pretraining of the SSL backbone -> backbone.pth",
+        description="Pretrain the backbone the SSL stage trains (SimSiam, SimCLR or "
+                    "VICReg). Writes "
                     "OUT/checkpoint.pth every epoch (re-running the same command resumes) and "
                     "OUT/backbone.pth at the end (USB: use_pretrain: True, pretrain_path: "
                     "OUT/backbone.pth). Unset options take per-dataset defaults "
@@ -170,6 +171,11 @@ def register(sub) -> None:
     p.add_argument("--image-size", dest="image_size", type=int, default=None,
                    help="side of the augmented views (smaller = faster); features are "
                         "always extracted at the dataset's size")
+    p.add_argument("--objective", choices=("simsiam", "simclr", "vicreg"), default=None,
+                   help="self-supervised objective (default: the dataset's, see README)")
+    p.add_argument("--cpu-bf16", dest="cpu_bf16", choices=("auto", "true", "false"),
+                   default="auto", help="bfloat16 autocast on CPU (auto: where the CPU has "
+                                        "native bf16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", dest="data_dir", default=None)
     _common(p)

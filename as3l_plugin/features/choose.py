@@ -24,6 +24,8 @@ from ..errors import InputError, ParameterError
 
 #: preference among equal scores (rounded to 3 decimals): earlier wins
 PREFERENCE = ("fine", "self", "pixels")
+#: the name recorded in sidecars next to the scores
+CRITERION = "kmeans_stability_at_budget"
 
 
 def pixel_features(images, dim: int = 50) -> np.ndarray:

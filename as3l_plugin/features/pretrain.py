@@ -35,14 +35,18 @@ CHECKPOINT_FORMAT = "as3l-simsiam-checkpoint/1"
 
 #: per-dataset defaults of the CLI / pipeline (chosen by the measurements in the README)
 PRETRAIN_DEFAULTS = {
-    "digits": {"epochs": 40, "batch_size": 128, "lr": 0.06, "image_size": None},
-    "fashion_mnist": {"epochs": 4, "batch_size": 256, "lr": 0.06, "image_size": 16},
+    "digits": {"epochs": 40, "batch_size": 128, "lr": 0.06, "image_size": None,
+               "objective": "simsiam"},
+    "fashion_mnist": {"epochs": 4, "batch_size": 256, "lr": 0.06, "image_size": 16,
+                      "objective": "simsiam"},
 }
-_FALLBACK_DEFAULTS = {"epochs": 200, "batch_size": 256, "lr": 0.06, "image_size": None}
+_FALLBACK_DEFAULTS = {"epochs": 200, "batch_size": 256, "lr": 0.06, "image_size": None,
+                      "objective": "simsiam"}
 
 
 def pretrain_defaults(dataset: str) -> Dict[str, Any]:
-    """Epochs, batch size, base lr and view size used when the caller does not set them."""
+    """Epochs, batch size, base lr, view size and objective used when the caller does not
+    set them."""
     return dict(PRETRAIN_DEFAULTS.get(dataset, _FALLBACK_DEFAULTS))
 
 
@@ -394,14 +398,16 @@ class SimSiamPretrainer:
 
 def pretrain_simsiam(dataset, net: str = "cnn4", *, out, epochs: Optional[int] = None,
                      batch_size: Optional[int] = None, lr: Optional[float] = None,
-                     image_size: Optional[int] = None, seed: int = 0, device: str = "cpu",
+                     image_size: Optional[int] = None, objective: Optional[str] = None,
+                     seed: int = 0, device: str = "cpu",
                      data_dir=None, num_threads: Optional[int] = None, progress: bool = True,
                      **kwargs) -> Path:
-    """Pretrain ``net`` with SimSiam on ``dataset``; returns the path of ``out/backbone.pth``.
+    """Pretrain ``net`` self-supervised on ``dataset``; returns the path of ``out/backbone.pth``.
 
     ``epochs``, ``batch_size``, ``lr`` (the base learning rate, scaled by
-    ``batch_size / 256``) and ``image_size`` default to :func:`pretrain_defaults` of the
-    dataset; other keyword arguments go to :class:`SimSiamPretrainer`. Re-running with the
+    ``batch_size / 256``), ``image_size`` and ``objective`` default to
+    :func:`pretrain_defaults` of the dataset; other keyword arguments go to
+    :class:`SimSiamPretrainer`. Re-running with the
     same arguments resumes an interrupted run after its last completed epoch.
     """
     name = dataset if isinstance(dataset, str) else getattr(dataset, "name", "")
@@ -411,5 +417,6 @@ def pretrain_simsiam(dataset, net: str = "cnn4", *, out, epochs: Optional[int] =
         batch_size=d["batch_size"] if batch_size is None else batch_size,
         base_lr=d["lr"] if lr is None else lr,
         image_size=d["image_size"] if image_size is None else image_size,
+        objective=d["objective"] if objective is None else objective,
         seed=seed, device=device, num_threads=num_threads, progress=progress, **kwargs)
     return trainer.fit(dataset, out, data_dir=data_dir).backbone_path_
