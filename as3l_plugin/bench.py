@@ -124,10 +124,8 @@ def load_bench_config(source, *, quick: bool = False,
         where = Path(source)
         raw, base_dir = pl._read_yaml(where), where.resolve().parent
     raw = pl._merge(raw, overrides or {})
-    unknown = sorted(set(raw) - set(BENCH_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown}; known keys: {sorted(BENCH_DEFAULTS)}",
-                          path=where)
+    from .config import check_base_config, check_config
+    check_config(raw, "bench", path=where)  # the kind of file, and every key at every level
     cfg = dict(BENCH_DEFAULTS)
     cfg.update(raw)
     from .datasets import list_datasets
@@ -150,10 +148,6 @@ def load_bench_config(source, *, quick: bool = False,
         for key in ("samplers", "propagators", "algorithms"):
             if key in q:
                 cfg[key] = _as_named(q.pop(key), f"quick.{key}", cfg[key])
-        bad = sorted(set(q) - set(BENCH_DEFAULTS))
-        if bad:
-            raise ConfigError(f"unknown key(s) {bad} in the quick block", path=where,
-                              field="quick")
         for k, v in q.items():
             cfg[k] = pl._merge(cfg[k], v) if isinstance(cfg[k], dict) and isinstance(v, dict) \
                 else v
@@ -165,6 +159,7 @@ def load_bench_config(source, *, quick: bool = False,
         if not p.is_file():
             raise ConfigError(f"USB base config {p} not found", path=where,
                               field=f"algorithms.{name}.config")
+        check_base_config(p)
         alg["config"] = str(p)
         managed = sorted(set(alg) & set(pl.USB_MANAGED))
         if managed:

@@ -15,6 +15,7 @@ command-line syntax (a missing option, ``--budget 2.5``) is reported the same wa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 
@@ -57,6 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _config_warnings_as_lines():
+    """Show each :class:`~as3l_plugin.errors.ConfigWarning` (a config key nothing reads) as
+    one line ``warning: <file>: <key>: ...`` on stderr, every time; other warnings as usual."""
+    import warnings
+
+    from .errors import ConfigWarning
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def showwarning(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, ConfigWarning):
+                print(f"warning: {message}", file=sys.stderr, flush=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+        warnings.showwarning = showwarning
+        warnings.simplefilter("always", ConfigWarning)
+        yield
+
+
 def run(argv=None):
     """Parse ``argv`` and run the command, as :func:`main` does.
 
@@ -73,7 +94,8 @@ def run(argv=None):
         return 2, None
     from .errors import AS3LError
     try:
-        rc = args.func(args)
+        with _config_warnings_as_lines():
+            rc = args.func(args)
     except AS3LError as exc:
         if args.debug:
             raise

@@ -68,3 +68,8 @@ class DatasetError(AS3LError):
 
 class OutputError(AS3LError):
     """An output location cannot be written (missing/read-only directory, full disk)."""
+
+
+class ConfigWarning(UserWarning):
+    """A config key that nothing reads (a warning unless ``--strict``); the CLI prints it as
+    one line ``warning: <file>: <key>: ...``."""

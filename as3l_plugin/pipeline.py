@@ -336,16 +336,8 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def _read_yaml(path: Path) -> Dict[str, Any]:
-    import yaml
-    if not path.is_file():
-        raise ConfigError("config file not found", path=path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML ({exc})", path=path) from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"expected a mapping of keys, got {type(data).__name__}", path=path)
-    return data
+    from .config import read_yaml
+    return read_yaml(path)
 
 
 def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
@@ -361,10 +353,8 @@ def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dic
         where = Path(source)
         raw, base_dir = _read_yaml(where), where.resolve().parent
     raw = _merge(raw, overrides or {})
-    unknown = sorted(set(raw) - set(CONFIG_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown}; known keys: {sorted(CONFIG_DEFAULTS)}",
-                          path=where)
+    from .config import check_base_config, check_config
+    check_config(raw, "run", path=where)  # the kind of file, and every key at every level
     cfg = _merge(CONFIG_DEFAULTS, raw)
     for sec, d in SECTION_DEFAULTS.items():
         if not isinstance(cfg[sec], Mapping):
@@ -408,6 +398,7 @@ def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dic
         if not p.is_file():
             raise ConfigError(f"USB base config {p} not found", path=where,
                               field=f"{sec}.config")
+        check_base_config(p)
         cfg[sec]["config"] = str(p)
     managed = sorted(set(cfg["usb"]) & set(USB_MANAGED))
     for sec in ("as3l_flexmatch", "baseline"):
@@ -729,7 +720,7 @@ def _stage_train(ctx: StageContext) -> Dict[str, Any]:
         ctx.log(f"  resuming USB training from {latest}")
     with _quiet_usb_console():
         out = train(conf, hooks=((_progress_hook(f"{ctx.name} ({conf['algorithm']})"),
-                                  "LOWEST"),))
+                                  "LOWEST"),), shared=True)
     return {"best_acc": float(out["best_acc"]), "best_it": int(out["best_it"]),
             "final_acc": float(out["final_acc"]), "num_train_iter": int(conf["num_train_iter"]),
             "algorithm": conf["algorithm"]}
@@ -845,9 +836,14 @@ def usb_config(base_path, usb: Mapping[str, Any], extra: Mapping[str, Any]) -> D
     conf = _merge(_merge(_read_yaml(Path(base_path)), usb), extra)
     for k in USB_MANAGED:
         conf.pop(k, None)
-    for k in ("algorithm", "num_train_iter", "num_eval_iter"):
+    for k in ("algorithm", "num_classes", "num_train_iter", "num_eval_iter"):
         if k not in conf:
             raise ConfigError(f"the USB config needs {k}", path=base_path, field=k)
+    from .config import LB_INDEX_ALGORITHMS
+    if conf["algorithm"] not in LB_INDEX_ALGORITHMS:
+        raise ConfigError(f"={conf['algorithm']!r} would ignore the labeled set the stages "
+                          f"select (lb_index_file); use one of {', '.join(LB_INDEX_ALGORITHMS)}",
+                          path=base_path, field="algorithm")
     n, e = int(conf["num_train_iter"]), int(conf["num_eval_iter"])
     if e < 1 or n % e:
         raise ConfigError(f"num_train_iter={n} must be a multiple of num_eval_iter={e} "

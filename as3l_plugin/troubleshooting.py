@@ -155,6 +155,32 @@ def _train(ws: Path, *, drop=(), prior=None, lb=None, **cfg):
     return ["train", "--c", "tiny.yaml"]
 
 
+def _yaml(ws: Path, name: str, data) -> Path:
+    import yaml
+    (ws / name).write_text(yaml.safe_dump(data, sort_keys=False))
+    return ws / name
+
+
+#: a small ``as3l run`` config (its training config: tiny.yaml) and ``as3l bench`` config
+RUN_CONFIG = {"name": "tiny", "dataset": "digits", "num_labels": 20,
+              "as3l_flexmatch": {"config": "tiny.yaml"}, "baseline": {"enabled": False}}
+BENCH_CONFIG = {"name": "tiny", "dataset": "digits", "seeds": [0], "labels_per_class": [2],
+                "samplers": {"random": {}}, "algorithms": {"as3l": {"config": "tiny.yaml"}}}
+
+
+def _run_config(ws: Path, command="run", **edit):
+    """tiny.yaml (see :func:`_train`) and an ``as3l run`` config pipeline.yaml using it."""
+    _train(ws)
+    _yaml(ws, "pipeline.yaml", {**RUN_CONFIG, **edit})
+    return [command, "--config", "pipeline.yaml"]
+
+
+def _bench_config(ws: Path, command="bench", **edit):
+    _train(ws)
+    _yaml(ws, "bench.yaml", {**BENCH_CONFIG, **edit})
+    return [command, "--config", "bench.yaml"]
+
+
 def _digits_prior(ws: Path, *, sel_seed=0, out="sel"):
     """The real offline stage on digits pixels: select 20 (random), oracle prior (knn)."""
     from .commands.offline import prior_from_selection, select_to_dir
@@ -459,6 +485,73 @@ CASES = (
          lambda ws: _train(ws, lb=np.r_[np.arange(19), 5000]), E.InputError,
          "lb.npy: lb_index_file: 1 index(es) out of range [0, 1437) (e.g. 5000); the file was "
          "made for another dataset", "use the index made for this dataset"),
+    Case("config-kind-bench-to-train", "config",
+         "a bench config given to `as3l train` (which would train USB's defaults)",
+         lambda ws: (_bench_config(ws), ["train", "--c", "bench.yaml"])[1], E.ConfigError,
+         "bench.yaml: this is an as3l bench config, not a USB training config; run "
+         "`as3l bench --config bench.yaml`", "run the command the message names"),
+    Case("config-kind-run-to-bench", "config", "a run config given to `as3l bench`",
+         lambda ws: _run_config(ws, command="bench"), E.ConfigError,
+         "pipeline.yaml: this is an as3l run config, not an as3l bench config; run "
+         "`as3l run --config pipeline.yaml`", "run the command the message names"),
+    Case("config-kind-train-to-run", "config", "a USB training config given to `as3l run`",
+         lambda ws: (_train(ws), ["run", "--config", "tiny.yaml"])[1], E.ConfigError,
+         "tiny.yaml: this is a USB training config, not an as3l run config; run "
+         "`as3l train --c tiny.yaml`", "run the command the message names"),
+    Case("config-misspelt-plugin-key", "config", "prior_TT: 100 (a key of the plugin misspelt)",
+         lambda ws: _train(ws, prior_TT=100), E.ConfigError,
+         "tiny.yaml: prior_TT: unknown key; did you mean prior_T?", "fix the key"),
+    Case("config-misspelt-lb-index-key", "config", "lb_index_fle: lb.npy",
+         lambda ws: _train(ws, lb_index_fle="lb.npy"), E.ConfigError,
+         "tiny.yaml: lb_index_fle: unknown key; did you mean lb_index_file?", "fix the key"),
+    Case("config-key-one-edit-away", "config", "p_cutof: 0.9 (one edit from a known key)",
+         lambda ws: _train(ws, p_cutof=0.9), E.ConfigError,
+         "tiny.yaml: p_cutof: unknown key; did you mean p_cutoff?", "fix the key"),
+    Case("config-unknown-key", "config",
+         "a key neither USB, the algorithm nor the plugin reads: allowed, exit 0",
+         lambda ws: _train(ws, my_note="first try"), None,
+         "warning: tiny.yaml: my_note: unknown key, ignored by USB and the plugin (--strict: "
+         "an error)", "remove it, or keep it and ignore the warning"),
+    Case("config-unknown-key-strict", "config", "the same key with `as3l train --strict`",
+         lambda ws: _train(ws, my_note="first try") + ["--strict"], E.ConfigError,
+         "tiny.yaml: my_note: unknown key, ignored by USB and the plugin (--strict)",
+         "remove the key"),
+    Case("config-run-unknown-nested-key", "config", "`as3l run` config with finetune: {kk: 50}",
+         lambda ws: _run_config(ws, finetune={"kk": 50}), E.ConfigError,
+         "pipeline.yaml: finetune.kk: unknown key; did you mean k?", "fix the key"),
+    Case("config-bench-unknown-nested-key", "config",
+         "`as3l bench` config with a misspelt USB key of one algorithm",
+         lambda ws: _bench_config(ws, algorithms={"as3l": {"config": "tiny.yaml",
+                                                           "prior_TT": 50}}), E.ConfigError,
+         "bench.yaml: algorithms.as3l.prior_TT: unknown key; did you mean prior_T?",
+         "fix the key"),
+    Case("config-no-algorithm", "config", "training config without algorithm",
+         lambda ws: _train(ws, drop=("algorithm",)), E.ConfigError,
+         "tiny.yaml: algorithm: is not set: USB would silently use its default "
+         "algorithm='fixmatch'; set algorithm", "set algorithm"),
+    Case("config-no-dataset", "config", "training config without dataset",
+         lambda ws: _train(ws, drop=("dataset",)), E.ConfigError,
+         "tiny.yaml: dataset: is not set: USB would silently use its default "
+         "dataset='cifar10'; set dataset", "set dataset"),
+    Case("config-no-num-labels", "config", "training config without num_labels",
+         lambda ws: _train(ws, drop=("num_labels",)), E.ConfigError,
+         "tiny.yaml: num_labels: is not set: USB would silently use its default "
+         "num_labels=400; set num_labels", "set num_labels"),
+    Case("config-no-num-classes", "config", "training config without num_classes",
+         lambda ws: _train(ws, drop=("num_classes",)), E.ConfigError,
+         "tiny.yaml: num_classes: is not set: USB would silently use its default "
+         "num_classes=10; set num_classes", "set num_classes"),
+    Case("config-num-classes-mismatch", "config", "num_classes: 5 on digits (10 classes)",
+         lambda ws: _train(ws, num_classes=5), E.ConfigError,
+         "tiny.yaml: num_classes: num_classes=5 but digits has 10 classes; set num_classes: 10",
+         "set the dataset's class count"),
+    Case("config-lb-index-ignored", "config",
+         "lb_index_file with an algorithm that ignores it (mixmatch)",
+         lambda ws: _train(ws, algorithm="mixmatch"), E.ConfigError,
+         "tiny.yaml: lb_index_file: algorithm mixmatch ignores it (the plugin applies it to "
+         "fixmatch, flexmatch, freematch, softmatch, fullysupervised, supervised, "
+         "as3l_flexmatch); remove lb_index_file or use one of those",
+         "use one of those algorithms, or USB's random split"),
     # ----------------------------------------------------------------- output
     Case("output-missing-dir", "output", "--out into a directory that does not exist",
          lambda ws: (_selection(ws), _prior_argv()[:-1] + ["nodir/prior.npy"])[1],

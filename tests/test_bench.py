@@ -82,7 +82,8 @@ def fakes(monkeypatch, tmp_path):
     monkeypatch.setattr(pl, "_stage_train", _fake_train)
     calls.clear()
     base = tmp_path / "base.yaml"
-    base.write_text("algorithm: flexmatch\nnum_train_iter: 100\nnum_eval_iter: 10\n")
+    base.write_text("algorithm: flexmatch\nnum_classes: 10\nnum_train_iter: 100\n"
+                    "num_eval_iter: 10\n")
     return {"dataset": "digits", "seeds": [0, 1], "labels_per_class": [1],
             "samplers": {"good": {}, "random": {}},
             "propagators": {"seeded_kmeans": {}},

@@ -19,7 +19,7 @@ TINY = Path(__file__).with_name("usb_tiny.yaml")
 def tiny_args(tmp_path, **kw):
     kw.setdefault("save_dir", str(tmp_path / "runs"))
     kw.setdefault("algorithm", "flexmatch")
-    return get_config(TINY, **kw)
+    return get_config(TINY, shared=True, **kw)  # one tiny config for every algorithm
 
 
 # --------------------------------------------------------------------------- 1. nets

@@ -89,7 +89,8 @@ def test_lb_index_file_is_the_labeled_set_for_every_algorithm(tmp_path, prior_fi
     lb = np.array([3, 99, 1000, 7, 512, 64, 8, 1400, 250, 777, 31, 42], dtype=np.int64)
     np.save(tmp_path / "lb.npy", lb)
     args = get_config(TINY, algorithm=algorithm, num_labels=12, save_dir=str(tmp_path),
-                      lb_index_file=str(tmp_path / "lb.npy"), prior_file=prior_file, gpu="cpu")
+                      lb_index_file=str(tmp_path / "lb.npy"), prior_file=prior_file, gpu="cpu",
+                      shared=True)  # one tiny config for every algorithm
     d = build_algorithm(args).dataset_dict
     np.testing.assert_array_equal(d["train_lb"].orig_index, lb)
     np.testing.assert_array_equal(d["train_lb"].data, ds.x_train[lb])

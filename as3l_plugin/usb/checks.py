@@ -7,6 +7,8 @@ run with one :class:`~as3l_plugin.errors.AS3LError` and leaves an earlier run fo
 
 What is checked
 ---------------
+- ``num_classes``: the dataset's class count (the plugin's datasets, and USB's in
+  :data:`as3l_plugin.config.USB_NUM_CLASSES`).
 - ``lb_index_file``: exists, ``.npy``, 1-D integer, unique, ``len == num_labels``, in range
   of the pool (plugin datasets: the pool size is known up front; USB's datasets are checked
   again when they are built). Its sidecar (written by ``as3l select`` / ``as3l run``), when
@@ -75,9 +77,12 @@ def check_run_inputs(args) -> dict:
     """
     from ..io import read_sidecar, sidecar_path
     from .compat import load_lb_index
+    from ..config import USB_NUM_CLASSES
     n, C = pool_info(args)
+    C = USB_NUM_CLASSES.get(getattr(args, "dataset", None)) if C is None else C
     if C is not None and int(args.num_classes) != C:
-        raise ConfigError(f"num_classes={args.num_classes} but {args.dataset} has {C} classes",
+        raise ConfigError(f"num_classes={args.num_classes} but {args.dataset} has {C} classes; "
+                          f"set num_classes: {C}", path=getattr(args, "c", None) or None,
                           field="num_classes")
     lb_file = getattr(args, "lb_index_file", None) or None
     lb = None

@@ -1,7 +1,7 @@
 """The plugin's equivalent of USB's ``train.py`` (``as3l train``) and its Python API.
 
 :func:`get_config` builds USB's parser (the same flags, from
-:mod:`as3l_plugin.commands.train`), adds the chosen algorithm's own flags
+:mod:`as3l_plugin.config`), adds the chosen algorithm's own flags
 (``get_argument()``), then layers: parser defaults < YAML file < flags given on the command
 line < keyword overrides of :func:`train`. (USB's ``train.py`` applies the YAML *after* the
 command line, so there a flag repeated in the file is silently ignored.)
@@ -39,28 +39,12 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ..commands.train import add_usb_arguments, parse_gpu
+from .. import config as C
+from ..config import add_usb_arguments, parse_gpu
 from ..errors import ConfigError
 from . import checks, compat
 
 RESULTS_FILE = "results.json"
-
-
-def _read_yaml(path) -> dict:
-    import ruamel.yaml as yaml
-    if not os.path.isfile(str(path)):
-        raise ConfigError("config file not found", path=path, field="c")
-    try:
-        with open(path, "r", encoding="utf-8") as fh, warnings.catch_warnings():
-            warnings.simplefilter("ignore", PendingDeprecationWarning)
-            data = yaml.load(fh.read(), Loader=yaml.Loader)  # USB's loader: 'None' stays a string
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML ({exc})", path=path) from None
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"expected a mapping of USB config keys, got {type(data).__name__}", path=path)
-    return dict(data)
 
 
 def _add_algorithm_arguments(parser, cls, *, explicit_only=False):
@@ -69,8 +53,16 @@ def _add_algorithm_arguments(parser, cls, *, explicit_only=False):
                             default=argparse.SUPPRESS if explicit_only else a.default)
 
 
-def get_config(config=None, argv=None, **overrides) -> argparse.Namespace:
+def get_config(config=None, argv=None, *, strict=False, shared=False, warn=None,
+               **overrides) -> argparse.Namespace:
     """USB's ``get_config`` for the plugin.
+
+    Before anything is built, the config is checked (:mod:`as3l_plugin.config`): an
+    ``as3l run`` / ``as3l bench`` file is refused with the command to use; the keys of the
+    file and of ``overrides`` are checked against USB's, the plugin's and the algorithm's
+    (:func:`~as3l_plugin.config.check_train_keys`); ``algorithm``, ``dataset``,
+    ``num_labels`` and ``num_classes`` must be set, and ``lb_index_file`` only with an
+    algorithm that reads it (:func:`~as3l_plugin.config.check_train_config`).
 
     Parameters
     ----------
@@ -78,6 +70,13 @@ def get_config(config=None, argv=None, **overrides) -> argparse.Namespace:
         A YAML file (like ``--c``) or a dict of USB config keys.
     argv : list of str, optional
         Command-line flags (USB's ``train.py`` flags, the algorithm's flags, the plugin's).
+    strict : bool
+        Unknown keys that are otherwise warnings are errors.
+    shared : bool
+        The config feeds several algorithms (``as3l run`` / ``as3l bench``): keys of another
+        USB algorithm are not reported (see :func:`~as3l_plugin.config.check_train_keys`).
+    warn : callable(str), optional
+        Receives each warning line (default: :func:`warnings.warn`, ``ConfigWarning``).
     **overrides
         Config keys that win over everything else.
 
@@ -99,7 +98,10 @@ def get_config(config=None, argv=None, **overrides) -> argparse.Namespace:
     elif config is not None:
         cfg_path = str(config)
     if cfg_path:
-        file_cfg = _read_yaml(cfg_path)
+        file_cfg = C.read_yaml(cfg_path, field="c")
+    where = cfg_path or None
+    C.check_kind(file_cfg, "train", path=where)
+    C.check_train_config({**file_cfg, **vars(pre), **overrides}, path=where)
 
     def pick(key, default):
         if key in overrides:
@@ -111,18 +113,23 @@ def get_config(config=None, argv=None, **overrides) -> argparse.Namespace:
     algorithm = pick("algorithm", "fixmatch")
     if algorithm not in name2alg:
         raise ConfigError(f"unknown algorithm {algorithm!r}; known: {', '.join(sorted(name2alg.keys()))}",
-                          field="algorithm")
+                          path=where, field="algorithm")
     imb = pick("imb_algorithm", None)
     imb = None if imb in (None, "None", "") else imb
     if imb is not None and imb not in name2imbalg:
         raise ConfigError(f"unknown imbalanced algorithm {imb!r}; known: "
-                          f"{', '.join(sorted(name2imbalg.keys()))}", field="imb_algorithm")
+                          f"{', '.join(sorted(name2imbalg.keys()))}", path=where,
+                          field="imb_algorithm")
+    classes = [name2alg[algorithm]] + ([name2imbalg[imb]] if imb is not None else [])
     for parser, only in ((base, False), (explicit, True)):
-        _add_algorithm_arguments(parser, name2alg[algorithm], explicit_only=only)
-        if imb is not None:
-            _add_algorithm_arguments(parser, name2imbalg[imb], explicit_only=only)
+        for cls in classes:
+            _add_algorithm_arguments(parser, cls, explicit_only=only)
     args = base.parse_args(argv)
     given = explicit.parse_args(argv)
+    known = [d for _, d, *_ in C.USB_ARGS + C.PLUGIN_ARGS] + list(C.AS3L_ARGS) + \
+        [a.name.lstrip("-") for cls in classes for a in cls.get_argument()]
+    warnings_ = C.check_train_keys({**file_cfg, **overrides}, known, algorithm=algorithm,
+                                   path=where, strict=strict, shared=shared)
     for source in (file_cfg, vars(given), overrides):
         for key, value in source.items():
             setattr(args, key, value)
@@ -137,6 +144,7 @@ def get_config(config=None, argv=None, **overrides) -> argparse.Namespace:
     if getattr(args, "lb_index_file", None) in ("", "None"):
         args.lb_index_file = None
     args.distributed = args.world_size > 1 or bool(args.multiprocessing_distributed)  # main() redoes it
+    C.emit_warnings(warnings_, warn)
     return args
 
 
@@ -323,7 +331,7 @@ def _write_results(model, save_path) -> dict:
     return res
 
 
-def train(config, *, hooks=(), argv=None, **overrides) -> dict:
+def train(config, *, hooks=(), argv=None, strict=False, shared=False, **overrides) -> dict:
     """Train from a USB config (file or dict) with keyword overrides.
 
     Parameters
@@ -335,6 +343,8 @@ def train(config, *, hooks=(), argv=None, **overrides) -> dict:
         must be picklable for ``multiprocessing_distributed``).
     argv : list of str, optional
         Extra command-line flags (as ``as3l train`` takes).
+    strict, shared : bool
+        How unknown config keys are reported (see :func:`get_config`).
     **overrides
         Config keys, e.g. ``num_train_iter=200, save_dir="runs", gpu="cpu"``.
 
@@ -346,15 +356,16 @@ def train(config, *, hooks=(), argv=None, **overrides) -> dict:
         folder ``<save_dir>/<save_name>``, absolute), ``metrics_csv``, ``train_time_s``,
         ``algorithm``, ``results`` (USB's ``results_dict``).
     """
-    args = get_config(config, argv=argv, **overrides)
+    args = get_config(config, argv=argv, strict=strict, shared=shared, **overrides)
     if args.multiprocessing_distributed and str(args.dist_url).startswith("tcp://127.0.0.1"):
         args.dist_url = f"tcp://127.0.0.1:{_free_port()}"
     return main(args, hooks=hooks)
 
 
-def main_from_argv(argv) -> dict:
-    """``as3l train`` (and ``python -m as3l_plugin.usb.train``): flags as USB's train.py."""
-    args = get_config(argv=argv)
+def main_from_argv(argv, *, strict=False, warn=None) -> dict:
+    """``as3l train`` (and ``python -m as3l_plugin.usb.train``): flags as USB's train.py;
+    ``strict`` / ``warn`` as :func:`get_config`."""
+    args = get_config(argv=argv, strict=strict, warn=warn)
     if args.multiprocessing_distributed and str(args.dist_url).startswith("tcp://127.0.0.1"):
         args.dist_url = f"tcp://127.0.0.1:{_free_port()}"  # USB's train.py picks a free port too
     res = main(args)
