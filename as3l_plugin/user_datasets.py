@@ -224,7 +224,7 @@ def _decode_split(root: Path, split: _Split, size: int, channels: int, *, skip_b
     shape = (size, size) if channels == 1 else (size, size, 3)
     x = np.empty((len(split.rel),) + shape, dtype=np.uint8)
     skip = set(skipped)
-    for rel in tqdm(split.rel, desc=f"decoding {split.dir}", unit="img", disable=not progress,
+    for rel in tqdm(split.rel, desc=f"decoding {split.dir}", unit="img", disable=None if progress else True,
                     leave=False, mininterval=0.5):
         if rel in skip:
             continue
@@ -398,6 +398,29 @@ def load_folder_dataset(data_dir=None, *, img_size=None, channels=None,
                         files_sha256=io.sha256_file_list(kept))
 
 
+def dataset_fingerprint(name: str, data_dir) -> Optional[str]:
+    """A cheap identity of a ``folder`` / ``arrays`` dataset's files (no decoding), for cache
+    keys of pipeline stages: :func:`~as3l_plugin.io.sha256_file_list` of every image's path,
+    size and mtime (folder), or of the file's path, size and mtime (arrays). None when the
+    data is missing (the loader then reports it)."""
+    from . import io
+    root = Path(data_dir) if data_dir is not None else None
+    if root is None or not root.exists():
+        return None
+    if name == "arrays":
+        st = root.stat()
+        return io.sha256_file_list([f"{root.resolve()}\t{st.st_size}\t{st.st_mtime_ns}"])
+    rows = []
+    for sub in ("train", "test"):
+        if (root / sub).is_dir():
+            rows += [f"{sub}/{p}\t{s}\t{t}" for p, s, t in list_images(root / sub)]
+    for extra in (CLASSES_FILE,):
+        if (root / extra).is_file():
+            st = (root / extra).stat()
+            rows.append(f"{extra}\t{st.st_size}\t{st.st_mtime_ns}")
+    return io.sha256_file_list(rows)
+
+
 # --------------------------------------------------------------------------- arrays
 def load_arrays_dataset(data_dir=None, *, img_size=None, channels=None,
                         skip_bad_images: bool = False, progress: bool = True):
@@ -523,7 +546,7 @@ def export_folder(ds, out, *, n: Optional[int] = None, n_test: Optional[int] = N
                                ("test", ds.x_test, ds.y_test, n_te)):
             for c in (names if m else ()):
                 (tmp / split / c).mkdir(parents=True)
-            for i in tqdm(range(m), desc=f"export {split}", unit="img", disable=not progress,
+            for i in tqdm(range(m), desc=f"export {split}", unit="img", disable=None if progress else True,
                           leave=False):
                 img = np.ascontiguousarray(x[i])
                 Image.fromarray(img, mode="L" if img.ndim == 2 else "RGB").save(
