@@ -224,8 +224,8 @@ def _decode_split(root: Path, split: _Split, size: int, channels: int, *, skip_b
     shape = (size, size) if channels == 1 else (size, size, 3)
     x = np.empty((len(split.rel),) + shape, dtype=np.uint8)
     skip = set(skipped)
-    for rel in tqdm(split.rel, desc=f"decoding {split.dir}", unit="img", disable=None if progress else True,
-                    leave=False, mininterval=0.5):
+    for rel in tqdm(split.rel, desc=f"decoding {split.dir}", unit="img", leave=False,
+                    disable=None if progress else True, mininterval=0.5):
         if rel in skip:
             continue
         try:
@@ -546,8 +546,8 @@ def export_folder(ds, out, *, n: Optional[int] = None, n_test: Optional[int] = N
                                ("test", ds.x_test, ds.y_test, n_te)):
             for c in (names if m else ()):
                 (tmp / split / c).mkdir(parents=True)
-            for i in tqdm(range(m), desc=f"export {split}", unit="img", disable=None if progress else True,
-                          leave=False):
+            for i in tqdm(range(m), desc=f"export {split}", unit="img", leave=False,
+                          disable=None if progress else True):
                 img = np.ascontiguousarray(x[i])
                 Image.fromarray(img, mode="L" if img.ndim == 2 else "RGB").save(
                     tmp / split / names[int(y[i])] / f"{i:06d}.png", format="PNG")
