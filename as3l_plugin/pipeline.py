@@ -616,6 +616,11 @@ def _select(ctx: StageContext, sampler: str, params: Mapping[str, Any], features
     from .selection import get_sampler
     X = _features_of(ctx, features)
     budget, seed = ctx.params["budget"], ctx.params["seed"]
+    if ctx.env.get("dataset_options") is not None and budget > X.shape[0]:
+        from .errors import DatasetError
+        raise DatasetError(f"holds {X.shape[0]} images, fewer than the labeling budget "
+                           f"num_labels={budget}; lower num_labels or add images",
+                           path=ctx.env.get("data_dir"))
     if sampler == STRATIFIED:
         data = _dataset(ctx.env)
         idx = stratified_selection(data.y_train, budget, data.num_classes, seed)

@@ -100,3 +100,23 @@ def test_as3l_run_on_exported_folder(exported, tmp_path):
     assert np.load(run / "prior" / "prior.npy").shape == (300, 10)
     metrics = (run / "train_as3l" / "usb" / "metrics.csv").read_text().splitlines()
     assert len(metrics) >= 2
+
+
+def test_pipeline_budget_above_pool_size(exported, tmp_path):
+    from as3l_plugin.errors import DatasetError
+    cfg = pl.load_config(folder_config(tmp_path, exported, num_labels=400, pretrain={"epochs": 1},
+                                       select={"features": "pixels"},
+                                       prior={"features": "pixels"}))
+    stages = [s for s in pl.build_stages(cfg) if s.name == "select"]
+    with pytest.raises(DatasetError, match="fewer than the labeling budget") as e:
+        pl.run_stages(stages, tmp_path / "r", log=lambda m: None)
+    assert str(exported) in str(e.value)
+
+
+def test_bench_config_takes_folder(exported, tmp_path):
+    from as3l_plugin import bench
+    cfg = bench.load_bench_config({
+        "dataset": "folder", "data_dir": str(exported), "img_size": 8,
+        "algorithms": {"flexmatch": {"config": str(DIGITS / "flexmatch_lbidx_digits_10_0.yaml")}}})
+    b = bench.Bench(cfg, tmp_path / "b", log=lambda m: None)
+    assert b.env["dataset_options"]["img_size"] == 8 and b.num_classes() == 10

@@ -108,3 +108,12 @@ def test_stale_file_list_refused(tmp_path, folder, prior_file):
     with pytest.raises(StaleInputError, match="images were added, removed or renamed") as e:
         check_run_inputs(args)
     assert str(tmp_path / "lb.npy") in str(e.value) and "\n" not in str(e.value)
+
+
+def test_fewer_images_than_budget(tmp_path, folder):
+    from as3l_plugin.errors import DatasetError
+    args = get_config(TINY, dataset="folder", data_dir=str(folder), img_size=8,
+                      algorithm="flexmatch", num_labels=600, save_dir=str(tmp_path), gpu="cpu")
+    with pytest.raises(DatasetError, match="fewer than num_labels=600") as e:
+        build_algorithm(args)
+    assert str(folder) in str(e.value)

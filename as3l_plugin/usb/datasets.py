@@ -294,6 +294,10 @@ def build_plugin_dataset(args, algorithm, name, num_labels, num_classes, *, data
                           "them (folder: PATH/test/<class>/...; arrays: x_test, y_test)",
                           field="data_dir")
     n = len(ds.y_train)
+    if name in USER_LOADERS and int(num_labels) > n:
+        from ..errors import DatasetError
+        raise DatasetError(f"holds {n} training images, fewer than num_labels={num_labels}; "
+                           "lower num_labels or add images", path=data_dir)
     supervised = algorithm in ("fullysupervised", "supervised")
     if lb_index_file:
         lb = load_lb_index(lb_index_file, n_samples=n, num_labels=num_labels)
