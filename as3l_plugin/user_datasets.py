@@ -113,7 +113,7 @@ def _open(path: Path):
     from PIL import Image, UnidentifiedImageError
     try:
         return Image.open(path)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise DatasetError(f"unreadable image ({type(exc).__name__}: "
                            f"{' '.join(str(exc).split())}); {SKIP_HINT}", path=path) from exc
 
@@ -148,6 +148,7 @@ def resize_square(im, size: int):
 
 def decode_image(path: Path, size: int, channels: int) -> np.ndarray:
     """One image → uint8 ``(size, size)`` (channels 1) or ``(size, size, 3)``."""
+    from PIL import Image
     im = _open(path)
     try:
         with im:
@@ -155,7 +156,8 @@ def decode_image(path: Path, size: int, channels: int) -> np.ndarray:
             a = np.asarray(resize_square(_to_channels(im, channels), size), dtype=np.uint8)
     except DatasetError:
         raise
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated / corrupt pixel data
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        # truncated / corrupt pixel data
         raise DatasetError(f"corrupt image ({type(exc).__name__}: "
                            f"{' '.join(str(exc).split())}); {SKIP_HINT}", path=path) from exc
     return a
@@ -286,7 +288,8 @@ def _load_split_cached(root: Path, name: str, split: _Split, size: int,
         except Exception:  # noqa: BLE001 - unreadable cache: decode again
             x = None
         if x is not None and x.dtype == np.uint8 and len(x) == side.get("n"):
-            kept = [p for p in split.rel if p not in set(r for r, _ in skipped)]
+            gone = {r for r, _ in skipped}
+            kept = [p for p in split.rel if p not in gone]
             if io.sha256_file_list(kept) == side.get("files_sha256"):
                 return x, kept, skipped, int(side["channels"]), side
     c = channels
@@ -366,8 +369,7 @@ def load_folder_dataset(data_dir=None, *, img_size=None, channels=None,
     xte, kept_te, bad_te = np.empty((0,) + xtr.shape[1:], np.uint8), [], []
     if test.rel:
         xte, kept_te, bad_te, _, _ = _load_split_cached(
-            root, "test", test, size, channels, skip_bad=skip_bad_images, progress=progress,
-            detected=c)
+            root, "test", test, size, channels, skip_bad=skip_bad_images, progress=progress)
         if xte.shape[1:] != xtr.shape[1:]:
             raise DatasetError(f"test images have {1 if xte.ndim == 3 else 3} channel(s), train "
                                f"images {c}; set channels: 1 or 3 (--channels)",

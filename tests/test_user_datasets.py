@@ -304,3 +304,12 @@ def test_export_subset_and_refuses_nonempty(tmp_path):
     with pytest.raises(OutputError, match="not an empty directory"):
         ud.export_folder(ds, tmp_path / "small", n=5, progress=False)
     assert [p.name for p in tmp_path.iterdir()] == ["small"]  # no temporary left behind
+
+
+def test_test_split_channels_must_match_train(tmp_path):
+    save(tmp_path / "train" / "a" / "0.png", gray(5))
+    save(tmp_path / "test" / "a" / "0.png", np.zeros((8, 8, 3)), mode="RGB")
+    with pytest.raises(DatasetError, match="channels") as e:
+        load(tmp_path)
+    assert str(tmp_path / "test") in str(e.value)
+    assert load(tmp_path, channels=3).x_test.shape == (1, 8, 8, 3)
