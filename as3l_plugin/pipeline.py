@@ -668,10 +668,13 @@ def _stage_labels(ctx: StageContext) -> Dict[str, Any]:
     else:
         labels = read_labels_csv(p["file"]["path"], idx, data.num_classes,
                                  n_samples=len(data.y_train))
-        disagree = int((labels != data.y_train[idx]).sum())
+        known = data.y_train[idx] >= 0  # an unlabeled pool (folder) has nothing to compare
+        disagree = int((labels[known] != data.y_train[idx][known]).sum())
         if disagree:
+            reads = ("yours too" if ctx.env.get("dataset_options") is not None
+                     else "labels from the dataset")
             ctx.log(f"  note: {disagree} of your {len(idx)} labels differ from the dataset's; "
-                    "the prior uses yours, USB training reads labels from the dataset")
+                    f"the prior uses yours, USB training reads {reads}")
     atomic_write_csv(ctx.dir / LABELS, HEADER, annotation_rows(idx, labels))
     sel = ctx.inputs["select"]
     return {"coverage": int(class_coverage(labels, data.num_classes)), "source": p["source"],
@@ -693,6 +696,12 @@ def prior_diagnostics(prior: np.ndarray, y: np.ndarray, idx: np.ndarray,
     """Prior accuracy / ECE on the unlabeled rows and per-class accuracy (JSON-able)."""
     from .metrics import expected_calibration_error, prior_accuracy
     from .report import per_class_accuracy
+    unknown = np.flatnonzero(np.asarray(y) < 0)  # an unlabeled pool (folder): no reference
+    if unknown.size:
+        if unknown.size + np.unique(idx).size >= len(y):
+            return {"prior_acc": float("nan"), "ece": float("nan"),
+                    "per_class_acc": [None] * int(num_classes)}
+        idx = np.union1d(idx, unknown)
     pc = per_class_accuracy(prior.argmax(1), y, num_classes, exclude=idx)
     return {"prior_acc": float(prior_accuracy(prior, y, exclude=idx)),
             "ece": float(expected_calibration_error(prior, y, n_bins=15, exclude=idx)),

@@ -120,3 +120,42 @@ def test_bench_config_takes_folder(exported, tmp_path):
         "algorithms": {"flexmatch": {"config": str(DIGITS / "flexmatch_lbidx_digits_10_0.yaml")}}})
     b = bench.Bench(cfg, tmp_path / "b", log=lambda m: None)
     assert b.env["dataset_options"]["img_size"] == 8 and b.num_classes() == 10
+
+
+def test_as3l_run_on_unlabeled_pool_with_annotations(exported, tmp_path):
+    """An unlabeled pool (images directly in train/) + classes.txt + test/: the run stops at
+    the labels stage until the CSV exists, then trains on the annotations."""
+    import csv
+    import shutil
+    root = tmp_path / "pool"
+    shutil.copytree(exported, root)
+    truth = {}
+    for p in sorted((root / "train").rglob("*.png")):
+        new = root / "train" / f"{p.parent.name}_{p.name}"
+        p.rename(new)
+        truth[f"train/{new.name}"] = int(p.parent.name)
+    from as3l_plugin.datasets import load_dataset
+    ds = load_dataset("folder", root, img_size=8, progress=False)
+    assert (ds.y_train == -1).all()
+    ann = tmp_path / "ann.csv"
+    cfg = folder_config(tmp_path, root, labels={"source": "csv", "path": str(ann)},
+                        select={"features": "pixels"}, prior={"features": "pixels"})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "as3l_plugin", "run", "--config", str(cfg), "--out",
+           str(tmp_path / "run")]
+    first = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=env, cwd=REPO, timeout=300)
+    assert first.returncode == 2, first.stdout[-2000:]
+    assert first.stdout.strip().splitlines()[-1].startswith("as3l: error:")
+    rows = list(csv.DictReader(open(tmp_path / "run" / "select" / "to_annotate.csv")))
+    with open(ann, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["index", "label"])
+        for r in rows:
+            w.writerow([r["index"], truth[ds.paths[int(r["index"])]]])
+    second = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, cwd=REPO, timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:]
+    usb_cfg = (tmp_path / "run" / "train_as3l" / "usb" / "log.txt")
+    assert usb_cfg.is_file()
+    assert np.load(tmp_path / "run" / "prior" / "prior.npy").shape == (300, 10)
