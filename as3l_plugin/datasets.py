@@ -51,8 +51,6 @@ from .errors import DatasetError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_INSTALL = "apt-get update && apt-get install -y dataset-fashion-mnist"
-FASHION_MNIST_CLASSES = ("t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal",
-                         "shirt", "sneaker", "bag", "ankle_boot")
 
 
 @dataclass(frozen=True)
@@ -98,8 +96,7 @@ def load_digits_dataset(data_dir=None) -> ArrayDataset:
     y = d.target.astype(np.int64)
     test = (np.arange(len(y)) % 5) == 0
     mean, std = _stats(x[~test])
-    return ArrayDataset("digits", x[~test], y[~test], x[test], y[test], 10, mean, std,
-                        classes=tuple(str(i) for i in range(10)))
+    return ArrayDataset("digits", x[~test], y[~test], x[test], y[test], 10, mean, std)
 
 
 def _read_idx_gz(path: Path, expect_ndim: int) -> np.ndarray:
@@ -133,8 +130,7 @@ def load_fashion_mnist_dataset(data_dir=None) -> ArrayDataset:
     xte = _read_idx_gz(files["t10k-images-idx3"], 3)
     yte = _read_idx_gz(files["t10k-labels-idx1"], 1).astype(np.int64)
     mean, std = _stats(xtr)
-    return ArrayDataset("fashion_mnist", xtr, ytr, xte, yte, 10, mean, std,
-                        classes=FASHION_MNIST_CLASSES)
+    return ArrayDataset("fashion_mnist", xtr, ytr, xte, yte, 10, mean, std)
 
 
 # --------------------------------------------------------------------------- USB's CV datasets

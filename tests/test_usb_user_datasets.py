@@ -108,6 +108,18 @@ def test_stale_file_list_refused(tmp_path, folder, prior_file):
     with pytest.raises(StaleInputError, match="images were added, removed or renamed") as e:
         check_run_inputs(args)
     assert str(tmp_path / "lb.npy") in str(e.value) and "\n" not in str(e.value)
+    # the prior's sidecar is checked the same way
+    side["dataset_files_sha256"] = load_dataset("folder", root, img_size=8,
+                                                progress=False).files_sha256
+    (tmp_path / "lb.npy.json").write_text(json.dumps(side))
+    Path(prior_file + ".json").write_text(json.dumps({"n": 500, "num_classes": 10,
+                                                      "dataset_files_sha256": ds.files_sha256}))
+    try:
+        with pytest.raises(StaleInputError, match="this prior was made") as e:
+            check_run_inputs(args)
+        assert prior_file in str(e.value)
+    finally:
+        Path(prior_file + ".json").unlink()
 
 
 def test_fewer_images_than_budget(tmp_path, folder):

@@ -250,7 +250,10 @@ def test_arrays_size_mismatch_and_missing(tmp_path):
 
 
 # --------------------------------------------------------------------------- export
-def _path_order(y, classes):
+IDS = tuple(str(i) for i in range(10))  # digits' class folders (the built-in has no names)
+
+
+def _path_order(y, classes=IDS):
     return np.array(sorted(range(len(y)), key=lambda i: (classes[y[i]], i)), np.int64)
 
 
@@ -266,13 +269,13 @@ def digits_folder(tmp_path_factory):
 def test_exported_digits_load_as_builtin(digits_folder):
     ds, root = digits_folder
     f = load(root)
-    order = _path_order(ds.y_train, ds.classes)
+    order = _path_order(ds.y_train)
     np.testing.assert_array_equal(f.x_train, ds.x_train[order])
     np.testing.assert_array_equal(f.y_train, ds.y_train[order])
-    t = _path_order(ds.y_test, ds.classes)
+    t = _path_order(ds.y_test)
     np.testing.assert_array_equal(f.x_test, ds.x_test[t])
     np.testing.assert_array_equal(f.y_test, ds.y_test[t])
-    assert f.classes == ds.classes and f.mean == ds.mean and f.std == ds.std
+    assert f.classes == IDS and f.mean == ds.mean and f.std == ds.std
     assert f.paths[0] == f"train/0/{order[0]:06d}.png"
 
 
@@ -282,7 +285,7 @@ def test_exported_digits_same_seeded_kmeans_prior(digits_folder):
     from as3l_plugin.propagation import get_propagator
     ds, root = digits_folder
     f = load(root)
-    order = _path_order(ds.y_train, ds.classes)
+    order = _path_order(ds.y_train)
 
     def pixels(x):
         return x.reshape(len(x), -1).astype(np.float32) / 255
@@ -313,3 +316,21 @@ def test_test_split_channels_must_match_train(tmp_path):
         load(tmp_path)
     assert str(tmp_path / "test") in str(e.value)
     assert load(tmp_path, channels=3).x_test.shape == (1, 8, 8, 3)
+
+
+def test_modes_16bit_palette_rgba(tmp_path):
+    a16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    (tmp_path / "train").mkdir()
+    Image.fromarray(a16).save(tmp_path / "train" / "a16.png")            # I;16 -> 1 channel
+    Image.fromarray(gray(3)).convert("LA").save(tmp_path / "train" / "b.png")
+    ds = load(tmp_path)
+    assert ds.x_train.shape == (2, 8, 8)
+    np.testing.assert_array_equal(ds.x_train[0], (a16 >> 8).astype(np.uint8))
+    assert (ds.x_train[1] == 3).all()
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).convert("P").save(tmp_path / "train" / "c.png")   # palette -> RGB
+    Image.fromarray(rgb).convert("RGBA").save(tmp_path / "train" / "d.png")
+    ds = load(tmp_path, channels=3)
+    assert ds.x_train.shape == (4, 8, 8, 3)
+    assert ds.x_train[2, 0, 0, 0] > 150 and ds.x_train[3, 0, 0].tolist() == [200, 0, 0]
