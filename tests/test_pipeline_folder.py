@@ -159,3 +159,27 @@ def test_as3l_run_on_unlabeled_pool_with_annotations(exported, tmp_path):
     usb_cfg = (tmp_path / "run" / "train_as3l" / "usb" / "log.txt")
     assert usb_cfg.is_file()
     assert np.load(tmp_path / "run" / "prior" / "prior.npy").shape == (300, 10)
+
+
+def test_cli_pretrain_features_select_prior_on_folder(exported, tmp_path):
+    """The feature and offline commands on a folder; the file list reaches every sidecar."""
+    from as3l_plugin.datasets import load_dataset
+    ds = load_dataset("folder", exported, img_size=8, progress=False)
+    d = str(exported)
+    assert main(["pretrain", "--dataset", "folder", "--data-dir", d, "--img-size", "8",
+                 "--epochs", "1", "--out", str(tmp_path / "pre"), "--quiet", "--workers", "1"]) == 0
+    ck = str(tmp_path / "pre" / "backbone.pth")
+    # --img-size defaults to the checkpoint's
+    assert main(["features", "--checkpoint", ck, "--data-dir", d, "--out",
+                 str(tmp_path / "f.npy"), "--quiet"]) == 0
+    assert main(["linear-eval", "--features", str(tmp_path / "f.npy"), "--checkpoint", ck,
+                 "--data-dir", d, "--quiet"]) == 0
+    np.save(tmp_path / "y.npy", ds.y_train)
+    assert main(["select", "--features", str(tmp_path / "f.npy"), "--budget", "10",
+                 "--labels", str(tmp_path / "y.npy"), "--out", str(tmp_path / "sel")]) == 0
+    assert main(["prior", "--features", str(tmp_path / "f.npy"), "--select-dir",
+                 str(tmp_path / "sel"), "--num-classes", "10", "--out",
+                 str(tmp_path / "prior.npy")]) == 0
+    for f in ("f.npy.json", "sel/lb_labels10_1_seed0_idx.npy.json", "prior.npy.json"):
+        side = json.loads((tmp_path / f).read_text())
+        assert side["dataset_files_sha256"] == ds.files_sha256, f

@@ -130,7 +130,11 @@ def cmd_linear_eval(args) -> int:
     if not name:
         raise ParameterError("cannot tell the dataset (no sidecar); pass --dataset",
                              field="--dataset")
-    ds = _load(args, name)
+    ckpt_meta = None
+    if args.checkpoint is not None:  # a folder's img_size / channels default to the backbone's
+        from ..features.backbone import load_backbone
+        ckpt_meta = load_backbone(args.checkpoint)[1]
+    ds = _load(args, name, ckpt_meta)
     if X.shape[0] != len(ds.y_train):
         raise InputError(f"has {X.shape[0]} rows, the {ds.name} training split has "
                          f"{len(ds.y_train)}", path=args.features)
