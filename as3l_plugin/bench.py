@@ -75,6 +75,9 @@ BENCH_DEFAULTS: Dict[str, Any] = {
     "name": "",
     "dataset": None,
     "data_dir": None,
+    "img_size": None,         # folder / arrays: see the pipeline config
+    "channels": None,
+    "skip_bad_images": False,
     "net": "cnn4",
     "device": "cpu",
     "seeds": [0, 1, 2],
@@ -251,8 +254,7 @@ class Bench:
         self.cfg = dict(cfg)
         self.out = Path(out)
         self.log = log
-        self.env = {"dataset": cfg["dataset"], "data_dir": cfg["data_dir"],
-                    "device": cfg["device"]}
+        self.env = pl.dataset_env(cfg)
         self._shared: Dict[int, Dict[str, pl.StageRecord]] = {}
         self._finetuned: Dict[Tuple[int, int], Dict[str, pl.StageRecord]] = {}
         self._labels: Dict[Tuple[int, str, int], Dict[str, pl.StageRecord]] = {}
@@ -261,8 +263,7 @@ class Bench:
 
     # ----------------------------------------------------------------- stages
     def num_classes(self) -> int:
-        from .datasets import load_dataset
-        return int(load_dataset(self.cfg["dataset"], self.cfg["data_dir"]).num_classes)
+        return int(pl._dataset(self.env).num_classes)
 
     def _feature_cfg(self, seed: int, budget: int) -> Dict[str, Any]:
         return {"dataset": self.cfg["dataset"], "net": self.cfg["net"], "seed": seed,

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "as3l_plugin.commands.features",
     "as3l_plugin.commands.train",
     "as3l_plugin.commands.pipeline",
+    "as3l_plugin.commands.data",
 )
 
 

@@ -75,7 +75,7 @@ USB_ARGS = (
     (("--clip_grad",), "clip_grad", "float", 0.0, "gradient clipping norm (0 = off)"),
     (("-imb_alg", "--imb_algorithm"), "imb_algorithm", "str", None, "imbalanced SSL algorithm"),
     (("--data_dir",), "data_dir", "str", "./data", "dataset root"),
-    (("-ds", "--dataset"), "dataset", "str", "cifar10", "USB dataset, or digits / fashion_mnist"),
+    (("-ds", "--dataset"), "dataset", "str", "cifar10", "USB dataset, or digits / fashion_mnist / folder (data_dir = the image folder) / arrays (data_dir = the .npz)"),
     (("-nc", "--num_classes"), "num_classes", "int", 10, "number of classes"),
     (("--train_sampler",), "train_sampler", "str", "RandomSampler", "training sampler"),
     (("--num_workers",), "num_workers", "int", 1, "data-loader workers"),
@@ -83,7 +83,7 @@ USB_ARGS = (
     (("--lb_imb_ratio",), "lb_imb_ratio", "int", 1, "labeled imbalance ratio"),
     (("--ulb_imb_ratio",), "ulb_imb_ratio", "int", 1, "unlabeled imbalance ratio"),
     (("--ulb_num_labels",), "ulb_num_labels", "int", None, "unlabeled samples (imbalanced setting)"),
-    (("--img_size",), "img_size", "int", 32, "image size (USB datasets)"),
+    (("--img_size",), "img_size", "int", 32, "image size (USB datasets; dataset folder: the size images are resized to)"),
     (("--crop_ratio",), "crop_ratio", "float", 0.875, "crop ratio of the weak augmentation"),
     (("--max_length",), "max_length", "int", 512, "NLP max length"),
     (("--max_length_seconds",), "max_length_seconds", "float", 4.0, "audio max length"),
@@ -103,6 +103,15 @@ USB_ARGS = (
 PLUGIN_ARGS = (
     (("--lb_index_file",), "lb_index_file", "str", None,
      "labeled indices (.npy int, len num_labels) replacing USB's random split"),
+    (("--lb_labels_file",), "lb_labels_file", "str", None,
+     "labels of the lb_index_file samples: the annotated to_annotate.csv (index,label); "
+     "needed for a dataset whose pool is unlabeled"),
+    (("--channels",), "channels", "int", None,
+     "dataset folder: 1 or 3 to convert every image (default: detected)"),
+    (("--skip_bad_images",), "skip_bad_images", "bool", False,
+     "dataset folder: skip unreadable images (listed) instead of stopping"),
+    (("--flip",), "flip", "bool", None,
+     "dataset folder / arrays: horizontal flip in the weak augmentation (default true)"),
     (("--cpu_procs_per_node",), "cpu_procs_per_node", "int", 1,
      "processes per node for multiprocessing_distributed on CPU (gloo)"),
     (("--cpu_bf16",), "cpu_bf16", "str", "auto",
@@ -305,9 +314,12 @@ _FEATURE_SECTIONS = {"pretrain": Section(dict.fromkeys(PRETRAIN_KEYS)),
                      "finetune": Section(dict.fromkeys(FINETUNE_KEYS))}
 
 #: ``as3l run`` (:func:`as3l_plugin.pipeline.load_config`)
+#: image-folder / array dataset options (top level of run and bench configs)
+_DATA_KEYS = {"img_size": None, "channels": None, "skip_bad_images": None}
+
 RUN_SCHEMA = Section({
     "name": None, "dataset": None, "data_dir": None, "net": None, "num_labels": None,
-    "seed": None, "device": None, **_FEATURE_SECTIONS,
+    "seed": None, "device": None, **_DATA_KEYS, **_FEATURE_SECTIONS,
     "select": Section({"sampler": None, "params": FREE, "features": None}),
     "labels": Section({"source": None, "path": None}),
     "prior": Section({"propagator": None, "params": FREE, "features": None}),
@@ -319,7 +331,7 @@ RUN_SCHEMA = Section({
 
 _BENCH_KEYS = {
     "name": None, "dataset": None, "data_dir": None, "net": None, "device": None,
-    "seeds": None, "labels_per_class": None,
+    **_DATA_KEYS, "seeds": None, "labels_per_class": None,
     "samplers": Named(FREE),          # name: {sampler: registered name, its params}
     "select_features": None,
     "propagators": Named(FREE),

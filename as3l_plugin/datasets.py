@@ -27,6 +27,14 @@ Datasets read from a user's copy (never downloaded)
 files, as semilearn downloads them); ``data_dir`` defaults to ``$AS3L_DATA_DIR`` or
 ``./data`` (USB's default). ``mean``/``std`` are USB's constants for these datasets. A
 missing copy is a :class:`DatasetError`.
+
+Your own images
+---------------
+``folder`` (``data_dir`` = a folder with ``train/``, optional ``test/<class>/`` and
+``classes.txt``) and ``arrays`` (``data_dir`` = an ``.npz``): see
+:mod:`as3l_plugin.user_datasets` for the layouts, the size rule, the cache and the errors.
+They also fill ``classes``, and (folder) ``paths`` / ``test_paths`` / ``files_sha256``;
+``y_train`` is -1 where a sample is unlabeled.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
@@ -55,6 +63,14 @@ class ArrayDataset:
     num_classes: int
     mean: tuple
     std: tuple
+    #: class names in class-id order (``()`` when the loader has none)
+    classes: tuple = ()
+    #: ``folder``: the train rows' image paths relative to ``data_dir`` (sorted), else None
+    paths: Optional[tuple] = None
+    #: ``folder``: the test rows' image paths, else None
+    test_paths: Optional[tuple] = None
+    #: ``folder``: :func:`as3l_plugin.io.sha256_file_list` of ``paths`` (the row order), else None
+    files_sha256: Optional[str] = None
 
     @property
     def image_size(self) -> int:
@@ -193,12 +209,51 @@ DATA_DIR_LOADERS: Dict[str, Callable[..., ArrayDataset]] = {
 }
 
 
+def _folder(data_dir=None, **options) -> ArrayDataset:
+    from .user_datasets import load_folder_dataset
+    return load_folder_dataset(data_dir, **options)
+
+
+def _arrays(data_dir=None, **options) -> ArrayDataset:
+    from .user_datasets import load_arrays_dataset
+    return load_arrays_dataset(data_dir, **options)
+
+
+#: your own images (:mod:`as3l_plugin.user_datasets`): ``data_dir`` is the folder / the .npz,
+#: and they take the :data:`DATASET_OPTIONS`
+USER_LOADERS: Dict[str, Callable[..., ArrayDataset]] = {
+    "folder": _folder,
+    "arrays": _arrays,
+}
+#: options of the :data:`USER_LOADERS` (config keys / ``--img-size``, ``--channels``,
+#: ``--skip-bad-images``) and their defaults; the other loaders ignore them
+DATASET_OPTIONS = {"img_size": None, "channels": None, "skip_bad_images": False}
+
+
 def list_datasets() -> list:
-    return sorted(LOADERS) + sorted(DATA_DIR_LOADERS)
+    return sorted(LOADERS) + sorted(DATA_DIR_LOADERS) + sorted(USER_LOADERS)
 
 
-def load_dataset(name: str, data_dir=None) -> ArrayDataset:
-    """Load a dataset by name (see module docstring). Unknown names list the known ones."""
+def dataset_options(source) -> dict:
+    """The :data:`DATASET_OPTIONS` read from a mapping or an object's attributes (a USB
+    ``args`` namespace, a parsed command line), missing ones at their defaults."""
+    get = source.get if isinstance(source, dict) else (lambda k, d: getattr(source, k, d))
+    return {k: get(k, d) if get(k, d) is not None else d for k, d in DATASET_OPTIONS.items()}
+
+
+def load_dataset(name: str, data_dir=None, *, progress: bool = True, **options) -> ArrayDataset:
+    """Load a dataset by name (see module docstring). Unknown names list the known ones.
+
+    ``options`` (:data:`DATASET_OPTIONS`: ``img_size``, ``channels``, ``skip_bad_images``) go
+    to ``folder`` / ``arrays`` and are ignored by the built-in datasets; ``progress`` shows a
+    bar while a folder's images are decoded (once: they are cached).
+    """
+    unknown = sorted(set(options) - set(DATASET_OPTIONS))
+    if unknown:
+        raise TypeError(f"load_dataset() got unknown option(s) {unknown}; "
+                        f"known: {sorted(DATASET_OPTIONS)}")
+    if name in USER_LOADERS:
+        return USER_LOADERS[name](data_dir, progress=progress, **options)
     try:
         loader = LOADERS[name] if name in LOADERS else DATA_DIR_LOADERS[name]
     except KeyError:

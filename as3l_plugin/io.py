@@ -177,6 +177,17 @@ def sha256_array(X: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def sha256_file_list(paths: Iterable[str]) -> str:
+    """Checksum of an ordered list of relative file paths (``/``-separated, UTF-8, one per
+    line). The one identity of an image folder's file list: the row order of a ``folder``
+    dataset, recorded in the sidecars of features, indices and priors made from it."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
 # --------------------------------------------------------------------------- names, sidecars
 def index_filename(budget: int, seed: int, lb_imb_ratio=1, prefix: str = "lb") -> str:
     """USB's name for a labeled (``prefix='lb'``) or unlabeled (``'ulb'``) index file."""

@@ -300,8 +300,12 @@ def run_stages(stages: Sequence[Stage], root, *, force: Iterable[str] = (),
 #: top-level keys of a pipeline YAML and their defaults (None = required)
 CONFIG_DEFAULTS: Dict[str, Any] = {
     "name": "",               # results/<name> unless --out (default: the config file's stem)
-    "dataset": None,          # digits | fashion_mnist
-    "data_dir": None,         # where the dataset files are (None: the packaged location)
+    "dataset": None,          # digits | fashion_mnist | folder | arrays | cifar10 ...
+    "data_dir": None,         # where the dataset files are (None: the packaged location);
+                              # folder: the image folder, arrays: the .npz
+    "img_size": None,         # folder: the side images are resized to (required)
+    "channels": None,         # folder: 1 or 3 to convert every image (None: detected)
+    "skip_bad_images": False, # folder: skip unreadable images (listed) instead of stopping
     "net": "cnn4",            # backbone, the same for SimSiam and USB
     "num_labels": None,       # labeling budget (total labels; 10 = 1 per class on 10 classes)
     "seed": 0,                # one seed for every stage
@@ -423,15 +427,46 @@ LABELS = "labels.csv"
 METRICS = "metrics.csv"
 
 
+def dataset_env(cfg: Mapping[str, Any]) -> Dict[str, Any]:
+    """The stages' ``env`` for a config: dataset, data_dir, device and, for ``folder`` /
+    ``arrays``, the dataset options and a fingerprint of the files (the feature stages put
+    it in their parameters, so adding, removing or changing images re-runs them)."""
+    from .datasets import USER_LOADERS, dataset_options
+    env = {"dataset": cfg["dataset"], "data_dir": cfg["data_dir"], "device": cfg["device"]}
+    if cfg["dataset"] in USER_LOADERS:
+        from .user_datasets import dataset_fingerprint
+        env["dataset_options"] = dataset_options(cfg)
+        env["dataset_fingerprint"] = dataset_fingerprint(cfg["dataset"], cfg["data_dir"])
+    return env
+
+
+_DATA: Dict[Any, Any] = {}
+
+
 def _dataset(env: Mapping[str, Any]):
+    """The env's dataset (the last one is kept: stages of one run load it once)."""
     from .datasets import load_dataset
-    return load_dataset(env["dataset"], env.get("data_dir"))
+    if env.get("dataset_options") is None:  # built-in datasets: loaded by each stage
+        return load_dataset(env["dataset"], env.get("data_dir"))
+    opts = dict(env["dataset_options"])
+    key = (env["dataset"], env.get("data_dir"), tuple(sorted(opts.items())),
+           env.get("dataset_fingerprint"))
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = load_dataset(env["dataset"], env.get("data_dir"), **opts)
+    return _DATA[key]
+
+
+def _pretrain_dataset(env: Mapping[str, Any]):
+    """What the feature stages pass as ``dataset``: the name (built-in datasets), or the
+    loaded dataset (folder / arrays need their options)."""
+    return _dataset(env) if env.get("dataset_options") is not None else env["dataset"]
 
 
 def _stage_pretrain(ctx: StageContext) -> Dict[str, Any]:
     from .features import pretrain_simsiam
     p = ctx.params
-    pretrain_simsiam(dataset=p["dataset"], net=p["net"], out=ctx.dir, seed=p["seed"],
+    pretrain_simsiam(dataset=_pretrain_dataset(ctx.env), net=p["net"], out=ctx.dir, seed=p["seed"],
                      device=ctx.env.get("device", "cpu"), data_dir=ctx.env.get("data_dir"),
                      **p["kwargs"])
     return {}
@@ -441,7 +476,7 @@ def _stage_features(ctx: StageContext) -> Dict[str, Any]:
     from .features import extract_features
     from .io import atomic_save_npy
     p = ctx.params
-    X = extract_features(ctx.inputs["pretrain"].path(BACKBONE), dataset=p["dataset"],
+    X = extract_features(ctx.inputs["pretrain"].path(BACKBONE), dataset=_pretrain_dataset(ctx.env),
                          device=ctx.env.get("device", "cpu"),
                          data_dir=ctx.env.get("data_dir"), **p["kwargs"])
     atomic_save_npy(ctx.dir / F_SELF, X)
@@ -497,7 +532,8 @@ _PIXELS: Dict[Any, np.ndarray] = {}
 def _pixel_features(env: Mapping[str, Any]) -> np.ndarray:
     """PCA of the training pixels (float32 ``(n, 50)``), computed once per process."""
     from .features.choose import pixel_features
-    key = (env.get("dataset"), env.get("data_dir"))
+    key = (env.get("dataset"), env.get("data_dir"), str(env.get("dataset_options")),
+           env.get("dataset_fingerprint"))
     if key not in _PIXELS:
         _PIXELS.clear()
         _PIXELS[key] = pixel_features(_dataset(env).x_train)
@@ -571,6 +607,11 @@ def _select(ctx: StageContext, sampler: str, params: Mapping[str, Any], features
     from .selection import get_sampler
     X = _features_of(ctx, features)
     budget, seed = ctx.params["budget"], ctx.params["seed"]
+    if ctx.env.get("dataset_options") is not None and budget > X.shape[0]:
+        from .errors import DatasetError
+        raise DatasetError(f"holds {X.shape[0]} images, fewer than the labeling budget "
+                           f"num_labels={budget}; lower num_labels or add images",
+                           path=ctx.env.get("data_dir"))
     if sampler == STRATIFIED:
         data = _dataset(ctx.env)
         idx = stratified_selection(data.y_train, budget, data.num_classes, seed)
@@ -582,6 +623,8 @@ def _select(ctx: StageContext, sampler: str, params: Mapping[str, Any], features
             "n": int(X.shape[0]), "num_features": int(X.shape[1]), **_choice_meta(ctx, features),
             "features_sha256": sha256_array(X), "index_order": "sampler order",
             "package_version": __version__}
+    if ctx.env.get("dataset_options") is not None:
+        meta["dataset_files_sha256"] = _dataset(ctx.env).files_sha256
     return X, idx, meta
 
 
@@ -608,13 +651,21 @@ def _stage_labels(ctx: StageContext) -> Dict[str, Any]:
     if p["source"] == "dataset":
         labels = data.y_train[idx]
         disagree = 0
+        if (labels < 0).any():
+            raise ConfigError(f"=dataset (simulation) but {int((labels < 0).sum())} selected "
+                              f"samples have no label in the {data.name} pool; annotate them "
+                              "and set labels.source: csv, labels.path: <the CSV>",
+                              field="labels.source")
     else:
         labels = read_labels_csv(p["file"]["path"], idx, data.num_classes,
                                  n_samples=len(data.y_train))
-        disagree = int((labels != data.y_train[idx]).sum())
+        known = data.y_train[idx] >= 0  # an unlabeled pool (folder) has nothing to compare
+        disagree = int((labels[known] != data.y_train[idx][known]).sum())
         if disagree:
+            reads = ("yours too" if ctx.env.get("dataset_options") is not None
+                     else "labels from the dataset")
             ctx.log(f"  note: {disagree} of your {len(idx)} labels differ from the dataset's; "
-                    "the prior uses yours, USB training reads labels from the dataset")
+                    f"the prior uses yours, USB training reads {reads}")
     atomic_write_csv(ctx.dir / LABELS, HEADER, annotation_rows(idx, labels))
     sel = ctx.inputs["select"]
     return {"coverage": int(class_coverage(labels, data.num_classes)), "source": p["source"],
@@ -636,6 +687,12 @@ def prior_diagnostics(prior: np.ndarray, y: np.ndarray, idx: np.ndarray,
     """Prior accuracy / ECE on the unlabeled rows and per-class accuracy (JSON-able)."""
     from .metrics import expected_calibration_error, prior_accuracy
     from .report import per_class_accuracy
+    unknown = np.flatnonzero(np.asarray(y) < 0)  # an unlabeled pool (folder): no reference
+    if unknown.size:
+        if unknown.size + np.unique(idx).size >= len(y):
+            return {"prior_acc": float("nan"), "ece": float("nan"),
+                    "per_class_acc": [None] * int(num_classes)}
+        idx = np.union1d(idx, unknown)
     pc = per_class_accuracy(prior.argmax(1), y, num_classes, exclude=idx)
     return {"prior_acc": float(prior_accuracy(prior, y, exclude=idx)),
             "ece": float(expected_calibration_error(prior, y, n_bins=15, exclude=idx)),
@@ -663,7 +720,8 @@ def _stage_prior(ctx: StageContext) -> Dict[str, Any]:
         "index_file": sel["index_file"], "index_sha256": sel["index_sha256"],
         "labeled_idx_sha256": sha256_array(lab[:, 0]), "labels_source": sel["source"],
         "labeled_per_class": np.bincount(lab[:, 1], minlength=data.num_classes).tolist(),
-        "n_uniform": int(getattr(prop, "n_uniform_", 0)), "package_version": __version__})
+        "n_uniform": int(getattr(prop, "n_uniform_", 0)), "package_version": __version__,
+        **({"dataset_files_sha256": data.files_sha256} if data.files_sha256 else {})})
     return prior_diagnostics(prior, data.y_train, lab[:, 0], data.num_classes)
 
 
@@ -694,7 +752,15 @@ def _stage_train(ctx: StageContext) -> Dict[str, Any]:
     conf.update(ctx.params["managed"])
     conf.update(save_dir=str(ctx.dir), save_name=SAVE_NAME, overwrite=True,
                 data_dir=ctx.env.get("data_dir") or conf.get("data_dir", "./data"))
-    sel = [r for r in ctx.inputs.values() if "index_file" in r.result]  # select / baseline_select
+    opts = ctx.env.get("dataset_options")
+    if opts is not None:  # folder / arrays: USB loads them as the other stages did
+        conf.update({k: v for k, v in opts.items() if v is not None})
+        conf["img_size"] = int(_dataset(ctx.env).image_size)
+        # the labels the prior was made from (an unlabeled folder has no others)
+        lab = ctx.inputs.get("labels") or sel[0]
+        if (lab.dir / LABELS).is_file():
+            conf["lb_labels_file"] = str(lab.dir / LABELS)
+    sel = [r for r in ctx.inputs.values() if "index_file" in r.result and r.name != "labels"]
     if len(sel) != 1:
         raise ConfigError(f"stage {ctx.name!r} needs exactly one selection input, got "
                           f"{[r.name for r in sel]}")
@@ -863,7 +929,7 @@ def _usb_block(cfg: Mapping[str, Any], section: str) -> Dict[str, Any]:
 
 def build_stages(cfg: Mapping[str, Any]) -> List[Stage]:
     """The stages of ``as3l run`` for a config from :func:`load_config`."""
-    env = {"dataset": cfg["dataset"], "data_dir": cfg["data_dir"], "device": cfg["device"]}
+    env = dataset_env(cfg)
     sel = cfg["select"]
     prior = cfg["prior"]
     managed = {"dataset": cfg["dataset"], "net": cfg["net"], "num_labels": cfg["num_labels"],
@@ -886,7 +952,8 @@ def build_stages(cfg: Mapping[str, Any]) -> List[Stage]:
     ]
     as3l_usb = _usb_block(cfg, "as3l_flexmatch")
     pre = ("pretrain",) if as3l_usb["use_pretrain"] else ()
-    stages.append(Stage("train_as3l", _stage_train, inputs=("select", "prior") + pre,
+    lab = ("labels",) if env.get("dataset_options") is not None else ()
+    stages.append(Stage("train_as3l", _stage_train, inputs=("select", "prior") + pre + lab,
                         params={"usb": as3l_usb, "managed": managed},
                         outputs=(f"{SAVE_NAME}/{METRICS}",), resumable=True, env=env))
     eval_inputs = ("prior", "train_as3l")
@@ -931,12 +998,17 @@ def feature_stages(cfg: Mapping[str, Any], env: Mapping[str, Any],
     """pretrain → features, then finetune and choose when the feature sets in ``uses``
     need them (shared with ``as3l bench``, which runs the first two once per seed)."""
     common = {"dataset": cfg["dataset"], "net": cfg["net"], "seed": cfg["seed"]}
+    data = {}
+    if env.get("dataset_options") is not None:  # folder / arrays: their options and files
+        data = {"data": {"options": dict(env["dataset_options"]), "data_dir": str(env["data_dir"]),
+                         "files": env.get("dataset_fingerprint")}}
+    common.update(data)
     needs = _needs(uses)
     stages = [
         Stage("pretrain", _stage_pretrain, params={**common, "kwargs": dict(cfg["pretrain"])},
               outputs=(BACKBONE,), resumable=True, env=env),
         Stage("features", _stage_features, inputs=("pretrain",),
-              params={"dataset": cfg["dataset"], "kwargs": dict(cfg["features"])},
+              params={"dataset": cfg["dataset"], "kwargs": dict(cfg["features"]), **data},
               outputs=(F_SELF,), env=env),
     ]
     if "finetune" in needs:

@@ -24,10 +24,27 @@ def _threads(n):
         torch.set_num_threads(int(n))
 
 
+def _load(args, name, defaults=None):
+    """``load_dataset`` with the command's dataset options (``--img-size``, ``--channels``,
+    ``--skip-bad-images``); unset ones from ``defaults`` (a checkpoint's meta)."""
+    from ..datasets import dataset_options, load_dataset
+    opts = dataset_options(args)
+    for key, meta_key in (("img_size", "image_size"), ("channels", "in_channels")):
+        if opts[key] is None and defaults and defaults.get(meta_key) is not None:
+            opts[key] = int(defaults[meta_key])
+    return load_dataset(name, args.data_dir, progress=not args.quiet, **opts)
+
+
+def _dataset_or_name(args):
+    """The loaded dataset for folder / arrays (they need their options), else its name."""
+    from ..datasets import USER_LOADERS
+    return _load(args, args.dataset) if args.dataset in USER_LOADERS else args.dataset
+
+
 # --------------------------------------------------------------------------- pretrain
 def cmd_pretrain(args) -> int:
     from ..features.pretrain import pretrain_simsiam
-    path = pretrain_simsiam(args.dataset, args.net, out=args.out, epochs=args.epochs,
+    path = pretrain_simsiam(_dataset_or_name(args), args.net, out=args.out, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
                             objective=args.objective, cpu_bf16=args.cpu_bf16, seed=args.seed, device=args.device, data_dir=args.data_dir,
                             num_threads=args.workers, progress=not args.quiet)
@@ -37,17 +54,17 @@ def cmd_pretrain(args) -> int:
 
 # --------------------------------------------------------------------------- features
 def cmd_features(args) -> int:
-    from ..datasets import load_dataset
     from ..features.backbone import load_backbone
     from ..features.extract import extract_features, features_sidecar
     from ..io import write_with_sidecar
     _threads(args.workers)
     _, meta = load_backbone(args.checkpoint)
     name = args.dataset or meta.get("dataset")
-    ds = load_dataset(name, args.data_dir)
+    ds = _load(args, name, meta)
     X = extract_features(args.checkpoint, ds, split=args.split, batch_size=args.batch_size,
                          device=args.device, progress=not args.quiet)
     meta["num_classes"] = ds.num_classes
+    meta["dataset_files_sha256"] = ds.files_sha256
     write_with_sidecar(args.out, X, features_sidecar(args.checkpoint, ds.name, args.split, X,
                                                      meta))
     print(f"wrote {args.out}: float32 {X.shape} ({ds.name} {args.split})")
@@ -76,6 +93,8 @@ def cmd_finetune(args) -> int:
             "seed": args.seed, "loss_before": float(ft.loss_history_[0]),
             "loss_after": float(ft.loss_history_[-1]), "features_sha256": sha256_array(Xf),
             "version": __version__}
+    if side.get("dataset_files_sha256"):
+        meta["dataset_files_sha256"] = side["dataset_files_sha256"]
     if (args.test_features is None) != (args.test_out is None):
         raise ParameterError("give both --test-features and --test-out, or neither",
                              field="--test-out")
@@ -102,7 +121,6 @@ def cmd_finetune(args) -> int:
 def cmd_linear_eval(args) -> int:
     import json
 
-    from ..datasets import load_dataset
     from ..errors import InputError, ParameterError
     from ..features.evaluate import linear_eval
     from ..io import atomic_write_json, load_features, read_sidecar
@@ -112,7 +130,11 @@ def cmd_linear_eval(args) -> int:
     if not name:
         raise ParameterError("cannot tell the dataset (no sidecar); pass --dataset",
                              field="--dataset")
-    ds = load_dataset(name, args.data_dir)
+    ckpt_meta = None
+    if args.checkpoint is not None:  # a folder's img_size / channels default to the backbone's
+        from ..features.backbone import load_backbone
+        ckpt_meta = load_backbone(args.checkpoint)[1]
+    ds = _load(args, name, ckpt_meta)
     if X.shape[0] != len(ds.y_train):
         raise InputError(f"has {X.shape[0]} rows, the {ds.name} training split has "
                          f"{len(ds.y_train)}", path=args.features)
@@ -141,6 +163,20 @@ def cmd_linear_eval(args) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+def add_dataset_args(p) -> None:
+    """``--data-dir`` and the options of ``dataset folder`` / ``arrays``."""
+    p.add_argument("--data-dir", dest="data_dir", default=None,
+                   help="dataset files; folder: the image folder (PATH/train/...), arrays: the "
+                        ".npz")
+    p.add_argument("--img-size", dest="img_size", type=int, default=None, metavar="S",
+                   help="folder: resize images to S x S (required; README 'Your own images')")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="folder: convert every image to 1 (grayscale) or 3 (RGB) channels "
+                        "(default: detected)")
+    p.add_argument("--skip-bad-images", dest="skip_bad_images", action="store_true",
+                   help="folder: list and skip unreadable images instead of stopping")
+
+
 def _common(p, *, device=True):
     if device:
         p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -159,7 +195,9 @@ def register(sub) -> None:
                     "OUT/backbone.pth at the end (USB: use_pretrain: True, pretrain_path: "
                     "OUT/backbone.pth). Unset options take per-dataset defaults "
                     "(README, section 'Feature stage').")
-    p.add_argument("--dataset", required=True, help="digits, fashion_mnist, cifar10, ...")
+    p.add_argument("--dataset", required=True,
+                   help="digits, fashion_mnist, cifar10, ..., folder (your images: --data-dir "
+                        "PATH --img-size S), arrays (--data-dir FILE.npz)")
     p.add_argument("--net", default="cnn4",
                    help="backbone: cnn4 (grayscale), cnn4_rgb, or a semilearn.nets name "
                         "(wrn_28_2, wrn_28_8, wrn_var_37_2, ...); default cnn4")
@@ -177,7 +215,7 @@ def register(sub) -> None:
                    default="auto", help="bfloat16 autocast on CPU (auto: where the CPU has "
                                         "native bf16)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", dest="data_dir", default=None)
+    add_dataset_args(p)
     _common(p)
     p.set_defaults(func=cmd_pretrain)
 
@@ -189,7 +227,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--split", choices=("train", "test"), default="train")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=512)
-    p.add_argument("--data-dir", dest="data_dir", default=None)
+    add_dataset_args(p)
     _common(p)
     p.set_defaults(func=cmd_features)
 
@@ -224,7 +262,7 @@ def register(sub) -> None:
     p.add_argument("--test-features", dest="test_features", type=Path, default=None)
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="extract the test features from this backbone.pth instead")
-    p.add_argument("--data-dir", dest="data_dir", default=None)
+    add_dataset_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     _common(p, device=False)

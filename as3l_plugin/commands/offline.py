@@ -287,6 +287,8 @@ def select_to_dir(features, budget, *, sampler=DEFAULT_SAMPLER, params=None, see
         meta["class_coverage"] = class_coverage(y[idx], int(y.max()) + 1)
     # the number of classes, when known (simulation labels, or the features' sidecar)
     feat_side = io.read_sidecar(features, required=False) or {}
+    if feat_side.get("dataset_files_sha256"):  # a folder's file list: `as3l train` checks it
+        meta["dataset_files_sha256"] = feat_side["dataset_files_sha256"]
     num_classes = int(y.max()) + 1 if y is not None else feat_side.get("num_classes")
     meta["num_classes"] = None if num_classes is None else int(num_classes)
 
@@ -430,6 +432,8 @@ def prior_from_selection(features, *, index, labels_csv=None, oracle_labels=None
         "features_sha256": sel["features_sha256"],
         "index_file": str(index.resolve()),
         "index_sha256": io.sha256_file(index),
+        **({"dataset_files_sha256": sel["dataset_files_sha256"]}
+           if sel.get("dataset_files_sha256") else {}),
         **source,
         "labeled_per_class": np.bincount(labels, minlength=num_classes).tolist(),
         "coverage": float(getattr(prop, "coverage_", float("nan"))),

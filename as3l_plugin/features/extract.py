@@ -91,7 +91,9 @@ def features_sidecar(checkpoint, dataset: str, split: str, X: np.ndarray, meta=N
     ck = Path(checkpoint)
     ck = ck / "backbone.pth" if ck.is_dir() else ck
     meta = meta or {}
-    return {"kind": "features", "stage": "f_self", "dataset": dataset, "split": split,
+    files = {"dataset_files_sha256": meta["dataset_files_sha256"]} \
+        if meta.get("dataset_files_sha256") else {}  # folder datasets: their file list
+    return {**files, "kind": "features", "stage": "f_self", "dataset": dataset, "split": split,
             "n": int(X.shape[0]), "dim": int(X.shape[1]), "net": meta.get("net"),
             "num_classes": meta.get("num_classes"), "checkpoint": str(ck),
             "checkpoint_sha256": sha256_file(ck), "features_sha256": sha256_array(X),

@@ -23,6 +23,8 @@ What is checked
   another is refused (:class:`~as3l_plugin.errors.StaleInputError`); a prior whose sidecar
   names an index while ``lb_index_file`` is unset is a :class:`~as3l_plugin.errors.ConfigError`
   (USB would draw a random labeled set that the prior knows nothing about).
+- ``dataset: folder``: a sidecar recording ``dataset_files_sha256`` (the file list the index /
+  prior was made from) must match the folder's current file list (:func:`check_file_list`).
 - A prior *without* a sidecar (made outside the plugin) is accepted with a warning: its shape
   and values are checked, its provenance cannot be.
 """
@@ -40,13 +42,29 @@ from ..errors import ConfigError, PriorError, StaleInputError
 def pool_info(args):
     """``(n_samples, num_classes)`` of the training pool when known without building USB's
     datasets (the plugin's embedded datasets), else ``(None, None)``."""
-    from .datasets import PLUGIN_DATASETS, _data_dir_for
-    name = getattr(args, "dataset", None)
-    if name not in PLUGIN_DATASETS:
-        return None, None
-    from ..datasets import load_dataset
-    ds = load_dataset(name, data_dir=_data_dir_for(name, getattr(args, "data_dir", None)))
-    return len(ds.y_train), ds.num_classes
+    ds = pool_dataset(args)
+    return (None, None) if ds is None else (len(ds.y_train), ds.num_classes)
+
+
+def pool_dataset(args):
+    """The plugin dataset of the config (an ``ArrayDataset``), or None for USB's datasets."""
+    from .datasets import PLUGIN_DATASETS, load_plugin_dataset
+    if getattr(args, "dataset", None) not in PLUGIN_DATASETS:
+        return None
+    return load_plugin_dataset(args)
+
+
+def check_file_list(side: dict, files_sha256, *, path, what: str) -> None:
+    """Refuse a file made from an image folder whose file list has changed since: its sidecar's
+    ``dataset_files_sha256`` (:func:`~as3l_plugin.io.sha256_file_list` of the rows' paths)
+    must equal the folder's now. No-op when either side has no file list (other datasets)."""
+    made = (side or {}).get("dataset_files_sha256")
+    if made and files_sha256 and made != files_sha256:
+        raise StaleInputError(
+            f"this {what} was made from another list of images (file-list sha256 {made[:12]}…, "
+            f"now {files_sha256[:12]}…): images were added, removed or renamed since, so its "
+            "rows no longer match the dataset's; re-run `as3l features` / `as3l select` / "
+            "`as3l prior` on the folder as it is", path=path, field="dataset_files_sha256")
 
 
 def _index_identity_matches(side: dict, lb_file: str, lb: np.ndarray):
@@ -78,7 +96,9 @@ def check_run_inputs(args) -> dict:
     from ..io import read_sidecar, sidecar_path
     from .compat import load_lb_index
     from ..config import USB_NUM_CLASSES
-    n, C = pool_info(args)
+    ds = pool_dataset(args)
+    n, C = (None, None) if ds is None else (len(ds.y_train), ds.num_classes)
+    files = None if ds is None else ds.files_sha256
     C = USB_NUM_CLASSES.get(getattr(args, "dataset", None)) if C is None else C
     if C is not None and int(args.num_classes) != C:
         raise ConfigError(f"num_classes={args.num_classes} but {args.dataset} has {C} classes; "
@@ -94,6 +114,7 @@ def check_run_inputs(args) -> dict:
                 f"was selected from {side['n']} samples but the {args.dataset} training pool "
                 f"has {n}; re-run `as3l select` on features of this dataset",
                 path=lb_file, field="lb_index_file")
+        check_file_list(side, files, path=lb_file, what="selection")
 
     prior = None
     if getattr(args, "algorithm", None) == "as3l_flexmatch":
@@ -118,6 +139,7 @@ def check_run_inputs(args) -> dict:
             if side.get("num_classes") not in (None, int(args.num_classes)):
                 raise StaleInputError(f"the prior was made for {side['num_classes']} classes but "
                                       f"num_classes={args.num_classes}", path=sc, field="num_classes")
+            check_file_list(side, files, path=cfg.file, what="prior")
             made_from = side.get("index_file") or "the selection it was propagated from"
             if lb_file is None and (side.get("index_sha256") or side.get("labeled_idx_sha256")):
                 raise ConfigError(

@@ -1,9 +1,19 @@
-"""The plugin's embedded datasets as USB datasets (``dataset: digits`` / ``dataset: fashion_mnist``).
+"""The plugin's datasets as USB datasets (``dataset: digits | fashion_mnist | folder | arrays``).
 
 :func:`build_plugin_dataset` returns what USB's ``get_dataset`` returns —
 ``{'train_lb', 'train_ulb', 'eval', 'test': None}`` of USB ``BasicDataset`` — built from
-:func:`as3l_plugin.datasets.load_dataset` (grayscale uint8 ``(n, H, W)``, native size; the
-config's ``img_size`` is not used for these datasets).
+:func:`as3l_plugin.datasets.load_dataset` (uint8 ``(n, H, W)`` or ``(n, H, W, 3)``). digits
+and fashion_mnist keep their native size (the config's ``img_size`` is not used); ``folder``
+reads ``data_dir`` (the image folder) with the config's ``img_size`` / ``channels`` /
+``skip_bad_images`` (see :mod:`as3l_plugin.user_datasets`), ``arrays`` reads ``data_dir`` (the
+``.npz``), whose images must be ``img_size`` already.
+
+Labels
+    The labeled samples take their labels from the dataset, or from ``lb_labels_file`` when
+    set (the annotated ``to_annotate.csv`` of ``as3l select``, columns ``index,label``: an
+    unlabeled folder's pool has no labels of its own). A labeled sample without a label is a
+    :class:`~as3l_plugin.errors.ConfigError`; so is a ``folder`` without ``test/`` images
+    (USB evaluates on them).
 
 Split
     ``lb_index_file`` when set (checked by :func:`as3l_plugin.usb.compat.load_lb_index`),
@@ -16,8 +26,8 @@ Split
 
 Augmentation (uint8 images, then ``ToTensor`` + ``Normalize(ds.mean, ds.std)`` values; see :func:`make_transforms`)
     weak: reflect-padded random crop (padding ``max(1, int(size * (1 - crop_ratio)))``:
-    1 px for digits, 3 px for Fashion-MNIST at 0.875) and, for fashion_mnist only, a
-    horizontal flip (digits are not mirror-symmetric);
+    1 px for digits, 3 px for Fashion-MNIST at 0.875) and a horizontal flip (not for digits,
+    which are not mirror-symmetric; ``folder`` / ``arrays`` flip unless ``flip: false``);
     strong: weak + :class:`GrayRandAugment` (2 random ops from a grayscale-safe list with
     random magnitudes, then a random cutout, like USB's RandAugment).
 """
@@ -35,12 +45,13 @@ from torchvision.transforms import functional as TF
 
 from ..errors import ConfigError
 
-#: dataset name → horizontal flip in the weak augmentation
-PLUGIN_DATASETS = {"digits": False, "fashion_mnist": True}
+#: dataset name → horizontal flip in the weak augmentation (folder / arrays: the config's
+#: ``flip``, default True)
+PLUGIN_DATASETS = {"digits": False, "fashion_mnist": True, "folder": True, "arrays": True}
 
 
 class GrayRandAugment:
-    """RandAugment for small grayscale PIL images.
+    """RandAugment for small grayscale (or RGB) PIL images.
 
     Parameters
     ----------
@@ -179,12 +190,14 @@ class ToNormalizedTensor:
 
 
 def to_pil_gray(a) -> Image.Image:
-    """uint8 ``(H, W)`` array → PIL 'L' image (what :class:`GrayRandAugment` works on)."""
-    return Image.fromarray(np.ascontiguousarray(a), mode="L")
+    """uint8 ``(H, W)`` array → PIL 'L' image, ``(H, W, 3)`` → 'RGB' (what
+    :class:`GrayRandAugment` works on)."""
+    a = np.ascontiguousarray(a)
+    return Image.fromarray(a, mode="L" if a.ndim == 2 else "RGB")
 
 
 def make_transforms(image_size: int, mean, std, *, flip: bool, crop_ratio: float = 0.875):
-    """Weak, strong and evaluation transforms for grayscale ``image_size`` images.
+    """Weak, strong and evaluation transforms for ``image_size`` images (grayscale or RGB).
 
     weak = pad-crop(-flip) → tensor; strong = pad-crop(-flip) → :class:`GrayRandAugment` →
     tensor; evaluation = tensor (tensor = ``ToTensor`` + ``Normalize(mean, std)``). They
@@ -221,7 +234,11 @@ def random_split(targets: np.ndarray, num_labels: int, num_classes: int, seed: i
 
 
 def _data_dir_for(name: str, data_dir):
-    """``<data_dir>/<name>`` if it exists (USB's layout), else None (the loader's default)."""
+    """``<data_dir>/<name>`` if it exists (USB's layout), else None (the loader's default);
+    ``folder`` / ``arrays``: ``data_dir`` itself."""
+    from ..datasets import USER_LOADERS
+    if name in USER_LOADERS:
+        return data_dir
     if data_dir:
         cand = os.path.join(str(data_dir), name)
         if os.path.isdir(cand):
@@ -229,36 +246,85 @@ def _data_dir_for(name: str, data_dir):
     return None
 
 
+def load_plugin_dataset(args, name=None, data_dir=None):
+    """The :class:`~as3l_plugin.datasets.ArrayDataset` of a USB config's plugin dataset
+    (``args.dataset`` / ``args.data_dir`` unless given; the dataset options from ``args``)."""
+    from ..datasets import USER_LOADERS, dataset_options, load_dataset
+    name = name or getattr(args, "dataset", None)
+    data_dir = data_dir if data_dir is not None else getattr(args, "data_dir", None)
+    if name in USER_LOADERS:
+        return load_dataset(name, data_dir, **dataset_options(args))
+    return load_dataset(name, data_dir=_data_dir_for(name, data_dir))
+
+
+def labeled_targets(args, ds, lb: np.ndarray) -> np.ndarray:
+    """Labels of the labeled samples ``lb`` (int64, like ``lb``): ``lb_labels_file`` when set,
+    else the dataset's; a missing label (-1) is a :class:`ConfigError`."""
+    path = getattr(args, "lb_labels_file", None) or None
+    if path:
+        from ..annotations import read_labels_csv
+        y = np.asarray(read_labels_csv(path, lb, ds.num_classes, n_samples=len(ds.y_train)),
+                       dtype=np.int64)
+    else:
+        y = ds.y_train[lb]
+    missing = np.flatnonzero(y < 0)
+    if missing.size:
+        raise ConfigError(f"{missing.size} of the {len(lb)} labeled samples have no label in "
+                          f"the {ds.name} dataset (first: row {int(lb[missing[0]])}); set "
+                          "lb_labels_file to the annotated to_annotate.csv",
+                          field="lb_labels_file")
+    return y
+
+
 def build_plugin_dataset(args, algorithm, name, num_labels, num_classes, *, data_dir=None,
                          include_lb_to_ulb=True, lb_index_file=None) -> dict:
-    """USB datasets for an embedded dataset (see the module docstring)."""
+    """USB datasets for a plugin dataset (see the module docstring)."""
     from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
 
-    from ..datasets import load_dataset
+    from ..datasets import USER_LOADERS
     from .compat import load_lb_index
-    ds = load_dataset(name, data_dir=_data_dir_for(name, data_dir))
+    ds = load_plugin_dataset(args, name, data_dir)
     if int(num_classes) != ds.num_classes:
-        raise ConfigError(f"num_classes={num_classes} but {name} has {ds.num_classes} classes",
-                          field="num_classes")
+        hint = (" (an unlabeled folder names its classes in classes.txt)"
+                if name in USER_LOADERS else "")
+        raise ConfigError(f"num_classes={num_classes} but {name} has {ds.num_classes} "
+                          f"classes{hint}", field="num_classes")
+    if name in USER_LOADERS and len(ds.y_test) == 0:
+        raise ConfigError(f"{name} dataset {data_dir} has no test images; USB evaluates on "
+                          "them (folder: PATH/test/<class>/...; arrays: x_test, y_test)",
+                          field="data_dir")
     n = len(ds.y_train)
+    if name in USER_LOADERS and int(num_labels) > n:
+        from ..errors import DatasetError
+        raise DatasetError(f"holds {n} training images, fewer than num_labels={num_labels}; "
+                           "lower num_labels or add images", path=data_dir)
     supervised = algorithm in ("fullysupervised", "supervised")
     if lb_index_file:
         lb = load_lb_index(lb_index_file, n_samples=n, num_labels=num_labels)
+    elif (ds.y_train < 0).any():
+        raise ConfigError(f"the {name} pool has unlabeled samples, so USB cannot draw a random "
+                          "labeled set; set lb_index_file (as3l select) and lb_labels_file "
+                          "(the annotated to_annotate.csv)", field="lb_index_file")
     elif supervised:
         lb = np.arange(n, dtype=np.int64)
     else:
         lb = random_split(ds.y_train, int(num_labels), ds.num_classes, int(getattr(args, "seed", 0) or 0))
+    targets = ds.y_train.copy()
+    targets[lb] = labeled_targets(args, ds, lb)
     rest = np.setdiff1d(np.arange(n), lb)
     ulb = np.concatenate([lb, rest]) if include_lb_to_ulb else rest
     crop_ratio = float(getattr(args, "crop_ratio", 0.875) or 0.875)
+    flip = PLUGIN_DATASETS[name]
+    if name in USER_LOADERS and getattr(args, "flip", None) is not None:
+        flip = bool(args.flip)
     weak, strong, evaluation = make_transforms(ds.image_size, ds.mean, ds.std,
-                                               flip=PLUGIN_DATASETS[name], crop_ratio=crop_ratio)
+                                               flip=flip, crop_ratio=crop_ratio)
     C = ds.num_classes
-    lb_dset = BasicDataset(algorithm, ds.x_train[lb], ds.y_train[lb], C, weak, False, strong, False)
-    ulb_dset = BasicDataset(algorithm, ds.x_train[ulb], ds.y_train[ulb], C, weak, True, strong, False)
+    lb_dset = BasicDataset(algorithm, ds.x_train[lb], targets[lb], C, weak, False, strong, False)
+    ulb_dset = BasicDataset(algorithm, ds.x_train[ulb], targets[ulb], C, weak, True, strong, False)
     eval_dset = BasicDataset(algorithm, ds.x_test, ds.y_test, C, evaluation, False, None, False)
     lb_dset.orig_index, ulb_dset.orig_index = lb, ulb
     lb_dset.orig_len = ulb_dset.orig_len = n
     print(f"{name}: {len(lb)} labeled, {len(ulb)} unlabeled, {len(ds.y_test)} eval samples; "
-          f"lb count: {np.bincount(ds.y_train[lb], minlength=C).tolist()}")
+          f"lb count: {np.bincount(targets[lb], minlength=C).tolist()}")
     return {"train_lb": lb_dset, "train_ulb": ulb_dset, "eval": eval_dset, "test": None}

@@ -141,8 +141,9 @@ def get_config(config=None, argv=None, *, strict=False, shared=False, warn=None,
         raise ConfigError(str(exc), field="gpu") from None
     if getattr(args, "save_name", None) in (None, "None"):
         args.save_name = f"{args.algorithm}_{args.dataset}"
-    if getattr(args, "lb_index_file", None) in ("", "None"):
-        args.lb_index_file = None
+    for key in ("lb_index_file", "lb_labels_file", "channels", "flip"):  # YAML's 'None'
+        if getattr(args, key, None) in ("", "None"):
+            setattr(args, key, None)
     args.distributed = args.world_size > 1 or bool(args.multiprocessing_distributed)  # main() redoes it
     C.emit_warnings(warnings_, warn)
     return args
