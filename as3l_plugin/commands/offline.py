@@ -355,11 +355,13 @@ def _find_index(select_dir: Path) -> Path:
 
 def prior_from_selection(features, *, index, labels_csv=None, oracle_labels=None,
                          num_classes=None, propagator=DEFAULT_PROPAGATOR, params=None, seed=0,
-                         out) -> dict:
+                         out, dataset=None, data_dir=None) -> dict:
     """Library form of ``as3l prior``; returns the prior's sidecar dict.
 
     Exactly one of ``labels_csv`` (the annotated ``to_annotate.csv``) and ``oracle_labels``
     (a ``.npy`` of all n true labels, for benchmarks) gives the labels of the selection.
+    Class names in the CSV are those of ``dataset`` (default: the one recorded in the
+    selection's sidecar), looked up only when a cell is not a class id.
     """
     import numpy as np
 
@@ -409,7 +411,14 @@ def prior_from_selection(features, *, index, labels_csv=None, oracle_labels=None
         if num_classes is None:
             raise ParameterError("is required with --labels-csv (the number of classes of the "
                                  "dataset, also those nobody labeled)", field="--num-classes")
-        labels = read_labels_csv(labels_csv, idx, num_classes, n_samples=n)
+        dataset = dataset or sel.get("dataset")
+
+        def names():
+            if not dataset:
+                return None
+            from ..datasets import class_names
+            return class_names(dataset, num_classes, data_dir)
+        labels = read_labels_csv(labels_csv, idx, num_classes, n_samples=n, class_names=names)
         source = {"labels_source": "csv", "labels_file": str(Path(labels_csv).resolve()),
                   "labels_sha256": io.sha256_file(labels_csv)}
 
@@ -462,9 +471,15 @@ def cmd_prior(args) -> int:
     meta = prior_from_selection(args.features, index=index, labels_csv=labels_csv,
                                 oracle_labels=args.oracle_labels, num_classes=args.num_classes,
                                 propagator=args.propagator, params=_params(args.param),
-                                seed=args.seed, out=args.out)
+                                seed=args.seed, out=args.out, dataset=args.dataset,
+                                data_dir=args.data_dir)
+    from ..datasets import CLASS_NAMES
     per_class = meta["labeled_per_class"]
     missing = [c for c, k in enumerate(per_class) if k == 0]
+    names = CLASS_NAMES.get(args.dataset or meta.get("dataset"))
+    if names is not None and len(names) >= len(per_class):  # name the classes in the report
+        per_class = ", ".join(f"{nm} {k}" for nm, k in zip(names, per_class))
+        missing = [f"{c} ({names[c]})" for c in missing]
     _print(f"prior: {args.out}  ({meta['n']} x {meta['num_classes']} float32, "
            f"propagator {meta['propagator']}, seed {meta['seed']})")
     _print(f"  from {meta['budget']} labels ({meta['labels_source']}); labeled per class: "
@@ -472,8 +487,8 @@ def cmd_prior(args) -> int:
     _print(f"  rows with label evidence: {100 * meta['coverage']:.1f}% "
            f"({meta['n_uniform']} uniform)")
     if missing:
-        _print(f"  warning: class(es) {missing} have no labeled sample; the prior never "
-               "predicts them")
+        _print(f"  warning: class(es) {', '.join(map(str, missing))} have no labeled sample; "
+               "the prior never predicts them")
     return 0
 
 
@@ -595,7 +610,8 @@ def register(subparsers) -> None:
     g.add_argument("--index", metavar="lb_..._idx.npy", help="the labeled index file")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--labels-csv", metavar="CSV",
-                   help="annotations index,label (default: to_annotate.csv next to the index)")
+                   help="annotations index,label[,path]; label = class id or name "
+                        "(default: to_annotate.csv next to the index)")
     g.add_argument("--oracle-labels", metavar="y.npy",
                    help="benchmarks: true labels (n,) of the whole dataset")
     p.add_argument("--num-classes", type=int, metavar="C",
@@ -606,6 +622,9 @@ def register(subparsers) -> None:
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="propagator hyper-parameter (repeatable), e.g. --param ks=10,20,30")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--dataset", help="dataset whose class names the CSV may use (default: "
+                   "the one recorded by `as3l select --dataset`)")
+    p.add_argument("--data-dir", help="folder of the dataset (to read its class names)")
     p.add_argument("--out", required=True, metavar="prior.npy", help="output prior file")
     p.set_defaults(func=cmd_prior)
 
