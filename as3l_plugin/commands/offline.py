@@ -336,23 +336,6 @@ def cmd_select(args) -> int:
 
 
 # --------------------------------------------------------------------------- prior
-def _find_index(select_dir: Path) -> Path:
-    from ..errors import InputError
-
-    if not select_dir.is_dir():
-        raise InputError("selection directory not found (run `as3l select --out` first)",
-                         path=select_dir, field="--select-dir")
-    found = sorted(p for p in select_dir.glob("lb_labels*_idx.npy"))
-    if not found:
-        raise InputError("holds no lb_labels*_idx.npy index; run `as3l select --out` first",
-                         path=select_dir, field="--select-dir")
-    if len(found) > 1:
-        raise InputError(f"holds {len(found)} index files ({', '.join(p.name for p in found)});"
-                         " pass the one you annotated with --index", path=select_dir,
-                         field="--select-dir")
-    return found[0]
-
-
 def prior_from_selection(features, *, index, labels_csv=None, oracle_labels=None,
                          num_classes=None, propagator=DEFAULT_PROPAGATOR, params=None, seed=0,
                          out, dataset=None, data_dir=None) -> dict:
@@ -464,7 +447,8 @@ def cmd_prior(args) -> int:
     if args.index is None and args.select_dir is None:
         raise ParameterError("give --select-dir DIR (from `as3l select --out`) or --index "
                              "lb_..._idx.npy", field="--index")
-    index = Path(args.index) if args.index else _find_index(Path(args.select_dir))
+    from ..io import find_index
+    index = Path(args.index) if args.index else find_index(args.select_dir)
     labels_csv = args.labels_csv
     if labels_csv is None and args.oracle_labels is None:
         labels_csv = index.parent / "to_annotate.csv"
