@@ -37,7 +37,7 @@ import numpy as np
 from .errors import LabelsError
 
 __all__ = ["ANNOTATION_FILENAME", "HEADER", "SKIP", "UNLABELED", "SKIPPED", "annotation_rows",
-           "read_labels_csv", "read_annotations", "count_filled", "parse_label"]
+           "read_labels_csv", "read_annotations", "read_label_table", "count_filled", "parse_label"]
 
 ANNOTATION_FILENAME = "to_annotate.csv"
 HEADER = ("index", "label", "path")
@@ -254,6 +254,17 @@ def read_annotations(path, selected_idx, num_classes, *, class_names=None, n_sam
                               f"{missing[:5].tolist()}); every selected index needs a label",
                               path=path, field="index")
     return labels
+
+
+def read_label_table(path, num_classes, *, class_names=None):
+    """A complete label file with no selection to check against (the pipeline's own
+    ``labels.csv``): ``(indices, labels)``, both int64 ``(m,)``, in the file's order."""
+    path, rows = _open_rows(path)
+    icol, _, _ = _header(path, rows)
+    idx = [_parse_int(r[icol] if len(r) > icol else "", "sample index", f"{path}:{ln}", "index")
+           for ln, r in rows[1:] if any(c.strip() for c in r)]
+    idx = np.asarray(idx, dtype=np.int64)
+    return idx, read_labels_csv(path, idx, num_classes, class_names=class_names)
 
 
 def read_labels_csv(path, selected_idx, num_classes, *, n_samples=None, class_names=None,
