@@ -227,3 +227,47 @@ def test_browser_labels_by_keyboard_and_click_undo_reload_done(sel, capsys):
     assert main(["prior", "--features", str(f), "--select-dir", str(tmp / "sel"),
                  "--num-classes", "10", "--out", str(tmp / "prior.npy")]) == 0
     assert np.load(tmp / "prior.npy")[idx].argmax(1).tolist() == y[idx].tolist()
+
+
+def test_browser_file_page_search_reopen_and_download(tmp_path):
+    """The file:// page: more than 10 classes → a search box (Enter picks), clicks survive a
+    reload (localStorage), and the download button saves a to_annotate.csv that reads back."""
+    names = [f"class {chr(65 + c)}" for c in range(12)]
+    rng = np.random.default_rng(0)
+    idx = np.array([5, 17, 3], dtype=np.int64)
+    ann = an.Annotation(tmp_path, idx, [rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)
+                                        for _ in idx], ["a/x.png", "b/y,z.png", "c.png"],
+                        names, np.full(3, UNLABELED, dtype=np.int64))
+    page = an.write_page(ann)
+    browser = _chrome()
+    dl = tmp_path / "downloads"
+    dl.mkdir()
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior",
+                            {"behavior": "allow", "downloadPath": str(dl)})
+    try:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+        browser.get(page.as_uri())
+        progress = lambda: browser.find_element(By.ID, "progress").text  # noqa: E731
+        assert progress() == "0 / 3 labeled"
+        assert not browser.find_element(By.ID, "done").is_displayed()
+        body = browser.find_element(By.TAG_NAME, "body")
+        body.send_keys("2")                                   # key 2 = class B
+        search = browser.find_element(By.ID, "search")
+        search.send_keys("class L", Keys.ENTER)               # the 12th, beyond the keys
+        _wait(lambda: progress() == "2 / 3 labeled")
+        browser.refresh()
+        _wait(lambda: browser.find_element(By.ID, "progress").text == "2 / 3 labeled")
+        browser.find_element(By.TAG_NAME, "body").send_keys("s")
+        _wait(lambda: progress() == "2 / 3 labeled, 1 skipped")
+        browser.find_element(By.ID, "download").click()
+        got = _wait(lambda: (dl / "to_annotate.csv").is_file()
+                    and (dl / "to_annotate.csv").read_text())
+    finally:
+        browser.quit()
+    assert got.splitlines() == ["index,label,path", "5,class B,a/x.png",
+                                '17,class L,"b/y,z.png"', "3,skip,c.png"]
+    from as3l_plugin.annotations import read_annotations
+    assert read_annotations(dl / "to_annotate.csv", idx, 12, class_names=names,
+                            paths={5: "a/x.png", 17: "b/y,z.png", 3: "c.png"}).tolist() \
+        == [1, 11, SKIPPED]

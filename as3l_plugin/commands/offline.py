@@ -329,7 +329,9 @@ def cmd_select(args) -> int:
         _print(f"next: as3l prior --features {args.features} --select-dir {args.out} "
                "--num-classes C --out prior.npy")
     else:
-        _print("next: fill in the 'label' column (integer class ids), then run")
+        ds = "" if meta.get("dataset") else " --dataset NAME"
+        _print(f"next: label the images in a browser with `as3l annotate {args.out} --serve"
+               f"{ds}`, or fill in the 'label' column (class ids or names), then run")
         _print(f"  as3l prior --features {args.features} --select-dir {args.out} "
                "--num-classes C --out prior.npy")
     return 0
