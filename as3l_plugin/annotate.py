@@ -310,6 +310,7 @@ _PAGE = r"""<!DOCTYPE html>
  .card.done{background:#eefaf0} .card.skip{background:#fff6dd}
  .card img{width:128px;height:128px;object-fit:contain;image-rendering:pixelated;background:#000}
  .meta{font-size:12px;color:#666} .lab{font-weight:600;min-height:1.2em}
+ .zoom{color:#36c;text-decoration:underline;cursor:zoom-in}
  #zoom{display:none;position:fixed;inset:0;background:rgba(0,0,0,.85);z-index:5;align-items:center;justify-content:center;flex-direction:column;color:#fff}
  #zoom img{width:min(80vw,80vh);height:min(80vw,80vh);object-fit:contain;image-rendering:pixelated}
  #search{padding:5px;width:14em}
@@ -390,11 +391,11 @@ $("zoom").onclick = () => { $("zoom").style.display = "none"; };
 const grid = $("grid");
 items.forEach((it, k) => {
   const el = document.createElement("div"); el.className = "card"; el.dataset.index = it.i;
-  el.innerHTML = '<img alt=""><div class="meta"></div><div class="lab"></div>';
+  el.innerHTML = '<img alt=""><div class="meta"><span></span> <a class="zoom" title="enlarge (Enter)">enlarge</a></div><div class="lab"></div>';
   el.querySelector("img").src = it.src;
-  el.querySelector(".meta").textContent = "#" + (k+1) + " · " + it.i + (it.p ? " · " + it.p : "") + "  🔍";
+  el.querySelector(".meta span").textContent = "#" + (k+1) + " · " + it.i + (it.p ? " · " + it.p : "");
   el.onclick = () => { cur = k; render(); };
-  el.querySelector(".meta").onclick = ev => { ev.stopPropagation(); cur = k; render(); zoom(k); };
+  el.querySelector(".zoom").onclick = ev => { ev.stopPropagation(); cur = k; render(); zoom(k); };
   el.ondblclick = () => zoom(k);
   grid.appendChild(el);
 });

@@ -260,6 +260,11 @@ def test_browser_file_page_search_reopen_and_download(tmp_path):
         _wait(lambda: browser.find_element(By.ID, "progress").text == "2 / 3 labeled")
         browser.find_element(By.TAG_NAME, "body").send_keys("s")
         _wait(lambda: progress() == "2 / 3 labeled, 1 skipped")
+        browser.find_elements(By.CSS_SELECTOR, ".card .zoom")[1].click()  # enlarge
+        _wait(lambda: browser.find_element(By.ID, "zoom").is_displayed())
+        assert "index 17 · b/y,z.png" in browser.find_element(By.ID, "zoomcap").text
+        browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+        _wait(lambda: not browser.find_element(By.ID, "zoom").is_displayed())
         browser.find_element(By.ID, "download").click()
         got = _wait(lambda: (dl / "to_annotate.csv").is_file()
                     and (dl / "to_annotate.csv").read_text())
