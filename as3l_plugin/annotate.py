@@ -14,7 +14,8 @@ to the selection's ``to_annotate.csv``:
 With ``--serve`` (:func:`serve`) the same page is served by a stdlib HTTP server bound to
 127.0.0.1 only; every click POSTs the label and the server rewrites ``to_annotate.csv``
 atomically, so closing the tab loses nothing; the page's Done button stops the server.
-A random token in the page must accompany every POST (another web page cannot post).
+A random token in the page must accompany every POST (another web page cannot post), and
+requests addressed to another host name than 127.0.0.1 / localhost are refused.
 
 The CSV format and its reader are :mod:`as3l_plugin.annotations`.
 """
@@ -253,14 +254,21 @@ def serve(ann: Annotation, *, port: int = 0, on_ready: Callable[[str], None] = p
             return {"labeled": ann.num_labeled, "skipped": ann.num_skipped,
                     "total": int(ann.idx.size)}
 
+        def _local(self) -> bool:
+            """Only pages addressed to this machine (no DNS rebinding to 127.0.0.1)."""
+            host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
+            return host in ("127.0.0.1", "localhost")
+
         def do_GET(self):
+            if not self._local():
+                return self._reply(403, b"forbidden", "text/plain")
             if self.path.split("?")[0] not in ("/", "/" + PAGE_FILENAME):
                 return self._reply(404, b"not found", "text/plain")
             page = render_page(ann, images=images, serve_token=token)
             self._reply(200, page.encode(), "text/html; charset=utf-8")
 
         def do_POST(self):
-            if self.headers.get("X-AS3L-Token") != token:
+            if not self._local() or self.headers.get("X-AS3L-Token") != token:
                 return self._json(403, {"error": "bad token; reload the page"})
             try:
                 n = int(self.headers.get("Content-Length") or 0)

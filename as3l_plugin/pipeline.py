@@ -1114,7 +1114,7 @@ def prepare_annotation(select: StageRecord, root, env: Mapping[str, Any]):
     return ann
 
 
-def _awaiting_message(ann, config, out) -> str:
+def _awaiting_message(ann, config, out, data_dir=None) -> str:
     """What to do next when the run waits for the annotation (printed by ``as3l run``)."""
     cmd = "as3l run --config " + (str(config) if not isinstance(config, Mapping) else "CONFIG")
     if out is not None:
@@ -1123,7 +1123,8 @@ def _awaiting_message(ann, config, out) -> str:
     return "\n".join([
         f"labels needed: {ann.num_labeled} / {ann.idx.size} selected images have a class"
         f"{skipped}; nothing was trained.",
-        f"  label them: as3l annotate {ann.dir} --serve   (saves every click)",
+        f"  label them: as3l annotate {ann.dir} --serve"
+        f"{f' --data-dir {data_dir}' if data_dir else ''}   (saves every click)",
         f"     or open: {ann.dir / 'annotate.html'} and put the downloaded to_annotate.csv "
         f"into {ann.dir}/",
         f"  contact sheet: {ann.dir / 'contact_sheet.png'}",
@@ -1189,7 +1190,8 @@ def run_pipeline(config, *, out=None, force: Iterable[str] = (),
             ann = prepare_annotation(records["select"], root, before[0].env)
             if ann.num_labeled < ann.idx.size:
                 return {"root": root, "records": records, "summary": None,
-                        "awaiting_labels": _awaiting_message(ann, config, out)}
+                        "awaiting_labels": _awaiting_message(ann, config, out,
+                                                             cfg.get("data_dir"))}
             stages = build_stages(cfg)  # the labels file now exists: its checksum is the key
         if lab["source"] == "csv" and not Path(lab["path"]).is_file():
             before = stages[:[s.name for s in stages].index("labels")]

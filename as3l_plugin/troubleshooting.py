@@ -308,7 +308,7 @@ CASES = (
     Case("budget-below-classes", "budget",
          "`as3l prior` from fewer labeled classes than --num-classes: allowed, exit 0",
          lambda ws: (_selection(ws, budget=2), _prior_argv())[1], None,
-         "warning: class(es) […] have no labeled sample; the prior never predicts them",
+         "warning: class(es) … have no labeled sample; the prior never predicts them",
          "raise the budget to at least one label per class if you can"),
     # ----------------------------------------------------------------- labels CSV
     Case("labels-no-header", "labels", "to_annotate.csv lost its header line",

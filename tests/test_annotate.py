@@ -117,6 +117,9 @@ def test_server_saves_each_label_and_rejects_bad_ones(sel):
         page = urllib.request.urlopen(url, timeout=10).read().decode()
         token = json.loads(re.search(r"const D = (\{.*?\});\n", page).group(1))["token"]
         assert _post(url + "label", {"index": int(idx[0]), "label": "3"}, "nope")[0] == 403
+        req = urllib.request.Request(url, headers={"Host": "evil.example:80"})
+        with pytest.raises(urllib.error.HTTPError, match="403"):  # DNS rebinding
+            urllib.request.urlopen(req, timeout=10)
         code, js = _post(url + "label", {"index": int(idx[0]), "label": "3"}, token)
         assert code == 200 and js == {"labeled": 1, "skipped": 0, "total": B}
         lines = (tmp / "sel" / "to_annotate.csv").read_text().splitlines()
