@@ -4,7 +4,7 @@
 to the selection's ``to_annotate.csv``:
 
 - ``annotate.html``: every selected image (base64 PNG data URIs, so it opens from
-  ``file://``), a class picker (buttons; keys 1–9, 0 for the first ten classes; a search box
+  ``file://``; click one to enlarge it, a class key labels it there), a class picker (buttons; keys 1–9, 0 for the first ten classes; a search box
   when there are more), progress, undo, a "skip / unsure" mark and a button that downloads
   the filled ``to_annotate.csv``. Clicks are kept in the browser's localStorage, so a
   reopened page shows them, as it shows the labels the CSV held when the page was written.
@@ -316,7 +316,7 @@ _PAGE = r"""<!DOCTYPE html>
  .card{background:#fff;border:2px solid #ddd;border-radius:6px;padding:6px;text-align:center;cursor:pointer}
  .card.cur{border-color:#36c;box-shadow:0 0 0 2px #36c}
  .card.done{background:#eefaf0} .card.skip{background:#fff6dd}
- .card img{width:128px;height:128px;object-fit:contain;image-rendering:pixelated;background:#000}
+ .card img{cursor:zoom-in;width:128px;height:128px;object-fit:contain;image-rendering:pixelated;background:#000}
  .meta{font-size:12px;color:#666} .lab{font-weight:600;min-height:1.2em}
  .zoom{color:#36c;text-decoration:underline;cursor:zoom-in}
  #zoom{display:none;position:fixed;inset:0;background:rgba(0,0,0,.85);z-index:5;align-items:center;justify-content:center;flex-direction:column;color:#fff}
@@ -403,8 +403,8 @@ items.forEach((it, k) => {
   el.querySelector("img").src = it.src;
   el.querySelector(".meta span").textContent = "#" + (k+1) + " · " + it.i + (it.p ? " · " + it.p : "");
   el.onclick = () => { cur = k; render(); };
-  el.querySelector(".zoom").onclick = ev => { ev.stopPropagation(); cur = k; render(); zoom(k); };
-  el.ondblclick = () => zoom(k);
+  const big = ev => { ev.stopPropagation(); cur = k; render(); zoom(k); };
+  el.querySelector("img").onclick = big; el.querySelector(".zoom").onclick = big;
   grid.appendChild(el);
 });
 const bar = $("classes");
@@ -426,7 +426,7 @@ $("done").onclick = () => post("/done", {}).then(js => {
   document.body.innerHTML = "<h2 style='padding:20px'>Saved " + js.labeled + " / " + js.total +
     " labels to " + D.csv + ". You can close this tab.</h2>"; }, e => status("NOT SAVED: " + e.message));
 document.addEventListener("keydown", ev => {
-  if($("zoom").style.display === "flex"){ if(ev.key === "Escape") $("zoom").style.display = "none"; return; }
+  if($("zoom").style.display === "flex"){ $("zoom").style.display = "none"; if(ev.key === "Escape") return; }
   if(/^[0-9]$/.test(ev.key) && !ev.ctrlKey && !ev.metaKey){ const c = (+ev.key + 9) % 10; if(c < C.length) set(cur, c); }
   else if(ev.key === "s" || ev.key === "S") set(cur, -2);
   else if(ev.key === "Backspace" || (ev.key === "z" && (ev.ctrlKey || ev.metaKey))){ ev.preventDefault(); undo(); }

@@ -65,19 +65,23 @@ def test_reopened_page_shows_the_labels_already_given(sel):
     ("index,label\n{0},Coat\n", r"to_annotate.csv:2: label: 'Coat' for sample \d+ is not a "
                                 r"class name \(0, 1, 2"),
     ("index,label\n5000,1\n", r"to_annotate.csv:2: index: 5000 is out of range \[0, 1437\)"),
+    ("index,label\n{0},1\n{1},1\n", r"to_annotate.csv:3: index: \d+ is not one of the 6 "
+                                   r"selected samples"),
     ("index,label\n{0},1\n{0},2\n", r"to_annotate.csv:3: index: \d+ appears twice"),
 ])
 def test_bad_csv_is_one_line_exit_2_and_writes_nothing(sel, capsys, text, expect):
     tmp, f, idx, y = sel
     csv = tmp / "sel" / "to_annotate.csv"
-    csv.write_text(text.format(idx[0]))
+    other = int(np.setdiff1d(np.arange(1437), idx)[0])
+    text = text.format(idx[0], other)
+    csv.write_text(text)
     before = sorted(p.name for p in (tmp / "sel").iterdir())
     assert main(["annotate", str(tmp / "sel")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"as3l: error: {csv}") and err.count("\n") == 1, err
     assert re.search(expect, err), err
     assert sorted(p.name for p in (tmp / "sel").iterdir()) == before
-    assert csv.read_text() == text.format(idx[0])
+    assert csv.read_text() == text
 
 
 def _start_server(tmp):
@@ -199,8 +203,10 @@ def test_browser_labels_by_keyboard_and_click_undo_reload_done(sel, capsys):
         # the 5th marked skip / unsure, the 6th by clicking its card then a key
         browser.find_element(By.ID, "skip").click()
         _wait(lambda: on_disk()[int(idx[4])] == "skip")
-        browser.find_elements(By.CSS_SELECTOR, ".card")[5].click()
-        body.send_keys(str((int(truth[5]) + 1) % 10))
+        browser.find_elements(By.CSS_SELECTOR, ".card img")[5].click()  # click to enlarge
+        _wait(lambda: browser.find_element(By.ID, "zoom").is_displayed())
+        body.send_keys(str((int(truth[5]) + 1) % 10))                   # labels it there
+        _wait(lambda: not browser.find_element(By.ID, "zoom").is_displayed())
         _wait(lambda: progress() == "5 / 6 labeled, 1 skipped")
         _wait(lambda: sum(v not in ("", "skip") for v in on_disk().values()) == 5)
         # closing / reloading the tab loses nothing
@@ -209,7 +215,7 @@ def test_browser_labels_by_keyboard_and_click_undo_reload_done(sel, capsys):
         body = browser.find_element(By.TAG_NAME, "body")
         cards = browser.find_elements(By.CSS_SELECTOR, ".card")
         assert "skip" in cards[4].get_attribute("class")
-        cards[4].click()  # decide the unsure one after all
+        cards[4].click()  # decide the unsure one after all (enlarged, then a key)
         body.send_keys(str((int(truth[4]) + 1) % 10), Keys.NULL)
         _wait(lambda: progress() == "6 / 6 labeled")
         _wait(lambda: on_disk()[int(idx[4])] == truth[4])
