@@ -285,3 +285,18 @@ def test_browser_file_page_search_reopen_and_download(tmp_path):
     assert read_annotations(dl / "to_annotate.csv", idx, 12, class_names=names,
                             paths={5: "a/x.png", 17: "b/y,z.png", 3: "c.png"}).tolist() \
         == [1, 11, SKIPPED]
+
+
+def test_annotate_needs_the_dataset_of_the_selection(tmp_path, capsys):
+    X = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    np.save(tmp_path / "F.npy", X)
+    assert main(["select", "--features", str(tmp_path / "F.npy"), "--budget", "5",
+                 "--sampler", "random", "--out", str(tmp_path / "sel")]) == 0
+    capsys.readouterr()
+    assert main(["annotate", str(tmp_path / "sel")]) == 2
+    assert "--dataset: the selection records no dataset; pass --dataset NAME" \
+        in capsys.readouterr().err
+    assert main(["annotate", str(tmp_path / "sel"), "--dataset", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert "the selection was made on 100 samples but dataset 'digits' has 1437" in err, err
+    assert not (tmp_path / "sel" / "annotate.html").exists()
