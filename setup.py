@@ -44,7 +44,8 @@ setup(
             "aim",
         ],
         "fast": ["faiss-cpu>=1.7"],
-        "test": ["pytest>=7", "hypothesis>=6"],
+        # selenium drives Debian's chromium + chromium-driver in the annotation page test
+        "test": ["pytest>=7", "hypothesis>=6", "selenium>=4.10"],
     },
     entry_points={"console_scripts": ["as3l=as3l_plugin.cli:main"]},
 )

@@ -24,6 +24,7 @@ from . import __version__
 #: command modules, in the order their subcommands appear in ``as3l --help``
 COMMAND_MODULES = (
     "as3l_plugin.commands.offline",
+    "as3l_plugin.commands.annotate",
     "as3l_plugin.commands.features",
     "as3l_plugin.commands.train",
     "as3l_plugin.commands.pipeline",

@@ -260,3 +260,34 @@ def load_dataset(name: str, data_dir=None, *, progress: bool = True, **options) 
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}",
                            field="dataset") from None
     return loader(data_dir)
+
+
+# --------------------------------------------------------------------------- class names
+#: Class names of the built-in datasets whose loader carries none (position = class id).
+#: A dataset object with a ``classes`` attribute (folder data) names its own classes.
+CLASS_NAMES: Dict[str, tuple] = {
+    "digits": tuple(str(i) for i in range(10)),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                      "Shirt", "Sneaker", "Bag", "Ankle boot"),
+}
+
+
+def class_names(dataset, num_classes=None, data_dir=None) -> list:
+    """Names of the classes, position = class id: ``list[str]`` of length ``num_classes``.
+
+    ``dataset`` is a dataset object (its ``classes`` attribute when it has one) or a name
+    (the :data:`CLASS_NAMES` table, else the loaded dataset's ``classes``); classes without
+    a name are named by their id (``'3'``). ``num_classes`` defaults to the dataset's.
+    """
+    if isinstance(dataset, str):
+        names = CLASS_NAMES.get(dataset)
+        if names is None:
+            dataset = load_dataset(dataset, data_dir)
+    if not isinstance(dataset, str):
+        names = getattr(dataset, "classes", None) or CLASS_NAMES.get(dataset.name)
+        if num_classes is None:
+            num_classes = dataset.num_classes
+    names = [str(c) for c in (names or ())]
+    if num_classes is None:
+        num_classes = len(names)
+    return names[:num_classes] + [str(i) for i in range(len(names), num_classes)]

@@ -218,3 +218,20 @@ def read_sidecar(path, *, required: bool = True) -> dict | None:
         return json.loads(sc.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"sidecar is not valid JSON ({exc})", path=sc) from exc
+
+
+def find_index(select_dir, *, field: str = "--select-dir") -> Path:
+    """The one ``lb_labels*_idx.npy`` of a selection directory (``as3l select --out``)."""
+    select_dir = Path(select_dir)
+    if not select_dir.is_dir():
+        raise InputError("selection directory not found (run `as3l select --out` first)",
+                         path=select_dir, field=field)
+    found = sorted(p for p in select_dir.glob("lb_labels*_idx.npy"))
+    if not found:
+        raise InputError("holds no lb_labels*_idx.npy index; run `as3l select --out` first",
+                         path=select_dir, field=field)
+    if len(found) > 1:
+        raise InputError(f"holds {len(found)} index files ({', '.join(p.name for p in found)});"
+                         " pass the one you annotated with --index", path=select_dir,
+                         field=field)
+    return found[0]

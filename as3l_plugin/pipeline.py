@@ -7,7 +7,8 @@ Stages and their files (``results/<run>/<stage>/``)::
     finetune        f_fine.npy                            Eq. 1 fine-tuned features (if used)
     choose          choice.json                           the ``auto`` feature set (if used)
     select          lb_labels{B}_1_seed{S}_idx.npy, to_annotate.csv
-    labels          labels.csv (index,label)              oracle (dataset) or the user's CSV
+    labels          labels.csv (index,label)              oracle (dataset), the user's CSV, or
+                                                          annotate/to_annotate.csv (annotate)
     prior           prior.npy (n, C) float32               seeded K-means propagation
     train_as3l      <save_name>/metrics.csv, checkpoints  as3l_flexmatch (AS3L labels + prior)
     baseline_select lb_labels…idx.npy, labels.csv         random labels for the baseline
@@ -314,7 +315,7 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "features": {},           # keyword arguments of features.extract_features
     "finetune": {},           # keyword arguments of features.finetune_features
     "select": {},             # sampler, params, features
-    "labels": {},             # source: dataset | csv; path
+    "labels": {},             # source: dataset | csv | annotate; path (csv)
     "prior": {},              # propagator, params, features
     "usb": {},                # USB overrides for both trainings
     "as3l_flexmatch": {},     # config (USB base YAML) + overrides of the AS3L training
@@ -382,10 +383,14 @@ def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dic
                           field="seed")
     for sec in ("select", "prior"):
         check_feature_set(cfg[sec]["features"], path=where, field=f"{sec}.features")
-    if cfg["labels"]["source"] not in ("dataset", "csv"):
+    if cfg["labels"]["source"] not in LABEL_SOURCES:
         raise ConfigError(f"={cfg['labels']['source']!r}; allowed: dataset (simulation with "
-                          "the dataset's labels) or csv (your annotations)", path=where,
-                          field="labels.source")
+                          "the dataset's labels), csv (your annotations) or annotate (label "
+                          "the selection in a browser page)", path=where, field="labels.source")
+    if cfg["labels"]["source"] == "annotate" and cfg["labels"]["path"]:
+        raise ConfigError("is set by the pipeline when labels.source is annotate "
+                          "(<run>/annotate/to_annotate.csv); remove it", path=where,
+                          field="labels.path")
     if cfg["labels"]["source"] == "csv":
         if not cfg["labels"]["path"]:
             raise ConfigError("is required when labels.source is csv", path=where,
@@ -414,6 +419,13 @@ def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dic
     if not cfg["name"]:
         cfg["name"] = where.stem if where is not None else "run"
     return cfg
+
+
+#: labels.source values: the dataset's labels, a CSV of the user's, or the annotation page
+LABEL_SOURCES = ("dataset", "csv", "annotate")
+#: the run's annotation folder (labels.source: annotate), outside every stage directory so
+#: that no re-run of a stage can delete the labels a person gave
+ANNOTATE_DIR = "annotate"
 
 
 # =========================================================================== the stages
@@ -653,12 +665,14 @@ def _stage_labels(ctx: StageContext) -> Dict[str, Any]:
         disagree = 0
         if (labels < 0).any():
             raise ConfigError(f"=dataset (simulation) but {int((labels < 0).sum())} selected "
-                              f"samples have no label in the {data.name} pool; annotate them "
-                              "and set labels.source: csv, labels.path: <the CSV>",
+                              f"samples have no label in the {data.name} pool; set labels.source: "
+                              "annotate (or csv with labels.path: <your CSV>)",
                               field="labels.source")
     else:
+        from .datasets import class_names
         labels = read_labels_csv(p["file"]["path"], idx, data.num_classes,
-                                 n_samples=len(data.y_train))
+                                 n_samples=len(data.y_train), class_names=class_names(data),
+                                 paths=getattr(data, "paths", None))
         known = data.y_train[idx] >= 0  # an unlabeled pool (folder) has nothing to compare
         disagree = int((labels[known] != data.y_train[idx][known]).sum())
         if disagree:
@@ -676,10 +690,10 @@ def _stage_labels(ctx: StageContext) -> Dict[str, Any]:
 
 
 def _read_labels(rec: StageRecord) -> np.ndarray:
-    import csv
-    with open(rec.path(LABELS), newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return np.array([[int(r["index"]), int(r["label"])] for r in rows], dtype=np.int64)
+    """The labels stage's ``labels.csv`` as int64 ``(m, 2)`` rows ``(index, class id)``."""
+    from .annotations import read_label_table
+    idx, labels = read_label_table(rec.path(LABELS), rec.result["num_classes"])
+    return np.stack([idx, labels], axis=1)
 
 
 def prior_diagnostics(prior: np.ndarray, y: np.ndarray, idx: np.ndarray,
@@ -883,8 +897,11 @@ def _stage_evaluate(ctx: StageContext) -> Dict[str, Any]:
     if "baseline_select" in ctx.inputs:
         per_class[f"{p['baseline_sampler']} labels"] = \
             ctx.inputs["baseline_select"].result["per_class_acc"]
+    from .datasets import class_names
+    C = len(next(iter(per_class.values())))
     rp.plot_per_class({k: [np.nan if v is None else v for v in vals]
-                       for k, vals in per_class.items()}, ctx.dir / "prior_per_class.png")
+                       for k, vals in per_class.items()}, ctx.dir / "prior_per_class.png",
+                      class_names=class_names(p["dataset"], C, ctx.env.get("data_dir")))
     return out
 
 
@@ -1026,7 +1043,7 @@ def feature_stages(cfg: Mapping[str, Any], env: Mapping[str, Any],
 
 
 def _labels_file_param(cfg) -> Optional[Dict[str, Any]]:
-    if cfg["labels"]["source"] != "csv":
+    if cfg["labels"]["source"] == "dataset":
         return None
     path = Path(cfg["labels"]["path"])
     return file_param(path) if path.is_file() else {"path": str(path), "sha256": None}
@@ -1096,6 +1113,7 @@ def summary_markdown(cfg: Mapping[str, Any], records: Mapping[str, StageRecord],
     out.append(rp.markdown_table(["stage", "wall time", "CPU time", ""], trows, align="lrrl"))
     out.append("CPU time = user + system time of the process (≈ the wall time on an idle "
                "machine with one thread; more than the wall time with several threads).\n")
+    out += _per_class_section(cfg, records)
     sel = records["select"]
     files = [("label index", sel.path(sel.result["index_file"])),
              ("labels", records["labels"].path(LABELS)),
@@ -1111,6 +1129,94 @@ def summary_markdown(cfg: Mapping[str, Any], records: Mapping[str, StageRecord],
     return "\n".join(out)
 
 
+def annotation_dir(root) -> Path:
+    """The run's annotation folder: ``<root>/annotate/`` (see :data:`ANNOTATE_DIR`)."""
+    return Path(root) / ANNOTATE_DIR
+
+
+def with_annotation_path(cfg: Mapping[str, Any], root) -> Dict[str, Any]:
+    """``cfg`` with ``labels.path`` set to the run's ``annotate/to_annotate.csv`` when
+    ``labels.source`` is ``annotate`` (the labels stage then reads it like a user CSV)."""
+    from .annotations import ANNOTATION_FILENAME
+    cfg = dict(cfg)
+    if cfg["labels"]["source"] == "annotate":
+        cfg["labels"] = {**cfg["labels"],
+                         "path": str((annotation_dir(root) / ANNOTATION_FILENAME).resolve())}
+    return cfg
+
+
+def prepare_annotation(select: StageRecord, root, env: Mapping[str, Any]):
+    """Copy the selection into ``<root>/annotate/`` (index + sidecar, an empty
+    ``to_annotate.csv`` the first time) and write ``annotate.html`` and
+    ``contact_sheet.png`` there; returns the :class:`~as3l_plugin.annotate.Annotation`.
+
+    Labels given for an earlier selection are never overwritten: if the select stage made a
+    new selection while ``to_annotate.csv`` holds labels, that is a :class:`LabelsError`.
+    """
+    from . import annotate as an
+    from .annotations import ANNOTATION_FILENAME, count_filled
+    from .errors import LabelsError
+    from .io import atomic_write_bytes, sidecar_path
+    adir = annotation_dir(root)
+    src = select.path(select.result["index_file"])
+    dst = adir / src.name
+    csv = adir / ANNOTATION_FILENAME
+    if not (dst.is_file() and dst.read_bytes() == src.read_bytes()):
+        stale = sorted(adir.glob("lb_labels*_idx.npy")) if adir.is_dir() else []
+        if csv.is_file() and count_filled(csv):
+            raise LabelsError(f"holds {count_filled(csv)} label(s) of another selection (the "
+                              "select stage changed); move the file away to annotate the new "
+                              "selection, or restore the old select settings", path=csv)
+        adir.mkdir(parents=True, exist_ok=True)
+        for old in stale:
+            old.unlink()
+            sidecar_path(old).unlink(missing_ok=True)
+        csv.unlink(missing_ok=True)
+        atomic_write_bytes(sidecar_path(dst), sidecar_path(src).read_bytes())
+        atomic_write_bytes(dst, src.read_bytes())
+    ann = an.open_selection(adir, dataset=_dataset(env), index=dst)
+    if not csv.is_file():
+        ann.save()
+    an.write_contact_sheet(ann)
+    an.write_page(ann)
+    return ann
+
+
+def _awaiting_message(ann, config, out, data_dir=None) -> str:
+    """What to do next when the run waits for the annotation (printed by ``as3l run``)."""
+    cmd = "as3l run --config " + (str(config) if not isinstance(config, Mapping) else "CONFIG")
+    if out is not None:
+        cmd += f" --out {out}"
+    skipped = f" ({ann.num_skipped} marked skip / unsure)" if ann.num_skipped else ""
+    return "\n".join([
+        f"labels needed: {ann.num_labeled} / {ann.idx.size} selected images have a class"
+        f"{skipped}; nothing was trained.",
+        f"  label them: as3l annotate {ann.dir} --serve"
+        f"{f' --data-dir {data_dir}' if data_dir else ''}   (saves every click)",
+        f"     or open: {ann.dir / 'annotate.html'} and put the downloaded to_annotate.csv "
+        f"into {ann.dir}/",
+        f"  contact sheet: {ann.dir / 'contact_sheet.png'}",
+        f"  then continue: {cmd}"])
+
+
+def _per_class_section(cfg: Mapping[str, Any], records: Mapping[str, StageRecord]) -> List[str]:
+    """Per class, by name: labels in the AS3L labeled set and the prior's accuracy."""
+    from . import report as rp
+    from .datasets import class_names
+    lab = records["labels"].result
+    counts = lab.get("label_counts") or []
+    acc = records["prior"].result.get("per_class_acc") or []
+    bs = records.get("baseline_select")
+    base = (bs.result.get("per_class_acc") or []) if bs else []
+    names = class_names(cfg["dataset"], len(counts), cfg.get("data_dir"))
+    head = ["class", "AS3L labels", "prior accuracy (%)"] + \
+        (["prior accuracy, baseline labels (%)"] if base else [])
+    rows = [[names[c], str(k), rp.pct(acc[c] if c < len(acc) else None)]
+            + ([rp.pct(base[c] if c < len(base) else None)] if base else [])
+            for c, k in enumerate(counts)]
+    return ["\n## Per class\n", rp.markdown_table(head, rows, align="lr" + "r" * (len(head) - 2))]
+
+
 def _rel(path: Path, root: Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(root))
@@ -1122,6 +1228,10 @@ def run_pipeline(config, *, out=None, force: Iterable[str] = (),
                  log: Callable[[str], None] = print,
                  overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Run (or resume) the whole job; returns ``{'root', 'records', 'summary'}``.
+
+    With ``labels.source: annotate`` the run stops after ``select`` until every image in
+    ``<out>/annotate/to_annotate.csv`` has a class: it writes the annotation page there and
+    returns ``{'root', 'records', 'summary': None, 'awaiting_labels': message}``.
 
     Parameters
     ----------
@@ -1137,9 +1247,20 @@ def run_pipeline(config, *, out=None, force: Iterable[str] = (),
     cfg = load_config(config, overrides=overrides)
     root = Path(out) if out is not None else Path("results") / cfg["name"]
     t0 = time.perf_counter()
+    cfg = with_annotation_path(cfg, root)
     with run_lock(root):
         stages = build_stages(cfg)
         lab = cfg["labels"]
+        if lab["source"] == "annotate":
+            before = stages[:[s.name for s in stages].index("labels")]
+            records = run_stages(before, root, log=log, force=[
+                f for f in force if f == "all" or f in {s.name for s in before}])
+            ann = prepare_annotation(records["select"], root, before[0].env)
+            if ann.num_labeled < ann.idx.size:
+                return {"root": root, "records": records, "summary": None,
+                        "awaiting_labels": _awaiting_message(ann, config, out,
+                                                             cfg.get("data_dir"))}
+            stages = build_stages(cfg)  # the labels file now exists: its checksum is the key
         if lab["source"] == "csv" and not Path(lab["path"]).is_file():
             before = stages[:[s.name for s in stages].index("labels")]
             records = run_stages(before, root, log=log, force=[

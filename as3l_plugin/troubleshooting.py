@@ -334,7 +334,7 @@ CASES = (
     Case("budget-below-classes", "budget",
          "`as3l prior` from fewer labeled classes than --num-classes: allowed, exit 0",
          lambda ws: (_selection(ws, budget=2), _prior_argv())[1], None,
-         "warning: class(es) […] have no labeled sample; the prior never predicts them",
+         "warning: class(es) … have no labeled sample; the prior never predicts them",
          "raise the budget to at least one label per class if you can"),
     # ----------------------------------------------------------------- labels CSV
     Case("labels-no-header", "labels", "to_annotate.csv lost its header line",
@@ -346,11 +346,25 @@ CASES = (
          E.LabelsError,
          "sel/to_annotate.csv:1: header: header 'index;label' uses ';' as separator; save "
          "with commas (CSV, comma-separated)", "save as CSV with commas"),
-    Case("labels-not-integer", "labels", "a class id is text",
+    Case("labels-not-integer", "labels", "a class is a name but no class names are known",
          lambda ws: _csv(ws, lambda idx, y: _filled(idx, y)[:2] + [f"{idx[1]},cat"]
                          + _filled(idx, y)[3:]), E.LabelsError,
-         "sel/to_annotate.csv:3: label: 'cat' is not an integer class id for sample …",
-         "use integer class ids 0..C-1"),
+         "sel/to_annotate.csv:3: label: 'cat' for sample … is not a class id in [0, 3) and "
+         "no class names are known (pass --dataset to name them)",
+         "use class ids 0..C-1, or name the dataset (`as3l select/prior --dataset`)"),
+    Case("labels-unknown-class-name", "labels", "a class name that is not one of the classes",
+         lambda ws: _csv(ws, lambda idx, y: _filled(idx, y)[:2] + [f"{idx[1]},Coatt"]
+                         + _filled(idx, y)[3:]) + ["--dataset", "fashion_mnist"],
+         E.LabelsError,
+         "sel/to_annotate.csv:3: label: 'Coatt' for sample … is not a class name "
+         "(T-shirt/top, Trouser, Pullover) nor an id in [0, 3)",
+         "use one of the listed names (or its id)"),
+    Case("labels-skipped", "labels", "a sample still marked skip / unsure in the page",
+         lambda ws: _csv(ws, lambda idx, y: _filled(idx, y)[:2] + [f"{idx[1]},skip"]
+                         + _filled(idx, y)[3:]), E.LabelsError,
+         "sel/to_annotate.csv:3: label: sample … is marked 'skip' (unsure); give it a class "
+         "(your best guess) before computing the prior",
+         "decide a class (`as3l annotate sel --serve`)"),
     Case("labels-class-out-of-range", "labels", "a class id >= --num-classes",
          lambda ws: _csv(ws, lambda idx, y: _filled(idx, y)[:2] + [f"{idx[1]},7"]
                          + _filled(idx, y)[3:]), E.LabelsError,

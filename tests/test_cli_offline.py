@@ -53,7 +53,7 @@ def test_round_trip_human_csv(files, capsys):
     assert side["n"] == len(X) and side["features_sha256"] == io.sha256_array(X)
     assert side["package_version"] and side["labels_prefilled"] is False
     text = (sel / "to_annotate.csv").read_text().splitlines()
-    assert text[0] == "index,label" and text[1:] == [f"{i}," for i in idx]
+    assert text[0] == "index,label,path" and text[1:] == [f"{i},," for i in idx]
     assert "fill in the 'label' column" in capsys.readouterr().out
 
     # the human fills the CSV (in another order, with an extra column)
@@ -164,7 +164,9 @@ def run_prior(tmp, f, csv, *extra):
     ("duplicate", r"to_annotate.csv:3: index: \d+ appears twice \(lines 2 and 3\)"),
     ("out_of_range_class", r"to_annotate.csv:2: label: class id 9 .* out of range \[0, 4\)"),
     ("empty_label", r"to_annotate.csv:2: label: is empty"),
-    ("not_int", r"to_annotate.csv:2: label: 'cat' is not an integer"),
+    ("not_int", r"to_annotate.csv:2: label: 'cat' for sample \d+ is not a class id in \[0, 4\) "
+                r"and no class names are known"),
+    ("skip", r"to_annotate.csv:2: label: sample \d+ is marked 'skip'"),
     ("not_selected", r"to_annotate.csv:2: index: \d+ is not one of the 8 selected"),
     ("index_out_of_range", r"to_annotate.csv:2: index: 400 is out of range \[0, 400\)"),
     ("no_header", r"to_annotate.csv:1: header: header .* lacks column"),
@@ -180,6 +182,7 @@ def test_prior_bad_labels_csv(selected, capsys, case, expect):
         "out_of_range_class": ["index,label", f"{idx[0]},9"] + rows[1:],
         "empty_label": ["index,label", f"{idx[0]},"] + rows[1:],
         "not_int": ["index,label", f"{idx[0]},cat"] + rows[1:],
+        "skip": ["index,label", f"{idx[0]},skip"] + rows[1:],
         "not_selected": ["index,label", f"{other},0"] + rows,
         "index_out_of_range": ["index,label", "400,0"] + rows,
         "no_header": rows,
@@ -268,3 +271,50 @@ def test_help_lists_options(capsys):
         main(["select", "--help"])
     out = capsys.readouterr().out
     assert "--budget" in out and "to_annotate.csv" in out
+
+
+def test_labels_by_class_name_id_and_path(tmp_path):
+    """A label cell holds an id or a class name (exact, then case-insensitive); a path cell
+    must match the sample's path; 'skip' reads as SKIPPED in a partial read."""
+    from as3l_plugin.annotations import SKIPPED, UNLABELED, read_annotations
+    from as3l_plugin.datasets import class_names
+    names = class_names("fashion_mnist")
+    assert names[0] == "T-shirt/top" and names[9] == "Ankle boot" and len(names) == 10
+    assert class_names("digits") == [str(i) for i in range(10)]
+    p = tmp_path / "a.csv"
+    write_csv(p, ["index,label,path", "5,Coat,b.png", "2,0,a.png", "7,ankle boot,"])
+    paths = {2: "a.png", 5: "b.png", 7: "c.png"}
+    assert read_labels_csv(p, [2, 5, 7], 10, class_names=names, paths=paths).tolist() == [0, 4, 9]
+    write_csv(p, ["index,label,path", "5,Coat,x.png"])
+    with pytest.raises(LabelsError, match=r"a.csv:2: path: 'x.png' is not the path of sample 5"):
+        read_annotations(p, [2, 5], 10, class_names=names, paths=paths)
+    write_csv(p, ["index,label", "5,skip", "2,Cot"])
+    with pytest.raises(LabelsError, match=r"a.csv:3: label: 'Cot' for sample 2 is not a class "
+                                          r"name \(T-shirt/top, Trouser"):
+        read_annotations(p, [2, 5, 7], 10, class_names=names)
+    write_csv(p, ["index,label", "5,skip", "2,Coat"])
+    got = read_annotations(p, [2, 5, 7], 10, class_names=lambda: names)
+    assert got.tolist() == [4, SKIPPED, UNLABELED]
+
+
+def test_prior_reads_class_names_of_the_dataset(files, capsys):
+    tmp, f, lab, X, y = files
+    assert select(tmp, f, "sel", "--dataset", "fashion_mnist") == 0
+    idx = np.load(tmp / "sel" / LB)
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress"]
+    write_csv(tmp / "sel" / "to_annotate.csv",
+              ["index,label,path"] + [f"{i},{names[y[i]]}," for i in idx])
+    capsys.readouterr()
+    assert main(["prior", "--features", str(f), "--select-dir", str(tmp / "sel"),
+                 "--num-classes", "4", "--out", str(tmp / "p.npy")]) == 0
+    out = capsys.readouterr().out
+    assert "labeled per class: T-shirt/top" in out, out
+    meta = io.read_sidecar(tmp / "p.npy")
+    assert meta["labeled_per_class"] == np.bincount(y[idx], minlength=4).tolist()
+    write_csv(tmp / "sel" / "to_annotate.csv",
+              ["index,label"] + [f"{i},Sneakers" for i in idx])
+    assert main(["prior", "--features", str(f), "--select-dir", str(tmp / "sel"),
+                 "--num-classes", "4", "--out", str(tmp / "q.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'Sneakers'" in err and "not a class name" in err, err
+    assert not (tmp / "q.npy").exists()

@@ -135,8 +135,9 @@ def test_misspelt_key_is_an_error_with_the_closest_key(key, value, hint, tmp_pat
 def test_unknown_plugin_key_without_a_close_match_lists_the_plugin_keys(usb):
     from as3l_plugin.usb.train import get_config
     with pytest.raises(ConfigError, match=r"^prior_zzzzzzzzzz: unknown key; the plugin's keys "
-                                          r"are lb_index_file, cpu_procs_per_node, cpu_bf16, "
-                                          r"prior_file, prior_T"):
+                                          r"are lb_index_file, lb_labels_file, channels, "
+                                          r"skip_bad_images, flip, cpu_procs_per_node, "
+                                          r"cpu_bf16, prior_file, prior_T"):
         get_config(C.read_yaml(AS3L_YAML), prior_zzzzzzzzzz=1)
 
 

@@ -303,6 +303,70 @@ def test_user_labels_csv(run1, tmp_path):
     assert prior[wrong].argmax() == (y[wrong] + 1) % 10  # labeled rows are the user's one-hot
 
 
+def test_annotate_source_stops_after_select_then_continues(run1, tmp_path):
+    """labels.source: annotate — `as3l run` writes the page into <run>/annotate/, says what to
+    do and exits 0 without training; an incomplete or bad CSV keeps it there (bad: exit 2,
+    one line); the re-run with every image labeled (by name) trains and names the classes."""
+    root = tmp_path / "run"
+    shutil.copytree(run1["root"], root)
+    cfg = yaml.safe_load(run1["cfg"].read_text())
+    cfg["labels"] = {"source": "annotate"}
+    cfg_path = tmp_path / "annotate.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    out = finish(as3l("run", "--config", cfg_path, "--out", root))
+    adir = root / "annotate"
+    assert "labels needed: 0 / 10 selected images have a class; nothing was trained" in out
+    assert f"as3l annotate {adir} --serve" in out and str(adir / "annotate.html") in out
+    assert f"then continue: as3l run --config {cfg_path} --out {root}" in out
+    assert "train_as3l" not in out and "labels:" not in out, out
+    for f in ("annotate.html", "contact_sheet.png", "lb_labels10_1_seed0_idx.npy",
+              "lb_labels10_1_seed0_idx.npy.json"):
+        assert (adir / f).is_file(), f
+    todo = list(csv.DictReader(open(adir / "to_annotate.csv")))
+    assert [r["label"] for r in todo] == [""] * 10 and set(todo[0]) == {"index", "label", "path"}
+    idx = [int(r["index"]) for r in todo]
+    assert idx == np.load(root / "select" / "lb_labels10_1_seed0_idx.npy").tolist()
+
+    from as3l_plugin.datasets import load_dataset
+    from as3l_plugin.errors import LabelsError
+    y = load_dataset("digits").y_train
+    rows = [f"{i},{y[i]}," for i in idx]
+    (adir / "to_annotate.csv").write_text("index,label,path\n" + "\n".join(
+        rows[:-1] + [f"{idx[-1]},skip,"]) + "\n")
+    res = pl.run_pipeline(cfg_path, out=root, log=quiet)
+    assert res["summary"] is None and "9 / 10" in res["awaiting_labels"]
+    assert "(1 marked skip / unsure)" in res["awaiting_labels"]
+    (adir / "to_annotate.csv").write_text("index,label,path\n" + "\n".join(rows + rows[:1]))
+    with pytest.raises(LabelsError, match=r"to_annotate.csv:12: index: \d+ appears twice"):
+        pl.run_pipeline(cfg_path, out=root, log=quiet)
+
+    (adir / "to_annotate.csv").write_text("index,label,path\n" + "\n".join(rows) + "\n")
+    res = pl.run_pipeline(cfg_path, out=root, log=quiet)
+    assert res["summary"] and res["records"]["labels"].result["source"] == "annotate"
+    assert not res["records"]["labels"].cached and res["records"]["select"].cached
+    assert pl._read_labels(res["records"]["labels"])[:, 1].tolist() == y[idx].tolist()
+    assert "## Per class" in res["summary"] and "| 9 |" in res["summary"]
+    # a changed selection never overwrites the labels given for the old one
+    bad = adir / "lb_labels10_1_seed0_idx.npy"
+    np.save(bad, np.arange(10, dtype=np.int64))
+    with pytest.raises(LabelsError, match=r"holds 10 label\(s\) of another selection"):
+        pl.prepare_annotation(res["records"]["select"], root, {"dataset": "digits"})
+    assert (adir / "to_annotate.csv").read_text().count("\n") == 11
+
+
+def test_annotate_config_and_class_names_in_plots():
+    base = {"dataset": "digits", "num_labels": 10,
+            "as3l_flexmatch": {"config": str(DIGITS / "as3l_flexmatch_digits_10_0.yaml")},
+            "baseline": {"enabled": False}}
+    cfg = pl.load_config({**base, "labels": {"source": "annotate"}})
+    assert pl.with_annotation_path(cfg, "/r")["labels"]["path"].endswith(
+        "/r/annotate/to_annotate.csv")
+    with pytest.raises(ConfigError, match="labels.path: is set by the pipeline"):
+        pl.load_config({**base, "labels": {"source": "annotate", "path": "x.csv"}})
+    with pytest.raises(ConfigError, match="annotate"):
+        pl.load_config({**base, "labels": {"source": "browser"}})
+
+
 def test_stratified_selection():
     y = np.repeat(np.arange(4), [5, 6, 7, 8])
     idx = pl.stratified_selection(y, 6, 4, seed=0)

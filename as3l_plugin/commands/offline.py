@@ -331,37 +331,24 @@ def cmd_select(args) -> int:
         _print(f"next: as3l prior --features {args.features} --select-dir {args.out} "
                "--num-classes C --out prior.npy")
     else:
-        _print("next: fill in the 'label' column (integer class ids), then run")
+        ds = "" if meta.get("dataset") else " --dataset NAME"
+        _print(f"next: label the images in a browser with `as3l annotate {args.out} --serve"
+               f"{ds}`, or fill in the 'label' column (class ids or names), then run")
         _print(f"  as3l prior --features {args.features} --select-dir {args.out} "
                "--num-classes C --out prior.npy")
     return 0
 
 
 # --------------------------------------------------------------------------- prior
-def _find_index(select_dir: Path) -> Path:
-    from ..errors import InputError
-
-    if not select_dir.is_dir():
-        raise InputError("selection directory not found (run `as3l select --out` first)",
-                         path=select_dir, field="--select-dir")
-    found = sorted(p for p in select_dir.glob("lb_labels*_idx.npy"))
-    if not found:
-        raise InputError("holds no lb_labels*_idx.npy index; run `as3l select --out` first",
-                         path=select_dir, field="--select-dir")
-    if len(found) > 1:
-        raise InputError(f"holds {len(found)} index files ({', '.join(p.name for p in found)});"
-                         " pass the one you annotated with --index", path=select_dir,
-                         field="--select-dir")
-    return found[0]
-
-
 def prior_from_selection(features, *, index, labels_csv=None, oracle_labels=None,
                          num_classes=None, propagator=DEFAULT_PROPAGATOR, params=None, seed=0,
-                         out) -> dict:
+                         out, dataset=None, data_dir=None) -> dict:
     """Library form of ``as3l prior``; returns the prior's sidecar dict.
 
     Exactly one of ``labels_csv`` (the annotated ``to_annotate.csv``) and ``oracle_labels``
     (a ``.npy`` of all n true labels, for benchmarks) gives the labels of the selection.
+    Class names in the CSV are those of ``dataset`` (default: the one recorded in the
+    selection's sidecar), looked up only when a cell is not a class id.
     """
     import numpy as np
 
@@ -411,7 +398,14 @@ def prior_from_selection(features, *, index, labels_csv=None, oracle_labels=None
         if num_classes is None:
             raise ParameterError("is required with --labels-csv (the number of classes of the "
                                  "dataset, also those nobody labeled)", field="--num-classes")
-        labels = read_labels_csv(labels_csv, idx, num_classes, n_samples=n)
+        dataset = dataset or sel.get("dataset")
+
+        def names():
+            if not dataset:
+                return None
+            from ..datasets import class_names
+            return class_names(dataset, num_classes, data_dir)
+        labels = read_labels_csv(labels_csv, idx, num_classes, n_samples=n, class_names=names)
         source = {"labels_source": "csv", "labels_file": str(Path(labels_csv).resolve()),
                   "labels_sha256": io.sha256_file(labels_csv)}
 
@@ -459,16 +453,23 @@ def cmd_prior(args) -> int:
     if args.index is None and args.select_dir is None:
         raise ParameterError("give --select-dir DIR (from `as3l select --out`) or --index "
                              "lb_..._idx.npy", field="--index")
-    index = Path(args.index) if args.index else _find_index(Path(args.select_dir))
+    from ..io import find_index
+    index = Path(args.index) if args.index else find_index(args.select_dir)
     labels_csv = args.labels_csv
     if labels_csv is None and args.oracle_labels is None:
         labels_csv = index.parent / "to_annotate.csv"
     meta = prior_from_selection(args.features, index=index, labels_csv=labels_csv,
                                 oracle_labels=args.oracle_labels, num_classes=args.num_classes,
                                 propagator=args.propagator, params=_params(args.param),
-                                seed=args.seed, out=args.out)
+                                seed=args.seed, out=args.out, dataset=args.dataset,
+                                data_dir=args.data_dir)
+    from ..datasets import CLASS_NAMES
     per_class = meta["labeled_per_class"]
     missing = [c for c, k in enumerate(per_class) if k == 0]
+    names = CLASS_NAMES.get(args.dataset or meta.get("dataset"))
+    if names is not None and len(names) >= len(per_class):  # name the classes in the report
+        per_class = ", ".join(f"{nm} {k}" for nm, k in zip(names, per_class))
+        missing = [f"{c} ({names[c]})" for c in missing]
     _print(f"prior: {args.out}  ({meta['n']} x {meta['num_classes']} float32, "
            f"propagator {meta['propagator']}, seed {meta['seed']})")
     _print(f"  from {meta['budget']} labels ({meta['labels_source']}); labeled per class: "
@@ -476,8 +477,8 @@ def cmd_prior(args) -> int:
     _print(f"  rows with label evidence: {100 * meta['coverage']:.1f}% "
            f"({meta['n_uniform']} uniform)")
     if missing:
-        _print(f"  warning: class(es) {missing} have no labeled sample; the prior never "
-               "predicts them")
+        _print(f"  warning: class(es) {', '.join(map(str, missing))} have no labeled sample; "
+               "the prior never predicts them")
     return 0
 
 
@@ -599,7 +600,8 @@ def register(subparsers) -> None:
     g.add_argument("--index", metavar="lb_..._idx.npy", help="the labeled index file")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--labels-csv", metavar="CSV",
-                   help="annotations index,label (default: to_annotate.csv next to the index)")
+                   help="annotations index,label[,path]; label = class id or name "
+                        "(default: to_annotate.csv next to the index)")
     g.add_argument("--oracle-labels", metavar="y.npy",
                    help="benchmarks: true labels (n,) of the whole dataset")
     p.add_argument("--num-classes", type=int, metavar="C",
@@ -610,6 +612,9 @@ def register(subparsers) -> None:
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="propagator hyper-parameter (repeatable), e.g. --param ks=10,20,30")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--dataset", help="dataset whose class names the CSV may use (default: "
+                   "the one recorded by `as3l select --dataset`)")
+    p.add_argument("--data-dir", help="folder of the dataset (to read its class names)")
     p.add_argument("--out", required=True, metavar="prior.npy", help="output prior file")
     p.set_defaults(func=cmd_prior)
 

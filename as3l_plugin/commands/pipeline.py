@@ -63,6 +63,9 @@ def _run(args) -> int:
     from ..pipeline import run_pipeline
     res = run_pipeline(args.config, out=args.out, force=args.force, log=_log)
     print()
+    if res.get("awaiting_labels"):
+        print(res["awaiting_labels"])
+        return 0
     print(res["summary"])
     print(f"results in {res['root']}/ (summary.md, metrics.csv, plots)")
     return 0
