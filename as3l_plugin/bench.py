@@ -84,9 +84,9 @@ BENCH_DEFAULTS: Dict[str, Any] = {
     "labels_per_class": [1, 4],
     "samplers": {"as3l": {}, "random": {}, "kmedoids": {}, "coreset": {}, "typiclust": {},
                  "probcover": {}},
-    "select_features": "fine",
+    "select_features": "self",
     "propagators": {"seeded_kmeans": {}},
-    "prior_features": "fine",
+    "prior_features": "self",
     "algorithms": None,       # name -> {config: USB base YAML, ...USB overrides}
     "reference": ["random", "flexmatch"],
     "priority": [],

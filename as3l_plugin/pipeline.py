@@ -322,9 +322,9 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "baseline": {},           # enabled, config, sampler + overrides of the baseline training
 }
 SECTION_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    "select": {"sampler": "as3l", "params": {}, "features": "fine"},
+    "select": {"sampler": "as3l", "params": {}, "features": "self"},
     "labels": {"source": "dataset", "path": None},
-    "prior": {"propagator": "seeded_kmeans", "params": {}, "features": "fine"},
+    "prior": {"propagator": "seeded_kmeans", "params": {}, "features": "self"},
     "as3l_flexmatch": {"config": None},
     "baseline": {"enabled": True, "config": None, "sampler": "random"},
 }
@@ -901,7 +901,7 @@ def _stage_evaluate(ctx: StageContext) -> Dict[str, Any]:
     C = len(next(iter(per_class.values())))
     rp.plot_per_class({k: [np.nan if v is None else v for v in vals]
                        for k, vals in per_class.items()}, ctx.dir / "prior_per_class.png",
-                      class_names=class_names(p["dataset"], C, ctx.env.get("data_dir")))
+                      class_names=class_names(_dataset(ctx.env), C))
     return out
 
 
@@ -1208,7 +1208,7 @@ def _per_class_section(cfg: Mapping[str, Any], records: Mapping[str, StageRecord
     acc = records["prior"].result.get("per_class_acc") or []
     bs = records.get("baseline_select")
     base = (bs.result.get("per_class_acc") or []) if bs else []
-    names = class_names(cfg["dataset"], len(counts), cfg.get("data_dir"))
+    names = class_names(_dataset(dataset_env(cfg)), len(counts))
     head = ["class", "AS3L labels", "prior accuracy (%)"] + \
         (["prior accuracy, baseline labels (%)"] if base else [])
     rows = [[names[c], str(k), rp.pct(acc[c] if c < len(acc) else None)]

@@ -43,6 +43,8 @@ RECIPES = {
     "vicreg16": {"objective": "vicreg", "image_size": 16},
     # width lever: cnn4 at 1.5x width; run it with --epochs 14 for vicreg16's CPU time
     "vicreg16_wide": {"objective": "vicreg", "image_size": 16, "net": "cnn4_wide"},
+    # paired precision check: vicreg16 without CPU bfloat16 autocast
+    "vicreg16_fp32": {"objective": "vicreg", "image_size": 16, "cpu_bf16": False},
 }
 
 

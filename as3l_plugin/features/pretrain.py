@@ -37,8 +37,8 @@ CHECKPOINT_FORMAT = "as3l-simsiam-checkpoint/1"
 PRETRAIN_DEFAULTS = {
     "digits": {"epochs": 40, "batch_size": 128, "lr": 0.06, "image_size": None,
                "objective": "simsiam"},
-    "fashion_mnist": {"epochs": 4, "batch_size": 256, "lr": 0.06, "image_size": 16,
-                      "objective": "simsiam"},
+    "fashion_mnist": {"epochs": 30, "batch_size": 256, "lr": 0.06, "image_size": 16,
+                      "objective": "vicreg"},
 }
 _FALLBACK_DEFAULTS = {"epochs": 200, "batch_size": 256, "lr": 0.06, "image_size": None,
                       "objective": "simsiam"}
