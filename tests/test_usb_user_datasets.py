@@ -129,3 +129,22 @@ def test_fewer_images_than_budget(tmp_path, folder):
     with pytest.raises(DatasetError, match="fewer than num_labels=600") as e:
         build_algorithm(args)
     assert str(folder) in str(e.value)
+
+
+def test_lb_labels_file_takes_class_names(tmp_path, folder):
+    """An annotated CSV with class *names* (the folder's class folders) trains like ids."""
+    import shutil
+    root = tmp_path / "named"
+    shutil.copytree(folder, root)
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    for split in ("train", "test"):
+        for c, name in enumerate(names):
+            (root / split / str(c)).rename(root / split / name)
+    (root / "classes.txt").write_text("\n".join(names) + "\n")
+    ds = load_dataset("folder", root, img_size=8, progress=False)
+    assert list(ds.classes) == names
+    labels = [(i + 3) % 10 for i in range(len(LB))]
+    (tmp_path / "ann.csv").write_text("index,label\n" + "".join(
+        f"{i},{names[y]}\n" for i, y in zip(LB, labels)))
+    args = _config(tmp_path, root, algorithm="fixmatch", lb_labels_file=str(tmp_path / "ann.csv"))
+    assert build_algorithm(args).dataset_dict["train_lb"].targets.tolist() == labels

@@ -263,8 +263,10 @@ def labeled_targets(args, ds, lb: np.ndarray) -> np.ndarray:
     path = getattr(args, "lb_labels_file", None) or None
     if path:
         from ..annotations import read_labels_csv
-        y = np.asarray(read_labels_csv(path, lb, ds.num_classes, n_samples=len(ds.y_train)),
-                       dtype=np.int64)
+        from ..datasets import class_names
+        y = np.asarray(read_labels_csv(path, lb, ds.num_classes, n_samples=len(ds.y_train),
+                                       class_names=class_names(ds),
+                                       paths=getattr(ds, "paths", None)), dtype=np.int64)
     else:
         y = ds.y_train[lb]
     missing = np.flatnonzero(y < 0)
