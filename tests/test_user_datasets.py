@@ -334,3 +334,27 @@ def test_modes_16bit_palette_rgba(tmp_path):
     ds = load(tmp_path, channels=3)
     assert ds.x_train.shape == (4, 8, 8, 3)
     assert ds.x_train[2, 0, 0, 0] > 150 and ds.x_train[3, 0, 0].tolist() == [200, 0, 0]
+
+
+def test_select_writes_image_paths_for_folder_data(tmp_path, capsys):
+    """`as3l select --dataset folder --data-dir PATH` fills to_annotate.csv's path column;
+    features of another row count are refused (exit 2, one line naming the file)."""
+    import csv
+
+    from as3l_plugin.cli import main
+    root = labeled_folder(tmp_path / "d")
+    ds = load(root)
+    np.save(tmp_path / "f.npy", np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32))
+    assert main(["select", "--features", str(tmp_path / "f.npy"), "--budget", "2", "--out",
+                 str(tmp_path / "sel"), "--dataset", "folder", "--data-dir", str(root),
+                 "--img-size", "8", "--sampler", "random"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "sel" / "to_annotate.csv")))
+    assert len(rows) == 2 and all(r["path"] == ds.paths[int(r["index"])] for r in rows)
+    np.save(tmp_path / "g.npy", np.zeros((4, 4), np.float32))
+    capsys.readouterr()
+    assert main(["select", "--features", str(tmp_path / "g.npy"), "--budget", "2", "--out",
+                 str(tmp_path / "sel2"), "--dataset", "folder", "--data-dir", str(root),
+                 "--img-size", "8", "--sampler", "random"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "g.npy" in err[0] and "5 images" in err[0]
+    assert not (tmp_path / "sel2").exists()

@@ -32,7 +32,7 @@ def _load(args, name, defaults=None):
     for key, meta_key in (("img_size", "image_size"), ("channels", "in_channels")):
         if opts[key] is None and defaults and defaults.get(meta_key) is not None:
             opts[key] = int(defaults[meta_key])
-    return load_dataset(name, args.data_dir, progress=not args.quiet, **opts)
+    return load_dataset(name, args.data_dir, progress=not getattr(args, "quiet", False), **opts)
 
 
 def _dataset_or_name(args):

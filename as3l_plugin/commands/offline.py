@@ -208,8 +208,11 @@ def _load_full_labels(path, n: int):
 
 # --------------------------------------------------------------------------- select
 def select_to_dir(features, budget, *, sampler=DEFAULT_SAMPLER, params=None, seed=0,
-                  out_dir, labels=None, dataset=None, force=False) -> dict:
+                  out_dir, labels=None, dataset=None, force=False, image_paths=None) -> dict:
     """Library form of ``as3l select``; returns the sidecar dict (with ``paths``).
+
+    ``image_paths`` (sequence of str, one per feature row; folder data) fills the ``path``
+    column of ``to_annotate.csv``.
 
     Writes ``lb_labels{B}_1_seed{S}_idx.npy`` (int64, the sampler's order, which for ``as3l``
     is its priority order), ``ulb_labels{B}_1_seed{S}_idx.npy`` (the sorted complement, as
@@ -230,6 +233,9 @@ def select_to_dir(features, budget, *, sampler=DEFAULT_SAMPLER, params=None, see
     n = X.shape[0]
     _check_budget(int(budget), n)
     y = _load_full_labels(labels, n) if labels is not None else None
+    if image_paths is not None and len(image_paths) != n:
+        raise InputError(f"has {n} rows but the dataset has {len(image_paths)} images; the "
+                         "features must be extracted from the same folder", path=features)
     csv_path = out_dir / ANNOTATION_FILENAME
     if csv_path.exists() and not force:
         filled = count_filled(csv_path)
@@ -301,7 +307,9 @@ def select_to_dir(features, budget, *, sampler=DEFAULT_SAMPLER, params=None, see
             outs.will_write(p)
         io.atomic_save_npy(ulb_path, ulb)
         io.atomic_write_csv(csv_path, HEADER,
-                            annotation_rows(idx, None if y is None else y[idx]))
+                            annotation_rows(idx, None if y is None else y[idx],
+                                            paths=None if image_paths is None
+                                            else [image_paths[i] for i in idx]))
         io.write_with_sidecar(lb_path, idx, meta)
     except BaseException:  # (SIGKILL leaves the index without its sidecar: unfinished)
         outs.rollback()
@@ -313,9 +321,15 @@ def select_to_dir(features, budget, *, sampler=DEFAULT_SAMPLER, params=None, see
 
 
 def cmd_select(args) -> int:
+    from ..datasets import USER_LOADERS
+    paths = None
+    if args.dataset in USER_LOADERS and args.data_dir:  # folder: image paths in the CSV
+        from .features import _load
+        paths = getattr(_load(args, args.dataset), "paths", None)
     meta = select_to_dir(args.features, args.budget, sampler=args.sampler,
                          params=_params(args.param), seed=args.seed, out_dir=args.out,
-                         labels=args.labels, dataset=args.dataset, force=args.force)
+                         labels=args.labels, dataset=args.dataset, force=args.force,
+                         image_paths=paths)
     C = meta.get("num_classes")
     if C is not None and meta["budget"] < C:
         _print(f"warning: budget {meta['budget']} < {C} classes: at least {C - meta['budget']} "
@@ -581,7 +595,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
     p.add_argument("--labels", metavar="y.npy",
                    help="simulation only: true labels (n,) to pre-fill to_annotate.csv")
-    p.add_argument("--dataset", help="dataset name recorded in the sidecars (optional)")
+    p.add_argument("--dataset", help="dataset name recorded in the sidecars (optional); "
+                   "with folder and --data-dir, to_annotate.csv gets each image's path")
+    from .features import add_dataset_args
+    add_dataset_args(p)
     p.add_argument("--force", action="store_true",
                    help="overwrite a to_annotate.csv that already holds labels")
     p.set_defaults(func=cmd_select)
