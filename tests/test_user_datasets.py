@@ -350,6 +350,9 @@ def test_select_writes_image_paths_for_folder_data(tmp_path, capsys):
                  "--img-size", "8", "--sampler", "random"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "sel" / "to_annotate.csv")))
     assert len(rows) == 2 and all(r["path"] == ds.paths[int(r["index"])] for r in rows)
+    assert main(["annotate", str(tmp_path / "sel"), "--dataset", "folder", "--data-dir",
+                 str(root), "--img-size", "8"]) == 0  # the page reads the folder's images
+    assert "cat" in (tmp_path / "sel" / "annotate.html").read_text()
     np.save(tmp_path / "g.npy", np.zeros((4, 4), np.float32))
     capsys.readouterr()
     assert main(["select", "--features", str(tmp_path / "g.npy"), "--budget", "2", "--out",

@@ -24,10 +24,15 @@ def cmd_annotate(args) -> int:
     from .. import annotate as an
     from ..io import find_index, read_sidecar
 
+    from ..datasets import USER_LOADERS
     index = args.index or find_index(args.select_dir)
-    ann = an.open_selection(args.select_dir, dataset=args.dataset, data_dir=args.data_dir,
-                            index=index)
     side = read_sidecar(index)
+    dataset = args.dataset
+    if (dataset or side.get("dataset")) in USER_LOADERS:  # folder / arrays: their options
+        from .features import _load
+        dataset = _load(args, dataset or side.get("dataset"))
+    ann = an.open_selection(args.select_dir, dataset=dataset, data_dir=args.data_dir,
+                            index=index)
     sheet = an.write_contact_sheet(ann)
     page = an.write_page(ann)
     print(f"{ann.idx.size} images, {len(ann.class_names)} classes; "
@@ -74,7 +79,8 @@ def register(subparsers) -> None:
                    "`as3l select` (or a run's annotate/ directory)")
     p.add_argument("--dataset", help="dataset of the images (default: the one recorded by "
                    "`as3l select --dataset`)")
-    p.add_argument("--data-dir", help="folder of the dataset")
+    from .features import add_dataset_args
+    add_dataset_args(p)
     p.add_argument("--index", metavar="lb_..._idx.npy", help="the index file, when SELECT_DIR "
                    "holds several")
     p.add_argument("--serve", action="store_true",
