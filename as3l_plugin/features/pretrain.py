@@ -344,7 +344,7 @@ class SimSiamPretrainer:
                 model.train()
                 loss_sum = torch.zeros((), device=device)
                 zstd_sum = torch.zeros((), device=device)
-                bar = tqdm(range(steps), desc=f"simsiam {epoch + 1}/{self.epochs}",
+                bar = tqdm(range(steps), desc=f"{self.objective} {epoch + 1}/{self.epochs}",
                            disable=not self.progress, leave=False, dynamic_ncols=True)
                 lr = lr0
                 for i in bar:
@@ -377,7 +377,7 @@ class SimSiamPretrainer:
                 self._save_checkpoint(self.checkpoint_path_, config, epoch + 1, model,
                                       optimizer, history)
                 if self.progress:
-                    tqdm.write(f"simsiam epoch {epoch + 1}/{self.epochs}: loss {rec['loss']:.4f}"
+                    tqdm.write(f"{self.objective} epoch {epoch + 1}/{self.epochs}: loss {rec['loss']:.4f}"
                                f"  z_std {rec['z_std']:.3f}  {rec['seconds']:.1f}s")
                 if epoch + 1 in self.snapshot_epochs and epoch + 1 < self.epochs:
                     self._write_backbone(out / f"backbone_e{epoch + 1}.pth",
