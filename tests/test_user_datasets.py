@@ -351,7 +351,7 @@ def test_select_writes_image_paths_for_folder_data(tmp_path, capsys):
     rows = list(csv.DictReader(open(tmp_path / "sel" / "to_annotate.csv")))
     assert len(rows) == 2 and all(r["path"] == ds.paths[int(r["index"])] for r in rows)
     assert main(["annotate", str(tmp_path / "sel"), "--dataset", "folder", "--data-dir",
-                 str(root), "--img-size", "8"]) == 0  # the page reads the folder's images
+                 str(root)]) == 0  # the page reads the folder's images (shown at 96 px)
     assert "cat" in (tmp_path / "sel" / "annotate.html").read_text()
     np.save(tmp_path / "g.npy", np.zeros((4, 4), np.float32))
     capsys.readouterr()

@@ -20,6 +20,10 @@ def _next_command(ann, side) -> str:
             f"{len(ann.class_names)} --out prior.npy")
 
 
+#: the size a folder's images are shown at when ``--img-size`` is not given
+PAGE_IMG_SIZE = 96
+
+
 def cmd_annotate(args) -> int:
     from .. import annotate as an
     from ..io import find_index, read_sidecar
@@ -30,7 +34,10 @@ def cmd_annotate(args) -> int:
     dataset = args.dataset
     if (dataset or side.get("dataset")) in USER_LOADERS:  # folder / arrays: their options
         from .features import _load
-        dataset = _load(args, dataset or side.get("dataset"))
+        name = dataset or side.get("dataset")
+        if name == "folder" and args.img_size is None:  # only shown: any size will do
+            args.img_size = PAGE_IMG_SIZE
+        dataset = _load(args, name)
     ann = an.open_selection(args.select_dir, dataset=dataset, data_dir=args.data_dir,
                             index=index)
     sheet = an.write_contact_sheet(ann)
@@ -80,7 +87,7 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", help="dataset of the images (default: the one recorded by "
                    "`as3l select --dataset`)")
     from .features import add_dataset_args
-    add_dataset_args(p)
+    add_dataset_args(p, img_size_help=f"folder: show images at S x S (default {PAGE_IMG_SIZE})")
     p.add_argument("--index", metavar="lb_..._idx.npy", help="the index file, when SELECT_DIR "
                    "holds several")
     p.add_argument("--serve", action="store_true",

@@ -163,13 +163,14 @@ def cmd_linear_eval(args) -> int:
 
 
 # --------------------------------------------------------------------------- parser
-def add_dataset_args(p) -> None:
+def add_dataset_args(p, *, img_size_help: str = "folder: resize images to S x S (required; "
+                                               "README 'Your own images')") -> None:
     """``--data-dir`` and the options of ``dataset folder`` / ``arrays``."""
     p.add_argument("--data-dir", dest="data_dir", default=None,
                    help="dataset files; folder: the image folder (PATH/train/...), arrays: the "
                         ".npz")
     p.add_argument("--img-size", dest="img_size", type=int, default=None, metavar="S",
-                   help="folder: resize images to S x S (required; README 'Your own images')")
+                   help=img_size_help)
     p.add_argument("--channels", type=int, choices=(1, 3), default=None,
                    help="folder: convert every image to 1 (grayscale) or 3 (RGB) channels "
                         "(default: detected)")
