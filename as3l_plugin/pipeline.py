@@ -304,7 +304,7 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "dataset": None,          # digits | fashion_mnist | folder | arrays | cifar10 ...
     "data_dir": None,         # where the dataset files are (None: the packaged location);
                               # folder: the image folder, arrays: the .npz
-    "img_size": None,         # folder: the side images are resized to (required)
+    "img_size": None,         # folder: the side images are resized to (None: their common size)
     "channels": None,         # folder: 1 or 3 to convert every image (None: detected)
     "skip_bad_images": False, # folder: skip unreadable images (listed) instead of stopping
     "net": "cnn4",            # backbone, the same for SimSiam and USB

@@ -20,9 +20,11 @@ them through :func:`as3l_plugin.datasets.load_dataset`, which returns the same
   pool is unlabeled (``y_train`` = -1). Classes: ``classes.txt`` when present (a train or
   test folder not in it is an error), else the sorted union of the train and test folder
   names; ``num_classes = len(classes)`` (0 for an unlabeled pool without classes.txt/test).
-- **Size rule** (``img_size = S``, required): an image already ``S x S`` is used unchanged;
-  otherwise its shorter side is scaled to ``S`` (Pillow bilinear, antialiased) and the
-  centre ``S x S`` is cropped (the aspect ratio is kept; the long side's margins are cut).
+- **Size rule** (``img_size = S``): an image already ``S x S`` is used unchanged; otherwise
+  its shorter side is scaled to ``S`` (Pillow bilinear, antialiased) and the centre ``S x S``
+  is cropped (the aspect ratio is kept; the long side's margins are cut). Unset, ``S`` is the
+  images' size when every image is the same ``S x S`` square (read from the headers once and
+  remembered in the cache); otherwise ``img_size`` is required.
 - **Channels**: ``channels=1`` converts every image to grayscale (Pillow ``L``), ``3`` to RGB
   (alpha dropped; 16-bit grayscale keeps its 8 high bits). Unset, they are detected from
   the image modes (``1``/``L``/``LA``/``I``/``I;16``/``F`` = 1 channel, anything else = 3); a
@@ -178,6 +180,49 @@ def channel_stats(x: np.ndarray, chunk: int = 4096) -> Tuple[tuple, tuple]:
     mean = s / m / 255.0
     std = np.sqrt(np.maximum(s2 / m / 255.0 ** 2 - mean ** 2, 0.0))
     return tuple(float(round(v, 4)) for v in mean), tuple(float(round(v, 4)) for v in std)
+
+
+def _common_size(root: Path, *splits: "_Split") -> int:
+    """The side shared by every image of ``splits`` when all are the same square, else the
+    ``img_size is required`` error. Remembered in ``CACHE_DIR/size.json`` by the files' stats."""
+    import hashlib
+    import json
+
+    from .io import atomic_write_json
+    stats = [t for sp in splits for t in sp.stat]
+    key = hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+    memo = root / CACHE_DIR / "size.json"
+    size = -1
+    try:
+        got = json.loads(memo.read_text())
+        if got.get("files") == key:
+            size = got["size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if size != -1:
+        return _size_or_required(size, root)
+    sizes = set()
+    for rel, _, _ in stats:
+        with _open(root / rel) as im:
+            sizes.add(tuple(im.size))
+        if len(sizes) > 1:
+            break
+    size = next(iter(sizes))[0] if len(sizes) == 1 and len(set(next(iter(sizes)))) == 1 \
+        else None
+    try:
+        memo.parent.mkdir(exist_ok=True)
+        atomic_write_json(memo, {"files": key, "size": size})
+    except OSError:
+        pass
+    return _size_or_required(size, root)
+
+
+def _size_or_required(size, root: Path) -> int:
+    if size is None:
+        raise ConfigError("is required for dataset folder: the images are not all one square "
+                          "size, so give the side they are resized to (e.g. img_size: 32, or "
+                          "--img-size 32)", path=root, field="img_size")
+    return check_img_size(int(size))
 
 
 def check_img_size(img_size, *, where=None) -> int:
@@ -339,7 +384,6 @@ def load_folder_dataset(data_dir=None, *, img_size=None, channels=None,
     if data_dir is None:
         raise ConfigError("is required for dataset folder (the folder holding train/)",
                           field="data_dir")
-    size = check_img_size(img_size)
     channels = check_channels(channels)
     root = Path(data_dir)
     if not root.is_dir():
@@ -356,6 +400,7 @@ def load_folder_dataset(data_dir=None, *, img_size=None, channels=None,
                            "the evaluation images in test/<class>/", path=test.dir)
     classes_file = root / CLASSES_FILE
     fixed = read_classes_file(classes_file) if classes_file.is_file() else None
+    size = check_img_size(img_size) if img_size is not None else _common_size(root, train, test)
     test_labels = _labels_of(test.rel)
     if test.rel and test_labels is None:
         odd = next(p for p in test.rel if len(p.split("/")) < 3)

@@ -55,7 +55,13 @@ def test_export_folder_cli(exported, tmp_path, capsys):
 
 
 def test_cli_folder_errors_are_one_line(exported, tmp_path, capsys):
-    rc = main(["pretrain", "--dataset", "folder", "--data-dir", str(exported), "--out",
+    import shutil
+
+    from PIL import Image
+    mixed = tmp_path / "mixed"
+    shutil.copytree(exported, mixed)
+    Image.new("L", (12, 10)).save(mixed / "train" / "3" / "odd.png")  # not 8 x 8
+    rc = main(["pretrain", "--dataset", "folder", "--data-dir", str(mixed), "--out",
                str(tmp_path / "p"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "img_size: is required" in err[0]

@@ -103,12 +103,19 @@ def test_channels_mixed_needs_setting(tmp_path):
 
 
 def test_img_size_required_and_checked(tmp_path):
-    labeled_folder(tmp_path)
-    with pytest.raises(ConfigError, match="img_size: is required"):
-        load_dataset("folder", tmp_path, progress=False)
+    labeled_folder(tmp_path)  # every image 8 x 8: the size is read from the images
+    ds = load_dataset("folder", tmp_path, progress=False)
+    assert ds.x_train.shape == (5, 8, 8)
+    np.testing.assert_array_equal(ds.x_train, load(tmp_path, img_size=8).x_train)
+    assert load_dataset("folder", tmp_path, progress=False).x_train.shape == (5, 8, 8)  # memo
     with pytest.raises(ConfigError, match="img_size"):
         load(tmp_path, img_size=2)
     assert load(tmp_path, img_size=4).x_train.shape == (5, 4, 4)
+    save(tmp_path / "train" / "dog" / "big.png", gray(50, 12, 10))  # one image of another size
+    for _ in range(2):  # measured, then remembered
+        with pytest.raises(ConfigError, match="img_size: is required .* not all one square"):
+            load_dataset("folder", tmp_path, progress=False)
+    assert load(tmp_path, img_size=8).x_train.shape == (6, 8, 8)
 
 
 @pytest.mark.parametrize("make, match", [
