@@ -17,26 +17,17 @@ Diagnostics of the last call are stored as attributes ending in ``_`` (``coverag
 from __future__ import annotations
 
 import inspect
-import numbers
 import warnings
 
 import numpy as np
 
 from ..errors import InputError, LabelsError, ParameterError, PriorError
 from ..io import check_features
+from ..validate import check_int
 
 
 class PropagationWarning(UserWarning):
     """A propagation result is valid but degenerate (e.g. rows with no label evidence)."""
-
-
-def _check_int(value, name: str, *, low: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ParameterError(f"expected an integer, got {value!r}", field=name)
-    value = int(value)
-    if low is not None and value < low:
-        raise ParameterError(f"={value} must be >= {low}", field=name)
-    return value
 
 
 def check_labeled(labeled_idx, labels, n_samples: int, num_classes: int):
@@ -143,8 +134,8 @@ class BasePropagator:
             Rows sum to 1; labeled rows are one-hot; rows without evidence are uniform.
         """
         self._check_params()
-        num_classes = _check_int(num_classes, "num_classes", low=1)
-        seed = _check_int(seed, "seed", low=0)
+        num_classes = check_int(num_classes, "num_classes", low=1, named=False)
+        seed = check_int(seed, "seed", low=0, named=False)
         X = check_features(features)
         idx, lab = check_labeled(labeled_idx, labels, X.shape[0], num_classes)
 

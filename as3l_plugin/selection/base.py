@@ -19,21 +19,12 @@ Diagnostics of the last call are attributes ending in ``_`` (scikit-learn style)
 from __future__ import annotations
 
 import inspect
-import numbers
 
 import numpy as np
 
 from ..errors import ParameterError
 from ..io import check_features
-
-
-def _check_int(value, name: str, *, low: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ParameterError(f"{name}={value!r} must be an int", field=name)
-    value = int(value)
-    if low is not None and value < low:
-        raise ParameterError(f"{name}={value} must be >= {low}", field=name)
-    return value
+from ..validate import check_int
 
 
 def check_labeled_idx(labeled_idx, n_samples: int) -> np.ndarray:
@@ -114,8 +105,8 @@ class BaseSampler:
         X = check_features(features)
         n = X.shape[0]
         labeled = check_labeled_idx(labeled_idx, n)
-        budget = _check_int(budget, "budget")
-        seed = _check_int(seed, "seed", low=0)
+        budget = check_int(budget, "budget")
+        seed = check_int(seed, "seed", low=0)
         avail = n - labeled.size
         if budget <= 0:
             raise ParameterError(f"budget={budget} must be >= 1", field="budget")
