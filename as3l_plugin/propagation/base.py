@@ -16,13 +16,13 @@ Diagnostics of the last call are stored as attributes ending in ``_`` (``coverag
 
 from __future__ import annotations
 
-import inspect
 import warnings
 
 import numpy as np
 
 from ..errors import InputError, LabelsError, ParameterError, PriorError
 from ..io import check_features
+from ..registry import Configurable
 from ..validate import check_int
 
 
@@ -78,38 +78,17 @@ def check_labeled(labeled_idx, labels, n_samples: int, num_classes: int):
     return idx, lab
 
 
-class BasePropagator:
+class BasePropagator(Configurable):
     """Base class of the propagators; see the module docstring for the contract.
 
     Subclasses take their hyper-parameters as keyword-only ``__init__`` arguments, store
     them unchanged, validate them in :meth:`_check_params` and implement
-    :meth:`_propagate`.
+    :meth:`_propagate` (``get_params``, ``__repr__``:
+    :class:`as3l_plugin.registry.Configurable`).
     """
 
     #: registry name, set by :func:`as3l_plugin.propagation.register_propagator`
     name: str = ""
-
-    # ----------------------------------------------------------------- parameters
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values()
-                if p.kind == p.KEYWORD_ONLY]
-
-    def get_params(self) -> dict:
-        """The hyper-parameters, as passed to ``__init__`` (JSON-friendly)."""
-        out = {}
-        for k in self._param_names():
-            v = getattr(self, k)
-            out[k] = list(v) if isinstance(v, tuple) else v
-        return out
-
-    def _check_params(self) -> None:
-        """Raise :class:`ParameterError` for an invalid hyper-parameter (override)."""
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     # ----------------------------------------------------------------- the verb
     def propagate(self, features, labeled_idx, labels, num_classes, seed=0) -> np.ndarray:

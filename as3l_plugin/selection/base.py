@@ -18,12 +18,11 @@ Diagnostics of the last call are attributes ending in ``_`` (scikit-learn style)
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 
 from ..errors import ParameterError
 from ..io import check_features
+from ..registry import Configurable
 from ..validate import check_int
 
 
@@ -50,36 +49,16 @@ def check_labeled_idx(labeled_idx, n_samples: int) -> np.ndarray:
     return idx
 
 
-class BaseSampler:
+class BaseSampler(Configurable):
     """Base class of the samplers; see the module docstring for the contract.
 
     Subclasses take their hyper-parameters as keyword-only ``__init__`` arguments, store
-    them unchanged, validate them in :meth:`_check_params` and implement :meth:`_select`.
+    them unchanged, validate them in :meth:`_check_params` and implement :meth:`_select`
+    (``get_params``, ``__repr__``: :class:`as3l_plugin.registry.Configurable`).
     """
 
     #: registry name, set by :func:`as3l_plugin.selection.register_sampler`
     name: str = ""
-
-    # ----------------------------------------------------------------- parameters
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY]
-
-    def get_params(self) -> dict:
-        """The hyper-parameters, as passed to ``__init__`` (JSON-friendly)."""
-        out = {}
-        for k in self._param_names():
-            v = getattr(self, k)
-            out[k] = list(v) if isinstance(v, tuple) else v
-        return out
-
-    def _check_params(self) -> None:
-        """Raise :class:`ParameterError` for an invalid hyper-parameter (override)."""
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     # ----------------------------------------------------------------- the verb
     def select(self, features, budget, seed=0, labeled_idx=None) -> np.ndarray:
