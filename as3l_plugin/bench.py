@@ -57,6 +57,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from . import __version__
+from .config import read_yaml
 from .errors import ConfigError
 from . import pipeline as pl
 
@@ -125,7 +126,7 @@ def load_bench_config(source, *, quick: bool = False,
         raw, where, base_dir = dict(source), None, Path.cwd()
     else:
         where = Path(source)
-        raw, base_dir = pl._read_yaml(where), where.resolve().parent
+        raw, base_dir = read_yaml(where), where.resolve().parent
     raw = pl._merge(raw, overrides or {})
     from .config import check_base_config, check_config
     check_config(raw, "bench", path=where)  # the kind of file, and every key at every level

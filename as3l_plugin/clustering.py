@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError, ParameterError
+from .validate import check_int
 
 __all__ = ["KMeansResult", "kmeans", "assign", "knn", "pairwise_sqdist", "kmeans_plusplus"]
 
@@ -455,15 +456,6 @@ def _lloyd(X, centers, max_iter, tol_abs, inertia_tol, be, fixed, xsq):
     return KMeansResult(centers=centers, labels=labels, inertia=inertia, n_iter=n_iter)
 
 
-def _check_int(name, value, lo, hi=None):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ParameterError(f"{name}={value!r} must be an int", field=name)
-    if value < lo or (hi is not None and value > hi):
-        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ParameterError(f"{name}={value} must be {rng}", field=name)
-    return int(value)
-
-
 def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, inertia_tol=1e-4,
            init=None, fixed_labels=None, init_size=None, backend="auto"):
     """Seeded, deterministic Lloyd K-means, optionally with samples held in fixed clusters.
@@ -509,10 +501,10 @@ def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, inertia_to
     """
     X = _check_X(X)
     n, d = X.shape
-    K = _check_int("n_clusters", n_clusters, 1, n)
-    n_init = _check_int("n_init", n_init, 1)
-    max_iter = _check_int("max_iter", max_iter, 1)
-    seed = _check_int("seed", seed, 0)
+    K = check_int(n_clusters, "n_clusters", low=1, high=n)
+    n_init = check_int(n_init, "n_init", low=1)
+    max_iter = check_int(max_iter, "max_iter", low=1)
+    seed = check_int(seed, "seed", low=0)
     for name, v in (("tol", tol), ("inertia_tol", inertia_tol)):
         if isinstance(v, bool) or not (isinstance(v, (int, float, np.floating)) and v >= 0):
             raise ParameterError(f"{name}={v!r} must be a float >= 0", field=name)

@@ -54,6 +54,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from . import __version__
+from .config import read_yaml
 from .errors import ConfigError, OutputError
 from .io import atomic_write_json, sha256_file
 
@@ -340,11 +341,6 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _read_yaml(path: Path) -> Dict[str, Any]:
-    from .config import read_yaml
-    return read_yaml(path)
-
-
 def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Load and validate a pipeline YAML (or dict) into a complete config dict.
 
@@ -356,7 +352,7 @@ def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dic
         raw, where, base_dir = dict(source), None, Path.cwd()
     else:
         where = Path(source)
-        raw, base_dir = _read_yaml(where), where.resolve().parent
+        raw, base_dir = read_yaml(where), where.resolve().parent
     raw = _merge(raw, overrides or {})
     from .config import check_base_config, check_config
     check_config(raw, "run", path=where)  # the kind of file, and every key at every level
@@ -916,7 +912,7 @@ def usb_config(base_path, usb: Mapping[str, Any], extra: Mapping[str, Any]) -> D
     (taken at each evaluation) falls on an epoch end: USB resumes at the epoch *after* the
     saved one, so with ``epoch: 1`` a run killed mid-way would stop at once when resumed.
     """
-    conf = _merge(_merge(_read_yaml(Path(base_path)), usb), extra)
+    conf = _merge(_merge(read_yaml(Path(base_path)), usb), extra)
     for k in USB_MANAGED:
         conf.pop(k, None)
     for k in ("algorithm", "num_classes", "num_train_iter", "num_eval_iter"):

@@ -12,7 +12,7 @@ pytest.importorskip("semilearn")
 import as3l_plugin.usb  # noqa: E402,F401
 from as3l_plugin.errors import ConfigError, PriorError  # noqa: E402
 from as3l_plugin.usb.algorithm import AS3LFlexMatch, check_prior_args, int_list  # noqa: E402
-from as3l_plugin.usb.dataset import PriorDataset, check_prior  # noqa: E402
+from as3l_plugin.usb.dataset import PriorDataset, check_prior_file  # noqa: E402
 from as3l_plugin.usb.hooks import PriorHook  # noqa: E402
 from as3l_plugin.usb.train import build_algorithm, get_config  # noqa: E402
 
@@ -88,13 +88,13 @@ def test_mismatched_prior_fails_at_start_up(tmp_path, shape, match):
 
 def test_check_prior_rejects_unnormalised_and_negative_rows():
     p = np.full((4, 3), 1 / 3, np.float32)
-    check_prior(p, n_samples=4, num_classes=3)
+    check_prior_file(p, n_samples=4, num_classes=3)
     with pytest.raises(PriorError, match="sum to 1"):
-        check_prior(p * 2, n_samples=4, num_classes=3)
+        check_prior_file(p * 2, n_samples=4, num_classes=3)
     q = p.copy()
     q[0] = [1.5, -0.5, 0.0]
     with pytest.raises(PriorError, match="negative"):
-        check_prior(q, n_samples=4, num_classes=3)
+        check_prior_file(q, n_samples=4, num_classes=3)
 
 
 # --------------------------------------------------------------------------- posterior, mask

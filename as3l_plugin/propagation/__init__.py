@@ -17,10 +17,10 @@ Propagators (see each module's docstring):
 
 from __future__ import annotations
 
-from ..errors import ParameterError
+from ..registry import Registry
 from .base import BasePropagator, PropagationWarning
 
-_REGISTRY: dict[str, type] = {}
+_PROPAGATORS = Registry("propagator", BasePropagator)
 
 
 def register_propagator(name: str, cls: type | None = None):
@@ -31,22 +31,12 @@ def register_propagator(name: str, cls: type | None = None):
     ParameterError
         ``name`` is already registered.
     """
-    def _add(c):
-        if name in _REGISTRY:
-            raise ParameterError(f"propagator {name!r} is already registered "
-                                 f"({_REGISTRY[name].__module__}.{_REGISTRY[name].__name__})",
-                                 field="name")
-        if not (isinstance(c, type) and issubclass(c, BasePropagator)):
-            raise ParameterError(f"{c!r} is not a BasePropagator subclass", field="cls")
-        c.name = name
-        _REGISTRY[name] = c
-        return c
-    return _add if cls is None else _add(cls)
+    return _PROPAGATORS.register(name, cls)
 
 
 def list_propagators() -> list[str]:
     """Names accepted by :func:`get_propagator`, sorted."""
-    return sorted(_REGISTRY)
+    return _PROPAGATORS.names()
 
 
 def get_propagator(name: str, **params) -> BasePropagator:
@@ -57,18 +47,7 @@ def get_propagator(name: str, **params) -> BasePropagator:
     ParameterError
         Unknown name (the message lists the known ones), unknown or invalid parameter.
     """
-    if name not in _REGISTRY:
-        raise ParameterError(f"unknown propagator {name!r}; known: "
-                             f"{', '.join(list_propagators())}", field="propagator")
-    cls = _REGISTRY[name]
-    allowed = cls._param_names()
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ParameterError(f"{name} has no parameter(s) {', '.join(unknown)}; accepted: "
-                             f"{', '.join(allowed) or '(none)'}", field="param")
-    obj = cls(**params)
-    obj._check_params()
-    return obj
+    return _PROPAGATORS.build(name, **params)
 
 
 from .seeded_kmeans import SeededKMeansPropagator  # noqa: E402

@@ -16,27 +16,18 @@ Diagnostics of the last call are stored as attributes ending in ``_`` (``coverag
 
 from __future__ import annotations
 
-import inspect
-import numbers
 import warnings
 
 import numpy as np
 
 from ..errors import InputError, LabelsError, ParameterError, PriorError
 from ..io import check_features
+from ..registry import Configurable
+from ..validate import check_int
 
 
 class PropagationWarning(UserWarning):
     """A propagation result is valid but degenerate (e.g. rows with no label evidence)."""
-
-
-def _check_int(value, name: str, *, low: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ParameterError(f"expected an integer, got {value!r}", field=name)
-    value = int(value)
-    if low is not None and value < low:
-        raise ParameterError(f"={value} must be >= {low}", field=name)
-    return value
 
 
 def check_labeled(labeled_idx, labels, n_samples: int, num_classes: int):
@@ -87,38 +78,17 @@ def check_labeled(labeled_idx, labels, n_samples: int, num_classes: int):
     return idx, lab
 
 
-class BasePropagator:
+class BasePropagator(Configurable):
     """Base class of the propagators; see the module docstring for the contract.
 
     Subclasses take their hyper-parameters as keyword-only ``__init__`` arguments, store
     them unchanged, validate them in :meth:`_check_params` and implement
-    :meth:`_propagate`.
+    :meth:`_propagate` (``get_params``, ``__repr__``:
+    :class:`as3l_plugin.registry.Configurable`).
     """
 
     #: registry name, set by :func:`as3l_plugin.propagation.register_propagator`
     name: str = ""
-
-    # ----------------------------------------------------------------- parameters
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values()
-                if p.kind == p.KEYWORD_ONLY]
-
-    def get_params(self) -> dict:
-        """The hyper-parameters, as passed to ``__init__`` (JSON-friendly)."""
-        out = {}
-        for k in self._param_names():
-            v = getattr(self, k)
-            out[k] = list(v) if isinstance(v, tuple) else v
-        return out
-
-    def _check_params(self) -> None:
-        """Raise :class:`ParameterError` for an invalid hyper-parameter (override)."""
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     # ----------------------------------------------------------------- the verb
     def propagate(self, features, labeled_idx, labels, num_classes, seed=0) -> np.ndarray:
@@ -143,8 +113,8 @@ class BasePropagator:
             Rows sum to 1; labeled rows are one-hot; rows without evidence are uniform.
         """
         self._check_params()
-        num_classes = _check_int(num_classes, "num_classes", low=1)
-        seed = _check_int(seed, "seed", low=0)
+        num_classes = check_int(num_classes, "num_classes", low=1, named=False)
+        seed = check_int(seed, "seed", low=0, named=False)
         X = check_features(features)
         idx, lab = check_labeled(labeled_idx, labels, X.shape[0], num_classes)
 

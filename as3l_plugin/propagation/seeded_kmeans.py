@@ -49,12 +49,12 @@ import warnings
 
 import numpy as np
 
+from ..clustering import BACKENDS
 from ..errors import ParameterError
 from .base import BasePropagator, PropagationWarning
 
 DEFAULT_KS = (10, 20, 30, 40, 50, 60)
 UNCOVERED = ("ignore", "uniform")
-BACKENDS = ("auto", "torch", "numpy", "faiss")
 
 
 def _farthest_point_groups(P: np.ndarray, k: int) -> np.ndarray:

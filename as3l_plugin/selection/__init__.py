@@ -20,10 +20,10 @@ Samplers (see each module's docstring):
 
 from __future__ import annotations
 
-from ..errors import ParameterError
+from ..registry import Registry
 from .base import BaseSampler
 
-_REGISTRY: dict[str, type] = {}
+_SAMPLERS = Registry("sampler", BaseSampler)
 
 
 def register_sampler(name: str, cls: type | None = None):
@@ -34,22 +34,12 @@ def register_sampler(name: str, cls: type | None = None):
     ParameterError
         ``name`` is already registered, or ``cls`` is not a BaseSampler subclass.
     """
-    def _add(c):
-        if name in _REGISTRY:
-            raise ParameterError(f"sampler {name!r} is already registered "
-                                 f"({_REGISTRY[name].__module__}.{_REGISTRY[name].__name__})",
-                                 field="name")
-        if not (isinstance(c, type) and issubclass(c, BaseSampler)):
-            raise ParameterError(f"{c!r} is not a BaseSampler subclass", field="cls")
-        c.name = name
-        _REGISTRY[name] = c
-        return c
-    return _add if cls is None else _add(cls)
+    return _SAMPLERS.register(name, cls)
 
 
 def list_samplers() -> list[str]:
     """Names accepted by :func:`get_sampler`, sorted."""
-    return sorted(_REGISTRY)
+    return _SAMPLERS.names()
 
 
 def get_sampler(name: str, **params) -> BaseSampler:
@@ -60,18 +50,7 @@ def get_sampler(name: str, **params) -> BaseSampler:
     ParameterError
         Unknown name (the message lists the known ones), unknown or invalid parameter.
     """
-    if name not in _REGISTRY:
-        raise ParameterError(f"unknown sampler {name!r}; known: {', '.join(list_samplers())}",
-                             field="sampler")
-    cls = _REGISTRY[name]
-    allowed = cls._param_names()
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ParameterError(f"{name} has no parameter(s) {', '.join(unknown)}; accepted: "
-                             f"{', '.join(allowed) or '(none)'}", field="param")
-    obj = cls(**params)
-    obj._check_params()
-    return obj
+    return _SAMPLERS.build(name, **params)
 
 
 from .as3l import AS3LSampler  # noqa: E402

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..clustering import _sqnorms
+
 
 def sqdist_to(X, x, xsq=None):
-    """Squared distances float32 (n,) from every row of ``X`` to one point ``x`` (d,)."""
+    """Squared distances float32 (n,) from every row of ``X`` to one point ``x`` (d,).
+
+    Not :func:`as3l_plugin.clustering.pairwise_sqdist` with one column: that one takes
+    ``|x|^2`` from ``einsum`` and ``X @ x`` from a matrix product (torch by default), which
+    differ from this in the last bits, and the k-center and k-medoids picks made with this
+    one are pinned by the determinism tests. ``xsq`` lets a loop reuse the row norms.
+    """
     if xsq is None:
-        xsq = np.einsum("ij,ij->i", X, X, dtype=np.float32)
+        xsq = _sqnorms(X)
     d = xsq - 2.0 * (X @ x) + float(x @ x)
     return np.maximum(d, 0.0, out=d)
-
-
-def argmin_first(values, candidates):
-    """Element of ``candidates`` with the smallest ``values`` (ties: smallest index)."""
-    candidates = np.asarray(candidates)
-    v = values[candidates]
-    m = v.min()
-    return int(candidates[v == m].min())
 
 
 def nearest_to_centre(X, members, centre):
@@ -49,7 +49,7 @@ def kcenter_fill(X, chosen, labeled, n_more, xsq=None):
     if n_more <= 0:
         return []
     if xsq is None:
-        xsq = np.einsum("ij,ij->i", X, X, dtype=np.float32)
+        xsq = _sqnorms(X)
     centres = list(chosen) + [int(i) for i in labeled]
     blocked = np.zeros(n, dtype=bool)
     blocked[centres] = True

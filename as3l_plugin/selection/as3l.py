@@ -77,7 +77,8 @@ import numpy as np
 
 from ..clustering import kmeans, pairwise_sqdist
 from ..errors import ParameterError
-from .base import BaseSampler, _check_int
+from ..validate import check_int
+from .base import BaseSampler
 from ._utils import kcenter_fill, typicality
 
 REPRESENTATIVES = ("medoid", "mean", "typical")
@@ -170,24 +171,24 @@ class AS3LSampler(BaseSampler):
         self.backend = backend
 
     def _check_params(self):
-        _check_int(self.n_runs, "n_runs", low=1)
+        check_int(self.n_runs, "n_runs", low=1)
         if self.n_clusters is not None:
-            _check_int(self.n_clusters, "n_clusters", low=1)
+            check_int(self.n_clusters, "n_clusters", low=1)
         if self.representative is not None and self.representative not in REPRESENTATIVES:
             raise ParameterError(f"representative={self.representative!r} must be one of "
                                  f"{REPRESENTATIVES}", field="representative")
         if self.variant not in VARIANTS:
             raise ParameterError(f"variant={self.variant!r} must be one of {VARIANTS}",
                                  field="variant")
-        _check_int(self.min_group_size, "min_group_size", low=1)
-        _check_int(self.candidates, "candidates", low=1)
+        check_int(self.min_group_size, "min_group_size", low=1)
+        check_int(self.candidates, "candidates", low=1)
         if (isinstance(self.density_power, bool)
                 or not isinstance(self.density_power, numbers.Real)
                 or not 0 <= self.density_power <= 10):
             raise ParameterError(f"density_power={self.density_power!r} must be a float in "
                                  "[0, 10]", field="density_power")
-        _check_int(self.k_nn, "k_nn", low=1)
-        _check_int(self.max_iter, "max_iter", low=1)
+        check_int(self.k_nn, "k_nn", low=1)
+        check_int(self.max_iter, "max_iter", low=1)
 
     # ----------------------------------------------------------------- pieces
     def _runs(self, X, K, seed):

@@ -18,22 +18,12 @@ Diagnostics of the last call are attributes ending in ``_`` (scikit-learn style)
 
 from __future__ import annotations
 
-import inspect
-import numbers
-
 import numpy as np
 
 from ..errors import ParameterError
 from ..io import check_features
-
-
-def _check_int(value, name: str, *, low: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ParameterError(f"{name}={value!r} must be an int", field=name)
-    value = int(value)
-    if low is not None and value < low:
-        raise ParameterError(f"{name}={value} must be >= {low}", field=name)
-    return value
+from ..registry import Configurable
+from ..validate import check_int
 
 
 def check_labeled_idx(labeled_idx, n_samples: int) -> np.ndarray:
@@ -59,36 +49,16 @@ def check_labeled_idx(labeled_idx, n_samples: int) -> np.ndarray:
     return idx
 
 
-class BaseSampler:
+class BaseSampler(Configurable):
     """Base class of the samplers; see the module docstring for the contract.
 
     Subclasses take their hyper-parameters as keyword-only ``__init__`` arguments, store
-    them unchanged, validate them in :meth:`_check_params` and implement :meth:`_select`.
+    them unchanged, validate them in :meth:`_check_params` and implement :meth:`_select`
+    (``get_params``, ``__repr__``: :class:`as3l_plugin.registry.Configurable`).
     """
 
     #: registry name, set by :func:`as3l_plugin.selection.register_sampler`
     name: str = ""
-
-    # ----------------------------------------------------------------- parameters
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY]
-
-    def get_params(self) -> dict:
-        """The hyper-parameters, as passed to ``__init__`` (JSON-friendly)."""
-        out = {}
-        for k in self._param_names():
-            v = getattr(self, k)
-            out[k] = list(v) if isinstance(v, tuple) else v
-        return out
-
-    def _check_params(self) -> None:
-        """Raise :class:`ParameterError` for an invalid hyper-parameter (override)."""
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     # ----------------------------------------------------------------- the verb
     def select(self, features, budget, seed=0, labeled_idx=None) -> np.ndarray:
@@ -114,8 +84,8 @@ class BaseSampler:
         X = check_features(features)
         n = X.shape[0]
         labeled = check_labeled_idx(labeled_idx, n)
-        budget = _check_int(budget, "budget")
-        seed = _check_int(seed, "seed", low=0)
+        budget = check_int(budget, "budget")
+        seed = check_int(seed, "seed", low=0)
         avail = n - labeled.size
         if budget <= 0:
             raise ParameterError(f"budget={budget} must be >= 1", field="budget")

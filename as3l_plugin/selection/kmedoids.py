@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..clustering import kmeans
-from .base import BaseSampler, _check_int
+from ..validate import check_int
+from .base import BaseSampler
 from ._utils import kcenter_fill, nearest_to_centre
 
 
@@ -41,8 +42,8 @@ class KMedoidsSampler(BaseSampler):
         self.backend = backend
 
     def _check_params(self):
-        _check_int(self.n_init, "n_init", low=1)
-        _check_int(self.max_iter, "max_iter", low=1)
+        check_int(self.n_init, "n_init", low=1)
+        check_int(self.max_iter, "max_iter", low=1)
 
     def _select(self, X, budget, seed, labeled_idx):
         n = X.shape[0]

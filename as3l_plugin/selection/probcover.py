@@ -36,7 +36,8 @@ import numpy as np
 
 from ..clustering import kmeans, pairwise_sqdist
 from ..errors import ParameterError
-from .base import BaseSampler, _check_int
+from ..validate import check_int
+from .base import BaseSampler
 
 
 def _block_rows(n, chunk):
@@ -135,10 +136,10 @@ class ProbCoverSampler(BaseSampler):
         if not (isinstance(self.purity, numbers.Real) and 0 < self.purity <= 1):
             raise ParameterError(f"purity={self.purity!r} must be in (0, 1]", field="purity")
         if self.n_clusters is not None:
-            _check_int(self.n_clusters, "n_clusters", low=2)
+            check_int(self.n_clusters, "n_clusters", low=2)
         if self.chunk is not None:
-            _check_int(self.chunk, "chunk", low=1)
-        _check_int(self.max_edges, "max_edges", low=1)
+            check_int(self.chunk, "chunk", low=1)
+        check_int(self.max_edges, "max_edges", low=1)
 
     def _select(self, X, budget, seed, labeled_idx):
         n = X.shape[0]

@@ -26,7 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..clustering import kmeans
-from .base import BaseSampler, _check_int
+from ..validate import check_int
+from .base import BaseSampler
 from ._utils import typicality
 
 
@@ -61,11 +62,11 @@ class TypiClustSampler(BaseSampler):
         self.backend = backend
 
     def _check_params(self):
-        _check_int(self.k_nn, "k_nn", low=1)
-        _check_int(self.min_cluster_size, "min_cluster_size", low=0)
-        _check_int(self.max_clusters, "max_clusters", low=1)
-        _check_int(self.n_init, "n_init", low=1)
-        _check_int(self.max_iter, "max_iter", low=1)
+        check_int(self.k_nn, "k_nn", low=1)
+        check_int(self.min_cluster_size, "min_cluster_size", low=0)
+        check_int(self.max_clusters, "max_clusters", low=1)
+        check_int(self.n_init, "n_init", low=1)
+        check_int(self.max_iter, "max_iter", low=1)
 
     def _select(self, X, budget, seed, labeled_idx):
         n = X.shape[0]

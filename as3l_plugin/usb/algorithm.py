@@ -34,6 +34,7 @@ from semilearn.algorithms.utils import SSL_Argument
 from semilearn.core.utils import ALGORITHMS
 
 from ..errors import ConfigError
+from ..validate import check_int
 from .dataset import PriorDataset, load_prior
 from .hooks import PRIOR_MODES, PriorHook
 
@@ -48,21 +49,6 @@ def int_list(value) -> list:
     if isinstance(value, (list, tuple)):
         return [int(v) for v in value]
     return [int(value)]
-
-
-def _as_int(value, key: str, low: int) -> int:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        f = float(value)
-        if not f.is_integer():
-            raise ValueError
-        v = int(f)
-    except (TypeError, ValueError):
-        raise ConfigError(f"expected an integer, got {value!r}", field=key) from None
-    if v < low:
-        raise ConfigError(f"={v} must be >= {low}", field=key)
-    return v
 
 
 def check_prior_args(args) -> SimpleNamespace:
@@ -84,8 +70,10 @@ def check_prior_args(args) -> SimpleNamespace:
     if mode not in PRIOR_MODES:
         raise ConfigError(f"={mode!r} is not a mode; use one of {', '.join(PRIOR_MODES)}",
                           field="prior_mode")
-    T = _as_int(getattr(args, "prior_T", 6900), "prior_T", 0)
-    interval = _as_int(getattr(args, "prior_update_interval", 6900), "prior_update_interval", 1)
+    T = check_int(getattr(args, "prior_T", 6900), "prior_T", low=0, error=ConfigError,
+                  named=False, loose=True)
+    interval = check_int(getattr(args, "prior_update_interval", 6900), "prior_update_interval",
+                         low=1, error=ConfigError, named=False, loose=True)
     try:
         ks = int_list(getattr(args, "prior_update_ks", DEFAULT_KS))
     except (TypeError, ValueError):

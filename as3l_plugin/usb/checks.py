@@ -14,7 +14,7 @@ What is checked
   again when they are built). Its sidecar (written by ``as3l select`` / ``as3l run``), when
   present, must describe a pool of the same size.
 - ``prior_file`` (``as3l_flexmatch``): the keys (:func:`~.algorithm.check_prior_args`) and
-  the matrix (:func:`~.dataset.check_prior`: rows = pool size when known, columns =
+  the matrix (:func:`~.dataset.check_prior_file`: rows = pool size when known, columns =
   ``num_classes``, finite, non-negative, rows summing to 1 within 1e-3). Its sidecar, when
   present, must agree with the config (``n``, ``num_classes``) and name the *same labeled
   set* as ``lb_index_file`` (``index_sha256``: the index file's SHA-256, written by
@@ -119,7 +119,7 @@ def check_run_inputs(args) -> dict:
     prior = None
     if getattr(args, "algorithm", None) == "as3l_flexmatch":
         from .algorithm import check_prior_args
-        from .dataset import check_prior
+        from .dataset import check_prior_file
         from ..errors import InputError
         from ..io import load_npy
         cfg = check_prior_args(args)
@@ -128,7 +128,8 @@ def check_run_inputs(args) -> dict:
         except InputError as exc:
             raise PriorError(exc.message, path=cfg.file, field="prior_file") from None
         rows = n if n is not None else (p.shape[0] if p.ndim == 2 else -1)
-        prior = check_prior(p, n_samples=rows, num_classes=int(args.num_classes), path=cfg.file)
+        prior = check_prior_file(p, n_samples=rows, num_classes=int(args.num_classes),
+                                 path=cfg.file)
         side = read_sidecar(cfg.file, required=False)
         if side is None:
             warnings.warn(f"{cfg.file}: prior_file has no sidecar {sidecar_path(cfg.file).name}; "

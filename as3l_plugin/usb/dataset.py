@@ -16,8 +16,12 @@ from torch.utils.data import Dataset
 from ..errors import PriorError
 
 
-def check_prior(prior, *, n_samples: int, num_classes: int, path=None) -> np.ndarray:
+def check_prior_file(prior, *, n_samples: int, num_classes: int, path=None) -> np.ndarray:
     """Validate a prior matrix and return it as C-contiguous float32 ``(n_samples, num_classes)``.
+
+    The check of a training run's ``prior_file`` (error field ``prior_file``; float32, as the
+    loss reads it; shape checked first). Not :func:`as3l_plugin.metrics.check_prior`, which
+    checks a prior for scoring (float64; integer arrays allowed; shape checked last).
 
     Raises
     ------
@@ -51,14 +55,16 @@ def check_prior(prior, *, n_samples: int, num_classes: int, path=None) -> np.nda
 
 
 def load_prior(path, *, n_samples: int, num_classes: int) -> np.ndarray:
-    """Load ``prior_file`` (``.npy``) and :func:`check_prior` it. Missing file → PriorError."""
+    """Load ``prior_file`` (``.npy``) and :func:`check_prior_file` it.
+
+    Missing file → PriorError."""
     from ..errors import InputError
     from ..io import load_npy
     try:
         p = load_npy(path, what="prior")
     except InputError as exc:
         raise PriorError(exc.message, path=path, field="prior_file") from None
-    return check_prior(p, n_samples=n_samples, num_classes=num_classes, path=path)
+    return check_prior_file(p, n_samples=n_samples, num_classes=num_classes, path=path)
 
 
 class PriorDataset(Dataset):

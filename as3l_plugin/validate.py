@@ -1,0 +1,56 @@
+"""Small argument checks shared by the library, the samplers, the propagators and the USB
+algorithm (one place for each rule; every caller keeps its own error type and wording)."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .errors import ParameterError
+
+__all__ = ["check_int"]
+
+
+def check_int(value, name: str, *, low: int | None = None, high: int | None = None,
+              error=ParameterError, named: bool = True, loose: bool = False) -> int:
+    """``value`` as an ``int``, or ``error`` (field ``name``) when it is not one or is out of
+    ``[low, high]`` (either bound optional).
+
+    Parameters
+    ----------
+    error : AS3LError subclass, default ParameterError
+        The exception raised (``ConfigError`` for config keys).
+    named : bool, default True
+        Wording: ``"{name}={value!r} must be an int"`` / ``"{name}={v} must be >= {low}"``
+        when true; ``"expected an integer, got {value!r}"`` / ``"={v} must be >= {low}"``
+        when false (the field prefix names the parameter). A two-sided range reads
+        ``"in [{low}, {high}]"`` instead of ``">= {low}"``.
+    loose : bool, default False
+        False: only integers (``int`` or numpy integers; ``bool`` refused). True: anything
+        ``float()`` reads as a whole number (``"6900"``, ``6900.0``; Python ``bool``
+        refused), as YAML config values may be.
+    """
+    v = None
+    if loose:
+        try:
+            if not isinstance(value, bool):
+                f = float(value)
+                if f.is_integer():
+                    v = int(f)
+        except (TypeError, ValueError):
+            pass
+    elif not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Integral):
+        v = int(value)
+    if v is None:
+        msg = f"{name}={value!r} must be an int" if named else f"expected an integer, got {value!r}"
+        raise error(msg, field=name)
+    if (low is not None and v < low) or (high is not None and v > high):
+        if high is None:
+            rng = f">= {low}"
+        elif low is None:
+            rng = f"<= {high}"
+        else:
+            rng = f"in [{low}, {high}]"
+        raise error(f"{name}={v} must be {rng}" if named else f"={v} must be {rng}", field=name)
+    return v
