@@ -13,7 +13,9 @@ Formats
   ``ulb_labels..._idx.npy``).
 - prior: ``.npy`` float32 ``(n, num_classes)``, rows sum to 1, in the dataset's original order.
 - sidecar: ``<file>.json`` next to an index or prior, written *after* the file it
-  describes; a data file without its sidecar is an unfinished output.
+  describes; a data file without its sidecar is an unfinished output. The keys of the
+  index's and the prior's sidecars, and their one builder and writer, are in
+  :mod:`as3l_plugin.artifacts`.
 """
 
 from __future__ import annotations

@@ -564,8 +564,9 @@ def _features_of(ctx: StageContext, which: str):
 
 
 def _choice_meta(ctx: StageContext, which: str) -> Dict[str, Any]:
-    """Sidecar keys naming the feature set used, and why when ``auto`` picked it."""
-    meta = {"features": _resolve(ctx, which)}
+    """Sidecar keys naming the feature set used, and why when ``auto`` picked it
+    (``features_choice`` is None unless ``auto``)."""
+    meta = {"features": _resolve(ctx, which), "features_choice": None}
     if which == "auto":
         r = ctx.inputs["choose"].result
         meta["features_choice"] = {"requested": "auto", "criterion": r["criterion"],
@@ -591,12 +592,8 @@ def _stage_choose(ctx: StageContext) -> Dict[str, Any]:
 def _write_selection(sdir: Path, idx, meta: Mapping[str, Any], labels=None) -> str:
     """to_annotate.csv (labels filled when given), then the index file in USB's naming and,
     last, its sidecar (a kill in between leaves an index without sidecar: unfinished)."""
-    from .annotations import ANNOTATION_FILENAME, HEADER, annotation_rows
-    from .io import atomic_write_csv, index_filename, write_with_sidecar
-    name = index_filename(meta["budget"], meta["seed"])
-    atomic_write_csv(sdir / ANNOTATION_FILENAME, HEADER, annotation_rows(idx, labels))
-    write_with_sidecar(sdir / name, idx, meta)
-    return name
+    from .artifacts import write_selection
+    return write_selection(sdir, idx, meta, labels=labels).name
 
 
 def stratified_selection(y: np.ndarray, budget: int, num_classes: int, seed: int) -> np.ndarray:
@@ -611,6 +608,7 @@ def stratified_selection(y: np.ndarray, budget: int, num_classes: int, seed: int
 
 def _select(ctx: StageContext, sampler: str, params: Mapping[str, Any], features: str):
     """Run a sampler of :mod:`as3l_plugin.selection`, or ``stratified`` (oracle labels)."""
+    from .artifacts import selection_meta
     from .io import sha256_array
     from .selection import get_sampler
     X = _features_of(ctx, features)
@@ -620,19 +618,19 @@ def _select(ctx: StageContext, sampler: str, params: Mapping[str, Any], features
         raise DatasetError(f"holds {X.shape[0]} images, fewer than the labeling budget "
                            f"num_labels={budget}; lower num_labels or add images",
                            path=ctx.env.get("data_dir"))
+    smp = None
     if sampler == STRATIFIED:
         data = _dataset(ctx.env)
         idx = stratified_selection(data.y_train, budget, data.num_classes, seed)
     else:
-        idx = np.asarray(get_sampler(sampler, **params).select(X, budget, seed=seed),
-                         dtype=np.int64)
-    meta = {"kind": "as3l-selection", "dataset": ctx.env.get("dataset"), "sampler": sampler,
-            "params": dict(params), "budget": int(budget), "seed": int(seed), "lb_imb_ratio": 1,
-            "n": int(X.shape[0]), "num_features": int(X.shape[1]), **_choice_meta(ctx, features),
-            "features_sha256": sha256_array(X), "index_order": "sampler order",
-            "package_version": __version__}
-    if ctx.env.get("dataset_options") is not None:
-        meta["dataset_files_sha256"] = _dataset(ctx.env).files_sha256
+        smp = get_sampler(sampler, **params)
+        idx = np.asarray(smp.select(X, budget, seed=seed), dtype=np.int64)
+    files = _dataset(ctx.env).files_sha256 if ctx.env.get("dataset_options") is not None \
+        else None
+    meta = selection_meta(sampler=sampler, params=params, sampler_obj=smp, budget=budget,
+                          seed=seed, n=X.shape[0], num_features=X.shape[1],
+                          dataset=ctx.env.get("dataset"), features_sha256=sha256_array(X),
+                          dataset_files_sha256=files, **_choice_meta(ctx, features))
     return X, idx, meta
 
 
@@ -712,7 +710,8 @@ def prior_diagnostics(prior: np.ndarray, y: np.ndarray, idx: np.ndarray,
 def _stage_prior(ctx: StageContext) -> Dict[str, Any]:
     """Prior from the labels stage's labels; sidecar as ``as3l prior`` writes it (the index
     checksum lets ``as3l train`` refuse a prior made for another labeled set)."""
-    from .io import sha256_array, sha256_file, write_with_sidecar
+    from .artifacts import prior_meta, write_prior
+    from .io import read_sidecar, sha256_array
     from .propagation import get_propagator
     p = ctx.params
     data = _dataset(ctx.env)
@@ -721,17 +720,17 @@ def _stage_prior(ctx: StageContext) -> Dict[str, Any]:
     prop = get_propagator(p["propagator"], **p["params"])
     prior = np.asarray(prop.propagate(X, lab[:, 0], lab[:, 1], data.num_classes,
                                       seed=p["seed"]), dtype=np.float32)
-    sel = ctx.inputs["labels"].result
-    write_with_sidecar(ctx.dir / PRIOR, prior, {
-        "kind": "as3l-prior", "dataset": ctx.env.get("dataset"), "n": int(prior.shape[0]),
-        "num_classes": int(data.num_classes), "budget": int(len(lab)),
-        "propagator": p["propagator"], "params": dict(p["params"]), "seed": int(p["seed"]),
-        **_choice_meta(ctx, p["features"]), "features_sha256": sha256_array(X),
-        "index_file": sel["index_file"], "index_sha256": sel["index_sha256"],
-        "labeled_idx_sha256": sha256_array(lab[:, 0]), "labels_source": sel["source"],
-        "labeled_per_class": np.bincount(lab[:, 1], minlength=data.num_classes).tolist(),
-        "n_uniform": int(getattr(prop, "n_uniform_", 0)), "package_version": __version__,
-        **({"dataset_files_sha256": data.files_sha256} if data.files_sha256 else {})})
+    rec = ctx.inputs["labels"]
+    sel = rec.result
+    write_prior(ctx.dir / PRIOR, prior, prior_meta(
+        n=prior.shape[0], num_classes=data.num_classes, idx=lab[:, 0], labels=lab[:, 1],
+        propagator=p["propagator"], params=p["params"], prop_obj=prop, seed=p["seed"],
+        dataset=ctx.env.get("dataset"), selection=read_sidecar(sel["index_file"],
+                                                               required=False),
+        features_sha256=sha256_array(X), index_file=sel["index_file"],
+        index_sha256=sel["index_sha256"], labels_source=sel["source"],
+        labels_file=rec.path(LABELS), labels_sha256=sha256_file(rec.path(LABELS)),
+        dataset_files_sha256=data.files_sha256, **_choice_meta(ctx, p["features"])))
     return prior_diagnostics(prior, data.y_train, lab[:, 0], data.num_classes)
 
 

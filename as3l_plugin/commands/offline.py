@@ -66,32 +66,6 @@ def _params(items) -> dict:
     return out
 
 
-def _jsonable(v):
-    import numpy as np
-
-    if isinstance(v, (tuple, list)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, np.generic):
-        return v.item()
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    return repr(v)
-
-
-def _effective_params(obj, given: dict) -> dict:
-    """Hyper-parameters of a sampler/propagator (get_params() or public attributes)."""
-    if hasattr(obj, "get_params"):
-        try:
-            return _jsonable(obj.get_params())
-        except Exception:  # pragma: no cover - foreign objects
-            pass
-    public = {k: v for k, v in vars(obj).items()
-              if not k.startswith("_") and not k.endswith("_")}
-    return _jsonable(public or given)
-
-
 class _Outputs:
     """Track the files a command writes; on error put the directory back as it was.
 
@@ -172,11 +146,6 @@ def _print(msg: str = ""):
     print(msg, flush=True)
 
 
-def _version() -> str:
-    from .. import __version__
-    return __version__
-
-
 def _check_budget(budget: int, n: int):
     from ..errors import ParameterError
 
@@ -220,8 +189,8 @@ def select_to_dir(features, budget, *, sampler=DEFAULT_SAMPLER, params=None, see
     """
     import numpy as np
 
-    from .. import io
-    from ..annotations import ANNOTATION_FILENAME, HEADER, annotation_rows, count_filled
+    from .. import artifacts, io
+    from ..annotations import ANNOTATION_FILENAME, count_filled
     from ..clustering import count_distinct_rows
     from ..errors import InputError, OutputError
     from ..metrics import class_coverage
@@ -266,37 +235,17 @@ def select_to_dir(features, budget, *, sampler=DEFAULT_SAMPLER, params=None, see
 
     lb_path = out_dir / io.index_filename(budget, seed, prefix="lb")
     ulb_path = out_dir / io.index_filename(budget, seed, prefix="ulb")
-    meta = {
-        "kind": "as3l-selection",
-        "sampler": sampler,
-        "params": _jsonable(params),
-        "params_effective": _effective_params(smp, params),
-        "budget": int(budget),
-        "seed": int(seed),
-        "lb_imb_ratio": 1,
-        "n": int(n),
-        "num_features": int(X.shape[1]),
-        "dataset": dataset,
-        "features_file": str(Path(features).resolve()),
-        "features_sha256": io.sha256_array(X),
-        "features_checksum": "io.sha256_array of the float32 C-order feature matrix "
-                             "(dtype, shape and bytes)",
-        "index_order": "sampler order",
-        "lb_index_file": lb_path.name,
-        "ulb_index_file": ulb_path.name,
-        "annotation_file": ANNOTATION_FILENAME,
-        "labels_prefilled": y is not None,
-        "labels_file": None if labels is None else str(Path(labels).resolve()),
-        "package_version": _version(),
-    }
-    if y is not None:
-        meta["class_coverage"] = class_coverage(y[idx], int(y.max()) + 1)
     # the number of classes, when known (simulation labels, or the features' sidecar)
     feat_side = io.read_sidecar(features, required=False) or {}
-    if feat_side.get("dataset_files_sha256"):  # a folder's file list: `as3l train` checks it
-        meta["dataset_files_sha256"] = feat_side["dataset_files_sha256"]
     num_classes = int(y.max()) + 1 if y is not None else feat_side.get("num_classes")
-    meta["num_classes"] = None if num_classes is None else int(num_classes)
+    meta = artifacts.selection_meta(
+        sampler=sampler, params=params, sampler_obj=smp, budget=budget, seed=seed, n=n,
+        num_features=X.shape[1], num_classes=num_classes, dataset=dataset,
+        features_file=features, features_sha256=io.sha256_array(X),
+        ulb_index_file=ulb_path.name, labels_prefilled=y is not None, labels_file=labels,
+        class_coverage=None if y is None else class_coverage(y[idx], int(y.max()) + 1),
+        # a folder's file list: `as3l train` checks it
+        dataset_files_sha256=feat_side.get("dataset_files_sha256"))
 
     outs = _Outputs()
     try:
@@ -305,12 +254,8 @@ def select_to_dir(features, budget, *, sampler=DEFAULT_SAMPLER, params=None, see
         outs.retire(side)  # the old sidecar would vouch for files we are about to replace
         for p in (ulb_path, csv_path, lb_path):
             outs.will_write(p)
-        io.atomic_save_npy(ulb_path, ulb)
-        io.atomic_write_csv(csv_path, HEADER,
-                            annotation_rows(idx, None if y is None else y[idx],
-                                            paths=None if image_paths is None
-                                            else [image_paths[i] for i in idx]))
-        io.write_with_sidecar(lb_path, idx, meta)
+        artifacts.write_selection(out_dir, idx, meta, labels=None if y is None else y[idx],
+                                  ulb=ulb, image_paths=image_paths)
     except BaseException:  # (SIGKILL leaves the index without its sidecar: unfinished)
         outs.rollback()
         raise
@@ -366,7 +311,7 @@ def prior_from_selection(features, *, index, labels_csv=None, oracle_labels=None
     """
     import numpy as np
 
-    from .. import io
+    from .. import artifacts, io
     from ..annotations import read_labels_csv
     from ..errors import InputError, LabelsError, ParameterError, StaleInputError
     from ..propagation import get_propagator
@@ -424,36 +369,18 @@ def prior_from_selection(features, *, index, labels_csv=None, oracle_labels=None
                   "labels_sha256": io.sha256_file(labels_csv)}
 
     prior = prop.propagate(X, idx, labels, num_classes, seed=seed)
-    meta = {
-        "kind": "as3l-prior",
-        "dataset": sel.get("dataset"),
-        "n": int(n),
-        "num_classes": int(num_classes),
-        "budget": int(idx.size),
-        "propagator": propagator,
-        "params": _jsonable(params),
-        "params_effective": _effective_params(prop, params),
-        "seed": int(seed),
-        "sampler": sel.get("sampler"),
-        "selection_seed": sel.get("seed"),
-        "features_file": str(Path(features).resolve()),
-        "features_sha256": sel["features_sha256"],
-        "index_file": str(index.resolve()),
-        "index_sha256": io.sha256_file(index),
-        **({"dataset_files_sha256": sel["dataset_files_sha256"]}
-           if sel.get("dataset_files_sha256") else {}),
-        **source,
-        "labeled_per_class": np.bincount(labels, minlength=num_classes).tolist(),
-        "coverage": float(getattr(prop, "coverage_", float("nan"))),
-        "n_uniform": int(getattr(prop, "n_uniform_", 0)),
-        "package_version": _version(),
-    }
+    meta = artifacts.prior_meta(
+        n=n, num_classes=num_classes, idx=idx, labels=labels, propagator=propagator,
+        params=params, prop_obj=prop, seed=seed, dataset=sel.get("dataset"), selection=sel,
+        features_file=features, features_sha256=sel["features_sha256"], index_file=index,
+        index_sha256=io.sha256_file(index), dataset_files_sha256=sel.get("dataset_files_sha256"),
+        **source)
     outs = _Outputs()
     try:
         side = io.sidecar_path(out)
         outs.retire(side)
         outs.will_write(out)
-        io.write_with_sidecar(out, prior, meta)
+        artifacts.write_prior(out, prior, meta)
     except BaseException:  # (SIGKILL leaves the prior without its sidecar: unfinished)
         outs.rollback()
         raise

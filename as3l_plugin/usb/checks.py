@@ -16,13 +16,15 @@ What is checked
 - ``prior_file`` (``as3l_flexmatch``): the keys (:func:`~.algorithm.check_prior_args`) and
   the matrix (:func:`~.dataset.check_prior_file`: rows = pool size when known, columns =
   ``num_classes``, finite, non-negative, rows summing to 1 within 1e-3). Its sidecar, when
-  present, must agree with the config (``n``, ``num_classes``) and name the *same labeled
-  set* as ``lb_index_file`` (``index_sha256``: the index file's SHA-256, written by
-  ``as3l prior``; ``labeled_idx_sha256``: :func:`~as3l_plugin.io.sha256_array` of the
-  indices, written by ``as3l run``). A prior propagated from one labeled set and trained with
-  another is refused (:class:`~as3l_plugin.errors.StaleInputError`); a prior whose sidecar
-  names an index while ``lb_index_file`` is unset is a :class:`~as3l_plugin.errors.ConfigError`
-  (USB would draw a random labeled set that the prior knows nothing about).
+  present (the one schema of :mod:`as3l_plugin.artifacts`, written by ``as3l prior`` and
+  ``as3l run``), must agree with the config (``n``, ``num_classes``) and name the *same
+  labeled set* as ``lb_index_file`` (``labeled_idx_sha256``:
+  :func:`~as3l_plugin.io.sha256_array` of the indices, or ``index_sha256``: the index file's
+  SHA-256; older ``as3l prior`` sidecars have only the latter). A prior propagated from one
+  labeled set and trained with another is refused
+  (:class:`~as3l_plugin.errors.StaleInputError`); a prior whose sidecar names an index while
+  ``lb_index_file`` is unset is a :class:`~as3l_plugin.errors.ConfigError` (USB would draw
+  a random labeled set that the prior knows nothing about).
 - ``dataset: folder``: a sidecar recording ``dataset_files_sha256`` (the file list the index /
   prior was made from) must match the folder's current file list (:func:`check_file_list`).
 - A prior *without* a sidecar (made outside the plugin) is accepted with a warning: its shape
@@ -68,17 +70,20 @@ def check_file_list(side: dict, files_sha256, *, path, what: str) -> None:
 
 
 def _index_identity_matches(side: dict, lb_file: str, lb: np.ndarray):
-    """True / False when the prior's sidecar names a labeled set, None when it names none."""
+    """True / False when the prior's sidecar names a labeled set (one of
+    :data:`~as3l_plugin.artifacts.LABELED_SET_KEYS`), None when it names none.
+
+    ``labeled_idx_sha256`` (the indices, however they are stored) or ``index_sha256`` (the
+    index file's bytes) matching is enough: sidecars of ``as3l prior`` written before the
+    one schema (:mod:`as3l_plugin.artifacts`) carry only ``index_sha256``."""
+    from ..artifacts import names_labeled_set
     from ..io import sha256_array, sha256_file
-    if side.get("index_sha256"):
-        if sha256_file(lb_file) == side["index_sha256"]:
-            return True
-        # the same indices saved differently still count as the same labeled set
-        return bool(side.get("labeled_idx_sha256")) and \
-            sha256_array(lb) == side["labeled_idx_sha256"]
-    if side.get("labeled_idx_sha256"):
-        return sha256_array(np.asarray(lb, np.int64)) == side["labeled_idx_sha256"]
-    return None
+    if not names_labeled_set(side):
+        return None
+    if side.get("labeled_idx_sha256") and \
+            sha256_array(np.asarray(lb, np.int64)) == side["labeled_idx_sha256"]:
+        return True
+    return bool(side.get("index_sha256")) and sha256_file(lb_file) == side["index_sha256"]
 
 
 def check_run_inputs(args) -> dict:
@@ -93,6 +98,7 @@ def check_run_inputs(args) -> dict:
     ------
     ConfigError, InputError, PriorError, StaleInputError
     """
+    from ..artifacts import names_labeled_set
     from ..io import read_sidecar, sidecar_path
     from .compat import load_lb_index
     from ..config import USB_NUM_CLASSES
@@ -142,7 +148,7 @@ def check_run_inputs(args) -> dict:
                                       f"num_classes={args.num_classes}", path=sc, field="num_classes")
             check_file_list(side, files, path=cfg.file, what="prior")
             made_from = side.get("index_file") or "the selection it was propagated from"
-            if lb_file is None and (side.get("index_sha256") or side.get("labeled_idx_sha256")):
+            if lb_file is None and names_labeled_set(side):
                 raise ConfigError(
                     f"prior_file {cfg.file} was propagated from the labels of {made_from}; set "
                     "lb_index_file to that index so USB trains on the same labeled samples",
