@@ -260,7 +260,6 @@ class Bench:
         self._finetuned: Dict[Tuple[int, int], Dict[str, pl.StageRecord]] = {}
         self._labels: Dict[Tuple[int, str, int], Dict[str, pl.StageRecord]] = {}
         self._usb: Dict[str, Dict[str, Any]] = {}
-        self._uses = (cfg["select_features"], cfg["prior_features"])
 
     # ----------------------------------------------------------------- stages
     def num_classes(self) -> int:
@@ -281,7 +280,8 @@ class Bench:
         key = (seed, budget)
         if key not in self._finetuned:
             stages = pl.feature_stages(self._feature_cfg(seed, budget), self.env,
-                                       uses=self._uses)[2:]
+                                       uses=(self.cfg["select_features"],
+                                             self.cfg["prior_features"]))[2:]
             self._finetuned[key] = pl.run_stages(
                 stages, self.out / "shared" / f"seed{seed}" / f"b{budget}",
                 upstream=self._shared[seed], log=self._sub(f"seed {seed} b{budget}"))

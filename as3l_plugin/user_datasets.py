@@ -185,12 +185,11 @@ def channel_stats(x: np.ndarray, chunk: int = 4096) -> Tuple[tuple, tuple]:
 def _common_size(root: Path, *splits: "_Split") -> int:
     """The side shared by every image of ``splits`` when all are the same square, else the
     ``img_size is required`` error. Remembered in ``CACHE_DIR/size.json`` by the files' stats."""
-    import hashlib
     import json
 
-    from .io import atomic_write_json
+    from .io import atomic_write_json, sha256_file_list
     stats = [t for sp in splits for t in sp.stat]
-    key = hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+    key = sha256_file_list(f"{p}\t{s}\t{t}" for p, s, t in stats)
     memo = root / CACHE_DIR / "size.json"
     size = -1
     try:

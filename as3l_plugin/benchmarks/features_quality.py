@@ -138,8 +138,8 @@ def run_dataset(name, *, checkpoint, work: Path, seeds, ks, threads, lrs=(1e-3,)
             f"{100 * row['prior_acc_std']:.1f}  coverage {row['coverage_mean']:.1f}")
 
     if l2_row:  # fine-tuning's epoch 0: the row normalisation alone, no training
-        from ..features.finetune import _l2n
-        sets["f_self L2"] = tuple(_l2n(X) for X in sets["f_self"])
+        from ..features.finetune import l2_normalize
+        sets["f_self L2"] = tuple(l2_normalize(X) for X in sets["f_self"])
     for tag, (tr, te) in sets.items():
         evaluate(tag, tr, te, lambda s, X=tr: as3l_prior(X, ds.y_train, C, s))
     f_self, f_self_test = sets["f_self"]

@@ -33,11 +33,11 @@ def cmd_annotate(args) -> int:
     side = read_sidecar(index)
     dataset = args.dataset
     if (dataset or side.get("dataset")) in USER_LOADERS:  # folder / arrays: their options
-        from .features import _load
+        from .features import load_dataset_args
         name = dataset or side.get("dataset")
         if name == "folder" and args.img_size is None:  # only shown: any size will do
             args.img_size = PAGE_IMG_SIZE
-        dataset = _load(args, name)
+        dataset = load_dataset_args(args, name)
     ann = an.open_selection(args.select_dir, dataset=dataset, data_dir=args.data_dir,
                             index=index)
     sheet = an.write_contact_sheet(ann)

@@ -24,7 +24,7 @@ def _threads(n):
         torch.set_num_threads(int(n))
 
 
-def _load(args, name, defaults=None):
+def load_dataset_args(args, name, defaults=None):
     """``load_dataset`` with the command's dataset options (``--img-size``, ``--channels``,
     ``--skip-bad-images``); unset ones from ``defaults`` (a checkpoint's meta)."""
     from ..datasets import dataset_options, load_dataset
@@ -38,7 +38,7 @@ def _load(args, name, defaults=None):
 def _dataset_or_name(args):
     """The loaded dataset for folder / arrays (they need their options), else its name."""
     from ..datasets import USER_LOADERS
-    return _load(args, args.dataset) if args.dataset in USER_LOADERS else args.dataset
+    return load_dataset_args(args, args.dataset) if args.dataset in USER_LOADERS else args.dataset
 
 
 # --------------------------------------------------------------------------- pretrain
@@ -60,7 +60,7 @@ def cmd_features(args) -> int:
     _threads(args.workers)
     _, meta = load_backbone(args.checkpoint)
     name = args.dataset or meta.get("dataset")
-    ds = _load(args, name, meta)
+    ds = load_dataset_args(args, name, meta)
     X = extract_features(args.checkpoint, ds, split=args.split, batch_size=args.batch_size,
                          device=args.device, progress=not args.quiet)
     meta["num_classes"] = ds.num_classes
@@ -134,7 +134,7 @@ def cmd_linear_eval(args) -> int:
     if args.checkpoint is not None:  # a folder's img_size / channels default to the backbone's
         from ..features.backbone import load_backbone
         ckpt_meta = load_backbone(args.checkpoint)[1]
-    ds = _load(args, name, ckpt_meta)
+    ds = load_dataset_args(args, name, ckpt_meta)
     if X.shape[0] != len(ds.y_train):
         raise InputError(f"has {X.shape[0]} rows, the {ds.name} training split has "
                          f"{len(ds.y_train)}", path=args.features)

@@ -269,8 +269,8 @@ def cmd_select(args) -> int:
     from ..datasets import USER_LOADERS
     paths = None
     if args.dataset in USER_LOADERS and args.data_dir:  # folder: image paths in the CSV
-        from .features import _load
-        paths = getattr(_load(args, args.dataset), "paths", None)
+        from .features import load_dataset_args
+        paths = getattr(load_dataset_args(args, args.dataset), "paths", None)
     meta = select_to_dir(args.features, args.budget, sampler=args.sampler,
                          params=_params(args.param), seed=args.seed, out_dir=args.out,
                          labels=args.labels, dataset=args.dataset, force=args.force,

@@ -27,6 +27,7 @@ from typing import Dict, Mapping, Tuple
 import numpy as np
 
 from ..errors import InputError, ParameterError
+from .finetune import l2_normalize
 
 #: preference among equal scores (rounded to 3 decimals): earlier wins
 PREFERENCE = ("fine", "self", "pixels")
@@ -57,7 +58,7 @@ def stability_score(X, budget: int, *, seed: int = 0, n_runs: int = 4,
     from sklearn.metrics import adjusted_rand_score
 
     from ..clustering import kmeans
-    Xs = _l2(np.asarray(X)[_subsample(len(X), max_rows, seed)])
+    Xs = l2_normalize(np.asarray(X, dtype=np.float32)[_subsample(len(X), max_rows, seed)])
     seeds = np.random.SeedSequence(seed).generate_state(n_runs)
     labels = [kmeans(Xs, budget, seed=int(s)).labels for s in seeds]
     return float(np.mean([adjusted_rand_score(a, b) for a, b in combinations(labels, 2)]))
@@ -66,11 +67,6 @@ def stability_score(X, budget: int, *, seed: int = 0, n_runs: int = 4,
 def _subsample(n: int, max_rows: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
     return np.sort(rng.choice(n, max_rows, replace=False)) if n > max_rows else np.arange(n)
-
-
-def _l2(X) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
 def agreement_matrix(candidates: Mapping[str, np.ndarray], budget: int, *, seed: int = 0,
@@ -84,7 +80,7 @@ def agreement_matrix(candidates: Mapping[str, np.ndarray], budget: int, *, seed:
     from ..clustering import kmeans, knn
     names = list(candidates)
     rows = _subsample(len(next(iter(candidates.values()))), max_rows, seed)
-    Z = {c: _l2(np.asarray(candidates[c])[rows]) for c in names}
+    Z = {c: l2_normalize(np.asarray(candidates[c], dtype=np.float32)[rows]) for c in names}
     k = min(k, len(rows) - 1)
     nbrs = {c: knn(Z[c], k)[1] for c in names}
     out = {}

@@ -52,8 +52,8 @@ def knn_accuracy(train, y_train, test, y_test, *, k: int = 20, num_classes: int)
 def kmeans_purity(X, y, *, num_classes: int, seed: int = 0) -> float:
     """Purity of K-means (K = ``num_classes``) on L2-normalised ``X``."""
     from ..clustering import kmeans
-    Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    lab = kmeans(Xn.astype(np.float32), num_classes, seed=seed).labels
+    from .finetune import l2_normalize
+    lab = kmeans(l2_normalize(X), num_classes, seed=seed).labels
     table = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(table, (lab, y), 1)
     return float(table.max(axis=1).sum() / len(y))

@@ -48,7 +48,8 @@ def resolve_k(n_clusters=None, budget=None, num_classes=None) -> int:
     return DEFAULT_K
 
 
-def _l2n(X: np.ndarray) -> np.ndarray:
+def l2_normalize(X: np.ndarray) -> np.ndarray:
+    """Rows of ``X`` (``(n, d)``) scaled to unit L2 norm (zero rows stay zero) → float32."""
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return (X / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -124,7 +125,7 @@ class FeatureFinetuner:
     def _prep(self, X) -> np.ndarray:
         from ..io import check_features
         X = check_features(X)
-        return _l2n(X) if self.normalize else X
+        return l2_normalize(X) if self.normalize else X
 
     def fit(self, X):
         """Cluster ``X`` ``n_runs`` times and train the linear layer.
