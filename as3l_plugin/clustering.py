@@ -154,8 +154,11 @@ def pairwise_sqdist(A, B, *, backend="auto"):
 
 
 # --------------------------------------------------------------------------- assignment
-def _assign(X, centers, backend, fixed=None, xsq=None):
-    """Nearest centre per row; returns labels int64 (n,), sqdist float32 (n,)."""
+def _assign(X, centers, backend, fixed=None, xsq=None, device=None):
+    """Nearest centre per row; returns labels int64 (n,), sqdist float32 (n,).
+
+    ``device`` (torch backend only): where the chunk products run; chunks of ``X`` are copied
+    there one at a time, so ``X`` itself stays in host memory."""
     n = X.shape[0]
     K = centers.shape[0]
     if xsq is None:
@@ -172,15 +175,16 @@ def _assign(X, centers, backend, fixed=None, xsq=None):
     step = _chunk_rows(n, K)
     if backend == "torch":
         import torch
-        Ct = torch.from_numpy(centers)
-        csq_t = torch.from_numpy(csq)
+        dev = torch.device("cpu" if device is None else device)
+        Ct = torch.from_numpy(centers).to(dev)
+        csq_t = torch.from_numpy(csq).to(dev)
         lab_t = torch.from_numpy(labels)
         sqd_t = torch.from_numpy(sqd)
         xsq_t = torch.from_numpy(xsq)
-        fixed_t = None if fixed is None else torch.from_numpy(fixed)
+        fixed_t = None if fixed is None else torch.from_numpy(fixed).to(dev)
         for s in range(0, n, step):
             e = min(n, s + step)
-            D = torch.addmm(csq_t[None, :], torch.from_numpy(X[s:e]), Ct.T, alpha=-2.0)
+            D = torch.addmm(csq_t[None, :], torch.from_numpy(X[s:e]).to(dev), Ct.T, alpha=-2.0)
             vals, lab = D.min(dim=1)        # first index on ties
             if fixed_t is not None:
                 f = fixed_t[s:e]
@@ -188,8 +192,8 @@ def _assign(X, centers, backend, fixed=None, xsq=None):
                 if bool(m.any()):
                     lab = torch.where(m, f, lab)
                     vals = D.gather(1, lab[:, None])[:, 0]
-            lab_t[s:e] = lab
-            torch.clamp_min(vals + xsq_t[s:e], 0.0, out=sqd_t[s:e])
+            lab_t[s:e] = lab.cpu()
+            torch.clamp_min(vals.cpu() + xsq_t[s:e], 0.0, out=sqd_t[s:e])
         return labels, sqd
     for s in range(0, n, step):
         e = min(n, s + step)
@@ -365,18 +369,20 @@ def kmeans_plusplus(X, n_clusters, *, seed=0, init_size=None, centers0=None, bac
 
 
 # --------------------------------------------------------------------------- Lloyd
-def _sums(X, labels, K, be, step):
+def _sums(X, labels, K, be, step, device=None):
     """Per-cluster sums (float64, accumulated over fixed chunks) and counts."""
     d = X.shape[1]
     sums = np.zeros((K, d), dtype=np.float64)
     if be == "torch":
         import torch
-        acc = torch.zeros((K, d), dtype=torch.float32)
+        dev = torch.device("cpu" if device is None else device)
+        acc = torch.zeros((K, d), dtype=torch.float32, device=dev)
         for s in range(0, X.shape[0], step):
             e = min(X.shape[0], s + step)
             acc.zero_()
-            acc.index_add_(0, torch.from_numpy(labels[s:e]), torch.from_numpy(X[s:e]))
-            sums += acc.numpy()
+            acc.index_add_(0, torch.from_numpy(labels[s:e]).to(dev),
+                           torch.from_numpy(X[s:e]).to(dev))
+            sums += acc.cpu().numpy()
     else:
         for s in range(0, X.shape[0], step):
             e = min(X.shape[0], s + step)
@@ -422,7 +428,7 @@ def _relocate_empty(X, labels, sqd, centers, K, fixed):
     return moved
 
 
-def _lloyd(X, centers, max_iter, tol_abs, inertia_tol, be, fixed, xsq):
+def _lloyd(X, centers, max_iter, tol_abs, inertia_tol, be, fixed, xsq, device=None):
     n = X.shape[0]
     K = centers.shape[0]
     step = _chunk_rows(n, K)
@@ -431,14 +437,14 @@ def _lloyd(X, centers, max_iter, tol_abs, inertia_tol, be, fixed, xsq):
     n_iter = 0
     final = False   # True when (labels, sqd) is already the assignment to ``centers``
     for _ in range(max_iter):
-        labels, sqd = _assign(X, centers, be, fixed, xsq)
+        labels, sqd = _assign(X, centers, be, fixed, xsq, device)
         inertia = float(sqd.sum(dtype=np.float64))
         if prev is not None and (np.array_equal(prev, labels)             # converged
                                  or prev_inertia - inertia <= inertia_tol * inertia):
             final = True
             break
         _relocate_empty(X, labels, sqd, centers, K, fixed)
-        sums, counts = _sums(X, labels, K, be if be != "faiss" else "torch", step)
+        sums, counts = _sums(X, labels, K, be if be != "faiss" else "torch", step, device)
         new = centers.astype(np.float64)
         nz = counts > 0
         new[nz] = sums[nz] / counts[nz, None]
@@ -450,14 +456,14 @@ def _lloyd(X, centers, max_iter, tol_abs, inertia_tol, be, fixed, xsq):
         if shift <= tol_abs:
             break
     if not final:
-        labels, sqd = _assign(X, centers, be, fixed, xsq)
+        labels, sqd = _assign(X, centers, be, fixed, xsq, device)
     _relocate_empty(X, labels, sqd, centers, K, fixed)
     inertia = float(sqd.sum(dtype=np.float64))
     return KMeansResult(centers=centers, labels=labels, inertia=inertia, n_iter=n_iter)
 
 
 def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, inertia_tol=1e-4,
-           init=None, fixed_labels=None, init_size=None, backend="auto"):
+           init=None, fixed_labels=None, init_size=None, backend="auto", device=None):
     """Seeded, deterministic Lloyd K-means, optionally with samples held in fixed clusters.
 
     Parameters
@@ -492,6 +498,12 @@ def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, inertia_to
     init_size : int, optional
         Rows used for k-means++ seeding (default ``min(n, max(4096, 64 K))``).
     backend : {'auto', 'torch', 'numpy', 'faiss'}
+    device : str or torch.device, optional
+        Torch device of the Lloyd iterations' products and sums (``'cuda'``, ``'cuda:1'``);
+        default the CPU. Needs the torch backend (``'auto'`` or ``'torch'``); a CUDA device
+        that is not available is an error, never a silent CPU run. ``X`` stays in host
+        memory and is streamed to the device chunk by chunk; k-means++ seeding runs on the
+        CPU.
 
     Returns
     -------
@@ -509,6 +521,14 @@ def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, inertia_to
         if isinstance(v, bool) or not (isinstance(v, (int, float, np.floating)) and v >= 0):
             raise ParameterError(f"{name}={v!r} must be a float >= 0", field=name)
     be = _resolve_backend(backend)
+    if device is not None:
+        from .validate import check_device
+        device = check_device(device, "device")
+        if device.type == "cpu":
+            device = None
+        elif be != "torch":
+            raise ParameterError(f"device={str(device)!r} needs backend 'torch' or 'auto', got "
+                                 f"{backend!r}", field="device")
     fixed = None
     if fixed_labels is not None:
         fixed = np.asarray(fixed_labels)
@@ -542,7 +562,7 @@ def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, inertia_to
         else:
             c0 = kmeans_plusplus(X, K, seed=seed * 1_000_003 + r, init_size=init_size,
                                  backend=be)
-        res = _lloyd(X, c0, max_iter, tol_abs, float(inertia_tol), be, fixed, xsq)
+        res = _lloyd(X, c0, max_iter, tol_abs, float(inertia_tol), be, fixed, xsq, device)
         if best is None or res.inertia < best.inertia:
             best = res
     return best

@@ -168,3 +168,16 @@ def test_bad_inputs():
         knn(np.zeros((10, 2), np.float32), 10)
     with pytest.raises(InputError, match="features"):
         assign(np.zeros((4, 2), np.float32), np.zeros((2, 3), np.float32))
+
+
+def test_kmeans_device_cpu_is_the_default_path_and_cuda_without_cuda_is_an_error():
+    import torch
+    from as3l_plugin.errors import ParameterError
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((500, 8)).astype(np.float32)
+    a = kmeans(X, 5, seed=1)
+    b = kmeans(X, 5, seed=1, device="cpu")
+    assert np.array_equal(a.labels, b.labels) and np.array_equal(a.centers, b.centers)
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="device"):
+            kmeans(X, 5, device="cuda")
