@@ -154,7 +154,7 @@ class FeatureFinetuner:
         dev = self._validate(n)
         # the CPU path calls the engine as before (byte-identical files); another device is
         # handed to it
-        on_dev = {} if dev.type == "cpu" else {"device": dev}
+        on_dev = {} if dev.type == "cpu" else {"device": self.device}
         labels, centers = [], []
         for j in range(self.n_runs):
             res = kmeans(Xp, self.n_clusters, seed=self.seed + j, max_iter=self.kmeans_iter,
