@@ -139,6 +139,8 @@ def load_bench_config(source, *, quick: bool = False,
     if not cfg["algorithms"]:
         raise ConfigError("is required: name -> {config: USB base YAML, overrides...}",
                           path=where, field="algorithms")
+    from .validate import check_device
+    check_device(cfg["device"], "device", error=ConfigError, path=where)
     cfg["samplers"] = _as_named(cfg["samplers"], "samplers")
     for name, params in cfg["samplers"].items():
         base = params.get("sampler", name)

@@ -301,7 +301,7 @@ class Named:
 #: net, out, seed, device, data_dir
 PRETRAIN_KEYS = ("epochs", "batch_size", "lr", "image_size", "num_threads", "progress",
                  "momentum", "weight_decay", "fix_pred_lr", "augment", "channels_last", "compile",
-                 "objective", "temperature", "cpu_bf16", "snapshot_epochs")
+                 "objective", "temperature", "cpu_bf16", "snapshot_epochs", "amp")
 #: keyword arguments of :func:`~as3l_plugin.features.extract_features` a config may set
 FEATURES_KEYS = ("split", "batch_size", "net", "progress")
 #: keyword arguments of :func:`~as3l_plugin.features.finetune_features` (and the

@@ -377,6 +377,8 @@ def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dic
     if not isinstance(cfg["seed"], int) or cfg["seed"] < 0:
         raise ConfigError(f"={cfg['seed']!r} must be a non-negative integer", path=where,
                           field="seed")
+    from .validate import check_device
+    check_device(cfg["device"], "device", error=ConfigError, path=where)
     for sec in ("select", "prior"):
         check_feature_set(cfg[sec]["features"], path=where, field=f"{sec}.features")
     if cfg["labels"]["source"] not in LABEL_SOURCES:

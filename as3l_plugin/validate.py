@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["check_int"]
+__all__ = ["check_device", "check_int"]
 
 
 def check_int(value, name: str, *, low: int | None = None, high: int | None = None,
@@ -54,3 +54,35 @@ def check_int(value, name: str, *, low: int | None = None, high: int | None = No
             rng = f"in [{low}, {high}]"
         raise error(f"{name}={v} must be {rng}" if named else f"={v} must be {rng}", field=name)
     return v
+
+
+def check_device(value, name: str = "device", *, error=ParameterError, path=None):
+    """``value`` (``'cpu'``, ``'cuda'``, ``'cuda:1'``, a ``torch.device``) as a
+    ``torch.device`` that this machine has, or ``error`` (field ``name``, file ``path``).
+
+    Asking for CUDA where ``torch.cuda.is_available()`` is False (or for a CUDA index past
+    ``torch.cuda.device_count()``) is an error, never a silent fall-back to the CPU.
+    """
+    import torch
+    try:
+        dev = value if isinstance(value, torch.device) else torch.device(str(value).strip())
+    except (RuntimeError, TypeError, ValueError):
+        raise error(f"{name}={value!r} is not a torch device; use cpu, cuda or cuda:N",
+                    path=path, field=name) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise error(f"{name}={value!r} asks for CUDA but torch.cuda.is_available() is False "
+                        f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); use "
+                        f"{name}=cpu or a machine/torch build with CUDA", path=path, field=name)
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise error(f"{name}={value!r} but this machine has {count} CUDA device(s) "
+                        f"(cuda:0..cuda:{count - 1})", path=path, field=name)
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise error(f"{name}={value!r} asks for MPS but torch.backends.mps.is_available() "
+                        f"is False; use {name}=cpu", path=path, field=name)
+    elif dev.type != "cpu":
+        raise error(f"{name}={value!r}: device type {dev.type!r} is not supported; use cpu, "
+                    "cuda or cuda:N", path=path, field=name)
+    return dev

@@ -190,11 +190,15 @@ def test_resolve_device(monkeypatch):
     from types import SimpleNamespace as NS
     assert compat.resolve_device(NS(gpu="cpu")).type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert compat.resolve_device(NS(gpu=0)).type == "cpu"
-    assert compat.resolve_device(NS(gpu="None")).type == "cpu"
+    assert compat.resolve_device(NS(gpu="None")).type == "cpu"  # None: CUDA when present
+    with pytest.raises(ConfigError, match=r"^gpu: gpu=0 asks for CUDA"):  # never a silent CPU run
+        compat.resolve_device(NS(gpu=0))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert compat.resolve_device(NS(gpu=None)) == torch.device("cuda")
     assert compat.resolve_device(NS(gpu=1)) == torch.device("cuda", 1)
+    with pytest.raises(ConfigError, match="2 CUDA device"):
+        compat.resolve_device(NS(gpu=2))
 
 
 @pytest.mark.parametrize("algorithm", ["fixmatch", "flexmatch", "freematch", "softmatch",

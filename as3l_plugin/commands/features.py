@@ -44,9 +44,12 @@ def _dataset_or_name(args):
 # --------------------------------------------------------------------------- pretrain
 def cmd_pretrain(args) -> int:
     from ..features.pretrain import pretrain_simsiam
+    from ..validate import check_device
+    check_device(args.device)  # before the dataset is loaded
     path = pretrain_simsiam(_dataset_or_name(args), args.net, out=args.out, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
-                            objective=args.objective, cpu_bf16=args.cpu_bf16, seed=args.seed, device=args.device, data_dir=args.data_dir,
+                            objective=args.objective, cpu_bf16=args.cpu_bf16, amp=args.amp,
+                            seed=args.seed, device=args.device, data_dir=args.data_dir,
                             num_threads=args.workers, progress=not args.quiet)
     print(f"wrote {path}  (USB: use_pretrain: True, pretrain_path: {path})")
     return 0
@@ -57,6 +60,8 @@ def cmd_features(args) -> int:
     from ..features.backbone import load_backbone
     from ..features.extract import extract_features, features_sidecar
     from ..io import write_with_sidecar
+    from ..validate import check_device
+    check_device(args.device)  # before the checkpoint and the dataset are loaded
     _threads(args.workers)
     _, meta = load_backbone(args.checkpoint)
     name = args.dataset or meta.get("dataset")
@@ -215,6 +220,8 @@ def register(sub) -> None:
     p.add_argument("--cpu-bf16", dest="cpu_bf16", choices=("auto", "true", "false"),
                    default="auto", help="bfloat16 autocast on CPU (auto: where the CPU has "
                                         "native bf16)")
+    p.add_argument("--amp", action="store_true",
+                   help="CUDA only: float16 autocast with a gradient scaler (USB's amp)")
     p.add_argument("--seed", type=int, default=0)
     add_dataset_args(p)
     _common(p)

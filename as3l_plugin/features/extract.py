@@ -30,7 +30,9 @@ def extract_features(checkpoint, dataset=None, *, split: str = "train", batch_si
         Default: the dataset the checkpoint was pretrained on.
     split : {'train', 'test'}
     batch_size : int
-    device : str
+    device : str or torch.device
+        Where the backbone runs (``'cpu'``, ``'cuda'``, ``'cuda:1'``); CUDA on a machine
+        without it is a :class:`ParameterError`.
     data_dir : str, optional
     net : str, optional
         Expected net; a checkpoint of another net raises :class:`InputError`.
@@ -57,6 +59,8 @@ def extract_features(checkpoint, dataset=None, *, split: str = "train", batch_si
         raise ParameterError(f"split={split!r}; allowed: {', '.join(SPLITS)}", field="split")
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ParameterError(f"batch_size={batch_size!r} must be an int >= 1", field="batch_size")
+    from ..validate import check_device
+    dev = check_device(device)
     backbone, meta = load_backbone(checkpoint, net=net)
     ds = _dataset(dataset if dataset is not None else meta.get("dataset"), data_dir)
     if meta.get("in_channels") is not None and int(meta["in_channels"]) != ds.in_channels:
@@ -66,7 +70,6 @@ def extract_features(checkpoint, dataset=None, *, split: str = "train", batch_si
                          path=meta["path"], field="dataset")
     x = ds.x_train if split == "train" else ds.x_test
     mean, std = meta.get("mean") or ds.mean, meta.get("std") or ds.std
-    dev = torch.device(device)
     pipe = InputPipeline(mean, std, input_channels(backbone), channels_last=True)
     backbone = backbone.to(dev).to(memory_format=torch.channels_last).eval()
     images = torch.from_numpy(np.array(x, copy=True))

@@ -72,7 +72,10 @@ class FeatureFinetuner:
     kmeans_iter : int, default 50
         Lloyd iterations per K-means run.
     seed : int, default 0
-    device : str, default 'cpu'
+    device : str or torch.device, default 'cpu'
+        Where the linear layer trains (and, off the CPU, where the K-means runs go:
+        ``clustering.kmeans(..., device=)``); CUDA on a machine without it is a
+        :class:`ParameterError`.
     progress : bool, default True
 
     Attributes
@@ -121,6 +124,8 @@ class FeatureFinetuner:
         intp("seed", 0)
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ParameterError(f"lr={self.lr!r} must be a finite float > 0", field="lr")
+        from ..validate import check_device
+        return check_device(self.device)
 
     def _prep(self, X) -> np.ndarray:
         from ..io import check_features
@@ -146,10 +151,14 @@ class FeatureFinetuner:
 
         Xp = self._prep(X)
         n, d = Xp.shape
-        self._validate(n)
+        dev = self._validate(n)
+        # the CPU path calls the engine as before (byte-identical files); another device is
+        # handed to it
+        on_dev = {} if dev.type == "cpu" else {"device": self.device}
         labels, centers = [], []
         for j in range(self.n_runs):
-            res = kmeans(Xp, self.n_clusters, seed=self.seed + j, max_iter=self.kmeans_iter)
+            res = kmeans(Xp, self.n_clusters, seed=self.seed + j, max_iter=self.kmeans_iter,
+                         **on_dev)
             labels.append(res.labels)
             centers.append(res.centers)
         self.labels_ = np.stack(labels)
@@ -161,7 +170,6 @@ class FeatureFinetuner:
                        - (t_mean.astype(np.float64) ** 2).sum(-1).mean())
         del tgt
         self.target_spread_ = spread
-        dev = torch.device(self.device)
         g = torch.Generator().manual_seed(self.seed)
         xt = torch.from_numpy(Xp).to(dev)
         tt = torch.from_numpy(t_mean).to(dev)

@@ -121,7 +121,9 @@ class SimSiamPretrainer:
     augment : callable, optional
         Batch augmentation; default :func:`as3l_plugin.features.augment.augmentation_for`.
     seed : int, default 0
-    device : str, default 'cpu'
+    device : str or torch.device, default 'cpu'
+        Where the model, the images and the augmentation run (``'cuda'``, ``'cuda:1'``...);
+        a CUDA device on a machine without CUDA is a :class:`ParameterError`.
     num_threads : int, optional
         ``torch.set_num_threads`` for the run (CPU).
     channels_last : bool, default True
@@ -134,6 +136,10 @@ class SimSiamPretrainer:
     cpu_bf16 : bool or 'auto', default 'auto'
         bfloat16 autocast of the forward pass on a CPU (:mod:`as3l_plugin.precision`); not
         part of the resume check (a run may continue under the other setting).
+    amp : bool, default False
+        CUDA only: float16 autocast of the forward pass with a gradient scaler (USB's
+        ``amp``); ``True`` with a CPU device is a :class:`ParameterError` (use ``cpu_bf16``).
+        Not part of the resume check.
     snapshot_epochs : iterable of int, default ()
         Also write ``out/backbone_e{E}.pth`` after these epochs (for curves of feature
         quality against training time); the last epoch's is ``backbone.pth``.
@@ -159,7 +165,7 @@ class SimSiamPretrainer:
                  seed: int = 0, device: str = "cpu", num_threads: Optional[int] = None,
                  channels_last: bool = True, compile: bool = False, progress: bool = True,
                  objective: str = "simsiam", temperature: float = 0.5,
-                 cpu_bf16="auto", snapshot_epochs=()):
+                 cpu_bf16="auto", snapshot_epochs=(), amp: bool = False):
         self.net = net
         self.epochs = epochs
         self.batch_size = batch_size
@@ -179,6 +185,7 @@ class SimSiamPretrainer:
         self.temperature = temperature
         self.cpu_bf16 = cpu_bf16
         self.snapshot_epochs = snapshot_epochs
+        self.amp = amp
 
     # ------------------------------------------------------------------ validation
     def _validate(self, n_train: int):
@@ -202,6 +209,13 @@ class SimSiamPretrainer:
         _check("temperature", self.temperature, isinstance(self.temperature, (int, float))
                and 0 < self.temperature and math.isfinite(self.temperature), "a float > 0")
         check_cpu_bf16(self.cpu_bf16)
+        from ..validate import check_device
+        dev = check_device(self.device)
+        if not isinstance(self.amp, bool):
+            raise ParameterError(f"amp={self.amp!r} must be true or false", field="amp")
+        if self.amp and dev.type != "cuda":
+            raise ParameterError(f"amp=True needs a CUDA device (device={self.device!r}); on a "
+                                 "CPU use cpu_bf16", field="amp")
         if self.num_threads is not None:
             _check("num_threads", self.num_threads,
                    isinstance(self.num_threads, int) and self.num_threads >= 1, "an int >= 1")
@@ -325,7 +339,11 @@ class SimSiamPretrainer:
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             pipe = InputPipeline(ds.mean, ds.std, input_channels(backbone), self.channels_last)
-            amp = autocast_factory(use_cpu_bf16(self.cpu_bf16, device))
+            if self.amp:  # CUDA float16 autocast + loss scaling, as USB's amp
+                amp = lambda: torch.autocast("cuda", dtype=torch.float16)  # noqa: E731
+            else:
+                amp = autocast_factory(use_cpu_bf16(self.cpu_bf16, device))
+            scaler = torch.amp.GradScaler("cuda", enabled=bool(self.amp))
             lr0 = self.base_lr * self.batch_size / 256
             optimizer = torch.optim.SGD(model.param_groups(), lr=lr0, momentum=self.momentum,
                                         weight_decay=self.weight_decay)
@@ -357,8 +375,9 @@ class SimSiamPretrainer:
                     with amp():
                         loss, z1 = step_fn(v1, v2)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
                     with torch.no_grad():
                         loss_sum += loss.detach()
                         zn = torch.nn.functional.normalize(z1.detach().float(), dim=1)

@@ -179,7 +179,9 @@ class AS3LFlexMatch(FlexMatch):
     def extract_pool_features(self) -> np.ndarray:
         """Features (``only_feat``) of every pool row with the EMA model in eval mode.
 
-        Returns float32 ``(n, d)`` in the pool's original order.
+        The batches go to the device the EMA model's weights are on (the run's device,
+        ``self.device``: CUDA with ``gpu`` set and CUDA present); only the features come
+        back to the CPU. Returns float32 ``(n, d)`` in the pool's original order.
         """
         lb, ulb = self.dataset_dict["train_lb"], self.dataset_dict["train_ulb"]
         ulb_base = getattr(ulb, "base", ulb)
@@ -198,7 +200,7 @@ class AS3LFlexMatch(FlexMatch):
         feats = []
         try:
             for x in loader:
-                feats.append(model(x.to(device), only_feat=True).float().cpu())
+                feats.append(model(x.to(device, non_blocking=True), only_feat=True).float().cpu())
         finally:
             model.train(was_training)
         return torch.cat(feats).numpy()

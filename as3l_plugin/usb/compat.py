@@ -335,12 +335,22 @@ class _CpuLoader:
 
 
 def resolve_device(args) -> torch.device:
-    """The run's device: CPU without CUDA or with ``gpu: cpu``; else USB's CUDA choice."""
+    """The run's device: CPU with ``gpu: cpu``, or ``gpu: None`` without CUDA; else USB's
+    CUDA choice. A GPU id (``gpu: 0``) without CUDA, or past ``torch.cuda.device_count()``,
+    is a :class:`ConfigError` (field ``gpu``): asking for a GPU never falls back to the CPU."""
     gpu = getattr(args, "gpu", None)
     if isinstance(gpu, str) and gpu.strip().lower() in ("none", "null", ""):
         gpu = None
-    if (isinstance(gpu, str) and gpu.strip().lower() == "cpu") or not torch.cuda.is_available():
+    if isinstance(gpu, str) and gpu.strip().lower() == "cpu":
         return torch.device("cpu")
+    if not torch.cuda.is_available():
+        if gpu is None:
+            return torch.device("cpu")
+        raise ConfigError(f"gpu={gpu!r} asks for CUDA but torch.cuda.is_available() is False; "
+                          "set gpu: cpu (or None: CUDA when present, else CPU)", field="gpu")
+    if gpu is not None and not 0 <= int(gpu) < torch.cuda.device_count():
+        raise ConfigError(f"gpu={gpu!r} but this machine has {torch.cuda.device_count()} CUDA "
+                          "device(s)", field="gpu")
     return torch.device("cuda") if gpu is None else torch.device("cuda", int(gpu))
 
 

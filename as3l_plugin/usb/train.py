@@ -173,6 +173,7 @@ def main(args, hooks=()) -> dict:
         if os.path.abspath(save_path) == os.path.abspath(args.load_path) and not args.overwrite:
             raise ConfigError("save and load paths are the same; set overwrite: True",
                               field="load_path")
+    compat.resolve_device(args)  # a GPU asked for without CUDA fails before anything is touched
     # every input file is checked before the run folder is touched (USB's overwrite deletes it)
     checks.check_output_dir(args)
     checks.check_run_inputs(args)
