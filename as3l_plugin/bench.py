@@ -7,7 +7,9 @@ number of iterations for every cell. Around the cells, everything is a cached st
 :mod:`as3l_plugin.pipeline` (same code, same cache keys):
 
 - per seed: ``pretrain → features`` under ``<out>/shared/seed<S>/`` (shared by every cell
-  of that seed), and ``finetune`` per seed and budget under ``<out>/shared/seed<S>/b<B>/``
+  of that seed), or once under ``<out>/shared/pretrain_seed<P>/`` for every seed when
+  ``pretrain_seed: P`` is set (one self-supervised model, as the paper trains; the stage
+  directory may be copied between bench directories: its key is the same), and ``finetune`` per seed and budget under ``<out>/shared/seed<S>/b<B>/``
   (the paper ties the K of Eq. 1 to the budget; set ``finetune.k`` to share one);
 - per (seed, sampler, budget): ``select → labels`` (the dataset's labels: simulation) and
   one ``prior_<propagator>`` stage per propagator, under ``<out>/labels/seed<S>/<sampler>_b<B>/``;
@@ -82,6 +84,7 @@ BENCH_DEFAULTS: Dict[str, Any] = {
     "net": "cnn4",
     "device": "cpu",
     "seeds": [0, 1, 2],
+    "pretrain_seed": None,    # int: one self-supervised model for every seed (the paper's)
     "labels_per_class": [1, 4],
     "samplers": {"as3l": {}, "random": {}, "kmedoids": {}, "coreset": {}, "typiclust": {},
                  "probcover": {}},
@@ -171,6 +174,10 @@ def load_bench_config(source, *, quick: bool = False,
         if managed:
             raise ConfigError(f"key(s) {managed} are set by the bench", path=where,
                               field=f"algorithms.{name}")
+    p = cfg["pretrain_seed"]
+    if p is not None and not (isinstance(p, int) and not isinstance(p, bool) and p >= 0):
+        raise ConfigError(f"={p!r} must be null (one model per seed) or an integer >= 0",
+                          path=where, field="pretrain_seed")
     for key in ("seeds", "labels_per_class"):
         vals = cfg[key]
         if (not isinstance(vals, list) or not vals
@@ -276,8 +283,10 @@ class Bench:
         """pretrain → features per seed, finetune per seed and budget (cached on disk):
         the clusters of Eq. 1 follow the budget unless ``finetune.k`` is set."""
         if seed not in self._shared:
-            stages = pl.feature_stages(self._feature_cfg(seed, budget), self.env)
-            self._shared[seed] = pl.run_stages(stages, self.out / "shared" / f"seed{seed}",
+            p = self.cfg["pretrain_seed"]
+            pseed, where = (seed, f"seed{seed}") if p is None else (p, f"pretrain_seed{p}")
+            stages = pl.feature_stages(self._feature_cfg(pseed, budget), self.env)[:2]
+            self._shared[seed] = pl.run_stages(stages, self.out / "shared" / where,
                                                log=self._sub(f"seed {seed}"))
         key = (seed, budget)
         if key not in self._finetuned:

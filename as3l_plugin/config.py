@@ -331,7 +331,7 @@ RUN_SCHEMA = Section({
 
 _BENCH_KEYS = {
     "name": None, "dataset": None, "data_dir": None, "net": None, "device": None,
-    **_DATA_KEYS, "seeds": None, "labels_per_class": None,
+    **_DATA_KEYS, "seeds": None, "labels_per_class": None, "pretrain_seed": None,
     "samplers": Named(FREE),          # name: {sampler: registered name, its params}
     "select_features": None,
     "propagators": Named(FREE),

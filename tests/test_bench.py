@@ -285,6 +285,35 @@ def test_seeds_option_runs_a_subset(fakes, tmp_path):
     assert not (tmp_path / "s2").exists()
 
 
+def test_pretrain_seed_shares_one_model_across_seeds_and_bench_dirs(fakes, tmp_path,
+                                                                    monkeypatch):
+    """`pretrain_seed: P`: one pretrain -> features for every seed, under
+    shared/pretrain_seed<P>; a copy of it in another bench directory is a cache hit."""
+    import shutil
+    pre = []
+    orig = _fake_feature
+
+    def counting(ctx):
+        if ctx.name == "pretrain":
+            pre.append(ctx.params["seed"])
+        return orig(ctx)
+    monkeypatch.setattr(pl, "_stage_pretrain", counting)
+    cfg = {**fakes, "pretrain_seed": 7, "algorithms": {"flexmatch": fakes["algorithms"]["flexmatch"]}}
+    a, b = tmp_path / "a", tmp_path / "b"
+    bn.run_bench(cfg, out=a, seeds=[0], log=quiet)
+    assert pre == [7] and (a / "shared" / "pretrain_seed7" / "pretrain").is_dir()
+    assert not (a / "shared" / "seed0" / "pretrain").exists()
+    (b / "shared").mkdir(parents=True)
+    shutil.copytree(a / "shared" / "pretrain_seed7", b / "shared" / "pretrain_seed7")
+    bn.run_bench(cfg, out=b, seeds=[1], log=quiet)
+    assert pre == [7]                      # seed 1 reused the copied model
+    bn.run_bench({**cfg, "pretrain_seed": None}, out=b, seeds=[1], log=quiet)
+    assert pre == [7, 1]                   # default: one model per seed
+    for bad in (-1, "0", True):
+        with pytest.raises(ConfigError, match="pretrain_seed"):
+            bn.load_bench_config({**cfg, "pretrain_seed": bad})
+
+
 def test_sampler_variant_under_its_own_name(fakes, tmp_path):
     """`alias: {sampler: good}` selects with the registered `good` under the name `alias`:
     same labeled set as `good`, its own stage folder, cells and table rows."""
