@@ -763,19 +763,20 @@ def _stage_train(ctx: StageContext) -> Dict[str, Any]:
     conf.update(ctx.params["managed"])
     conf.update(save_dir=str(ctx.dir), save_name=SAVE_NAME, overwrite=True,
                 data_dir=ctx.env.get("data_dir") or conf.get("data_dir", "./data"))
-    opts = ctx.env.get("dataset_options")
-    if opts is not None:  # folder / arrays: USB loads them as the other stages did
-        conf.update({k: v for k, v in opts.items() if v is not None})
-        conf["img_size"] = int(_dataset(ctx.env).image_size)
-        # the labels the prior was made from (an unlabeled folder has no others)
-        lab = ctx.inputs.get("labels") or sel[0]
-        if (lab.dir / LABELS).is_file():
-            conf["lb_labels_file"] = str(lab.dir / LABELS)
     sel = [r for r in ctx.inputs.values() if "index_file" in r.result and r.name != "labels"]
     if len(sel) != 1:
         raise ConfigError(f"stage {ctx.name!r} needs exactly one selection input, got "
                           f"{[r.name for r in sel]}")
     conf["lb_index_file"] = str(_selected_path(sel[0]))
+    opts = ctx.env.get("dataset_options")
+    if opts is not None:  # folder / arrays: USB loads them as the other stages did
+        conf.update({k: v for k, v in opts.items() if v is not None})
+        conf["img_size"] = int(_dataset(ctx.env).image_size)
+        # the labels the prior was made from (an unlabeled folder has no others); the
+        # baseline's and the bench's trainings have no labels stage: their selection's
+        lab = ctx.inputs.get("labels") or sel[0]
+        if (lab.dir / LABELS).is_file():
+            conf["lb_labels_file"] = str(lab.dir / LABELS)
     if "prior" in ctx.inputs:
         conf["prior_file"] = str(ctx.inputs["prior"].path(PRIOR))
     if "pretrain" in ctx.inputs:

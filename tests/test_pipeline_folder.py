@@ -119,6 +119,31 @@ def test_pipeline_budget_above_pool_size(exported, tmp_path):
     assert str(exported) in str(e.value)
 
 
+def test_train_stage_without_labels_stage_on_folder(exported, tmp_path, monkeypatch):
+    """The baseline's and the bench's trainings on a folder have a selection input and no
+    `labels` stage: the selection's own labels file is passed to USB."""
+    import as3l_plugin.usb.train as ut
+    seen = {}
+
+    def fake_train(conf, **kw):
+        seen.update(conf)
+        raise RuntimeError("stop here")
+    monkeypatch.setattr(ut, "train", fake_train)
+    cfg = pl.load_config(folder_config(tmp_path, exported))
+    env = next(s for s in pl.build_stages(cfg) if s.name == "select").env
+    sdir = tmp_path / "baseline_select"
+    sdir.mkdir()
+    (sdir / pl.LABELS).write_text("row,label\n0,1\n")
+    sel = pl.StageRecord("baseline_select", sdir, "k", "f", {}, {"index_file": "idx.npy"}, 0.0)
+    ctx = pl.StageContext("train_baseline", tmp_path / "t",
+                          {"usb": {"algorithm": "flexmatch"}, "managed": {}},
+                          {"baseline_select": sel}, False, lambda m: None, env)
+    with pytest.raises(RuntimeError, match="stop here"):
+        pl._stage_train(ctx)
+    assert seen["lb_index_file"] == str(sdir / "idx.npy")
+    assert seen["lb_labels_file"] == str(sdir / pl.LABELS) and seen["img_size"] == 8
+
+
 def test_bench_config_takes_folder(exported, tmp_path):
     from as3l_plugin import bench
     cfg = bench.load_bench_config({
