@@ -228,12 +228,12 @@ def print_size(res):
     print("|---|---|---|---|---|---|---|")
     for k, v in res["engines"].items():
         print(f"| {k} | {v['iters']} | {v['wall_s']:.3f} | {v['cpu_s']:.3f} | "
-              f"{v['s_per_iter']:.4f} | {v['gflops_per_iter']:.1f} | {v['ratio']:.2f} |")
+              f"{v['s_per_iter']:.4f} | {v['gflops_per_iter']:.3g} | {v['ratio']:.2f} |")
     print(f"| distance product (one pass) | wall s | CPU s | GFLOP/s | % of numpy X @ C.T | "
           f"{clock} time / numpy X @ C.T |")
     print("|---|---|---|---|---|---|")
     for k, v in res["products"].items():
-        print(f"| {k} | {v['wall_s']:.4f} | {v['cpu_s']:.4f} | {v['gflops']:.1f} | "
+        print(f"| {k} | {v['wall_s']:.4f} | {v['cpu_s']:.4f} | {v['gflops']:.3g} | "
               f"{v['pct_numpy']:.0f}% | {v['ratio']:.2f} |")
 
 
