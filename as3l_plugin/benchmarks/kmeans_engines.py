@@ -227,14 +227,14 @@ def print_size(res):
           f"(2ndK per iteration) | {clock} time / ours |")
     print("|---|---|---|---|---|---|---|")
     for k, v in res["engines"].items():
-        print(f"| {k} | {v['iters']} | {v['wall_s']:.3f} | {v['cpu_s']:.3f} | "
-              f"{v['s_per_iter']:.4f} | {v['gflops_per_iter']:.3g} | {v['ratio']:.2f} |")
+        print(f"| {k} | {v['iters']} | {v['wall_s']:.4g} | {v['cpu_s']:.4g} | "
+              f"{v['s_per_iter']:.4g} | {v['gflops_per_iter']:.3g} | {v['ratio']:.3g} |")
     print(f"| distance product (one pass) | wall s | CPU s | GFLOP/s | % of numpy X @ C.T | "
           f"{clock} time / numpy X @ C.T |")
     print("|---|---|---|---|---|---|")
     for k, v in res["products"].items():
-        print(f"| {k} | {v['wall_s']:.4f} | {v['cpu_s']:.4f} | {v['gflops']:.3g} | "
-              f"{v['pct_numpy']:.0f}% | {v['ratio']:.2f} |")
+        print(f"| {k} | {v['wall_s']:.4g} | {v['cpu_s']:.4g} | {v['gflops']:.3g} | "
+              f"{v['pct_numpy']:.0f}% | {v['ratio']:.3g} |")
 
 
 def main(argv=None) -> int:
