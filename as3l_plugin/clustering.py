@@ -43,7 +43,8 @@ import numpy as np
 from .errors import InputError, ParameterError
 from .validate import check_int
 
-__all__ = ["KMeansResult", "kmeans", "assign", "knn", "pairwise_sqdist", "kmeans_plusplus"]
+__all__ = ["KMeansResult", "kmeans", "constrained_kmeans_lockstep", "assign", "knn",
+           "pairwise_sqdist", "kmeans_plusplus"]
 
 BACKENDS = ("auto", "torch", "numpy", "faiss")
 # number of float32 distance entries computed per chunk (rows * K); 4M entries = 16 MB
@@ -127,13 +128,16 @@ def count_distinct_rows(X, *, at_least=None) -> int:
     return int(np.unique(X.view(np.dtype((np.void, d * X.itemsize))).ravel()).size)
 
 
-def pairwise_sqdist(A, B, *, backend="auto"):
+def pairwise_sqdist(A, B, *, backend="auto", a_sqnorms=None, b_sqnorms=None):
     """Squared Euclidean distances between rows of ``A`` and rows of ``B``.
 
     Parameters
     ----------
     A : ndarray of shape (m, d)
     B : ndarray of shape (p, d)
+    a_sqnorms, b_sqnorms : ndarray of float32, shape (m,) / (p,), optional
+        ``|a|^2`` / ``|b|^2`` when the caller has them (a loop over many ``B`` reuses the
+        norms of ``A``); default computed here.
 
     Returns
     -------
@@ -147,69 +151,121 @@ def pairwise_sqdist(A, B, *, backend="auto"):
     be = "numpy" if be == "faiss" else be
     D = _matmul_t(A, B, be)
     D *= -2.0
-    D += _sqnorms(A)[:, None]
-    D += _sqnorms(B)[None, :]
+    D += (_sqnorms(A) if a_sqnorms is None else a_sqnorms)[:, None]
+    D += (_sqnorms(B) if b_sqnorms is None else b_sqnorms)[None, :]
     np.maximum(D, 0.0, out=D)
     return D
 
 
 # --------------------------------------------------------------------------- assignment
-def _assign(X, centers, backend, fixed=None, xsq=None, device=None):
-    """Nearest centre per row; returns labels int64 (n,), sqdist float32 (n,).
+class _Run:
+    """State of one Lloyd run: its centres, fixed samples and stopping bookkeeping."""
 
-    ``device`` (torch backend only): where the chunk products run; chunks of ``X`` are copied
-    there one at a time, so ``X`` itself stays in host memory."""
+    def __init__(self, centers, fixed=None):
+        self.K = centers.shape[0]
+        self.centers = centers            # float32 (K, d), updated in place by relocation
+        self.fixed = fixed                # int64 (n,) with -1 = free, or None
+        self.labels = None                # int64 (n,) of the last assignment
+        self.sqd = None                   # float32 (n,)
+        self.inertia = np.inf
+        self.prev = None                  # labels of the previous assignment
+        self.prev_inertia = np.inf
+        self.sums = None                  # float64 (K, d), incremental sums only
+        self.counts = None
+        self.n_iter = 0
+        self.final = False                # next assignment is the last one
+        self.done = False
+
+
+def _assign_faiss(X, centers):
+    import faiss
+    D, I = faiss.knn(X, centers, 1)
+    return I[:, 0].astype(np.int64), np.maximum(D[:, 0], 0.0).astype(np.float32)
+
+
+def _assign_runs(X, xsq, runs, backend, device=None):
+    """Nearest centre of every row for every run; returns [(labels int64, sqdist float32)].
+
+    One pass over ``X``: each chunk of rows is multiplied once with the concatenated centres
+    of all runs (``sum(K)`` columns), then every run takes the argmin of its own columns
+    (first index on ties; fixed rows keep their cluster). With one run this is the plain
+    nearest-centre assignment. ``device`` (torch backend only): where the chunk products
+    run; chunks of ``X`` are copied there one at a time, ``X`` itself stays in host memory.
+    Backend ``'faiss'`` searches with ``faiss.knn`` for runs without fixed samples and uses
+    numpy products for the others.
+    """
+    if backend == "faiss":
+        out = [None] * len(runs)
+        rest = [j for j, r in enumerate(runs) if r.fixed is not None]
+        for j, r in enumerate(runs):
+            if r.fixed is None:
+                out[j] = _assign_faiss(X, r.centers)
+        if rest:
+            for j, res in zip(rest, _assign_runs(X, xsq, [runs[j] for j in rest], "numpy")):
+                out[j] = res
+        return out
     n = X.shape[0]
-    K = centers.shape[0]
-    if xsq is None:
-        xsq = _sqnorms(X)
-    csq = _sqnorms(centers)
-    labels = np.empty(n, dtype=np.int64)
-    sqd = np.empty(n, dtype=np.float32)
-    if backend == "faiss" and fixed is None:
-        import faiss
-        D, I = faiss.knn(X, centers, 1)
-        labels[:] = I[:, 0]
-        np.maximum(D[:, 0], 0.0, out=sqd)
-        return labels, sqd
-    step = _chunk_rows(n, K)
+    C = runs[0].centers if len(runs) == 1 else np.concatenate([r.centers for r in runs])
+    csq = _sqnorms(C)
+    offs = np.cumsum([0] + [r.K for r in runs])
+    step = _chunk_rows(n, C.shape[0])
+    out = [(np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float32)) for _ in runs]
     if backend == "torch":
         import torch
         dev = torch.device("cpu" if device is None else device)
-        Ct = torch.from_numpy(centers).to(dev)
+        Ct = torch.from_numpy(C).to(dev)
         csq_t = torch.from_numpy(csq).to(dev)
-        lab_t = torch.from_numpy(labels)
-        sqd_t = torch.from_numpy(sqd)
         xsq_t = torch.from_numpy(xsq)
-        fixed_t = None if fixed is None else torch.from_numpy(fixed).to(dev)
+        # one distance buffer reused for every chunk: repeated 16 MB allocations fragment
+        # the heap and make the resident size creep up over the iterations
+        buf = torch.empty((min(n, step), C.shape[0]), dtype=torch.float32, device=dev)
+        fixed_t = [None if r.fixed is None else torch.from_numpy(r.fixed).to(dev)
+                   for r in runs]
+        out_t = [(torch.from_numpy(lab), torch.from_numpy(sqd)) for lab, sqd in out]
         for s in range(0, n, step):
             e = min(n, s + step)
-            D = torch.addmm(csq_t[None, :], torch.from_numpy(X[s:e]).to(dev), Ct.T, alpha=-2.0)
-            vals, lab = D.min(dim=1)        # first index on ties
-            if fixed_t is not None:
-                f = fixed_t[s:e]
-                m = f >= 0
-                if bool(m.any()):
-                    lab = torch.where(m, f, lab)
-                    vals = D.gather(1, lab[:, None])[:, 0]
-            lab_t[s:e] = lab.cpu()
-            torch.clamp_min(vals.cpu() + xsq_t[s:e], 0.0, out=sqd_t[s:e])
-        return labels, sqd
+            D = torch.addmm(csq_t[None, :], torch.from_numpy(X[s:e]).to(dev), Ct.T, alpha=-2.0,
+                            out=buf[:e - s])
+            for j in range(len(runs)):
+                Dj = D[:, offs[j]:offs[j + 1]]
+                vals, lab = Dj.min(dim=1)        # first index on ties
+                if fixed_t[j] is not None:
+                    f = fixed_t[j][s:e]
+                    m = f >= 0
+                    if bool(m.any()):
+                        lab = torch.where(m, f, lab)
+                        vals = Dj.gather(1, lab[:, None])[:, 0]
+                lab_t, sqd_t = out_t[j]
+                lab_t[s:e] = lab.cpu()
+                torch.clamp_min(vals.cpu() + xsq_t[s:e], 0.0, out=sqd_t[s:e])
+        return out
+    buf = np.empty((min(n, step), C.shape[0]), dtype=np.float32)
     for s in range(0, n, step):
         e = min(n, s + step)
-        D = X[s:e] @ centers.T              # (chunk, K)
+        D = buf[:e - s]
+        np.matmul(X[s:e], C.T, out=D)       # (chunk, sum K)
         D *= -2.0
         D += csq[None, :]
-        lab = D.argmin(axis=1)              # first index on ties
-        if fixed is not None:
-            f = fixed[s:e]
-            m = f >= 0
-            if m.any():
-                lab[m] = f[m]
-        d = D[np.arange(e - s), lab] + xsq[s:e]
-        labels[s:e] = lab
-        np.maximum(d, 0.0, out=sqd[s:e])
-    return labels, sqd
+        rows = np.arange(e - s)
+        for j, r in enumerate(runs):
+            Dj = D[:, offs[j]:offs[j + 1]]
+            lab = Dj.argmin(axis=1)          # first index on ties
+            if r.fixed is not None:
+                f = r.fixed[s:e]
+                m = f >= 0
+                if m.any():
+                    lab[m] = f[m]
+            labels, sqd = out[j]
+            labels[s:e] = lab
+            np.maximum(Dj[rows, lab] + xsq[s:e], 0.0, out=sqd[s:e])
+    return out
+
+
+def _assign(X, centers, backend, fixed=None, xsq=None, device=None):
+    """Nearest centre per row; returns labels int64 (n,), sqdist float32 (n,)."""
+    if xsq is None:
+        xsq = _sqnorms(X)
+    return _assign_runs(X, xsq, [_Run(centers, fixed)], backend, device)[0]
 
 
 def assign(X, centers, *, backend="auto"):
@@ -393,17 +449,61 @@ def _sums(X, labels, K, be, step, device=None):
     return sums, counts
 
 
+def _sums_incremental(X, r, labels):
+    """Cluster sums/counts of ``labels`` for run ``r``: full the first time, then updated
+    from the rows whose label changed since ``r.prev`` (after the first iterations, few).
+
+    A block of rows contributes ``Delta @ X_block`` where ``Delta`` (K, rows) is the sparse
+    difference of the new and old one-hot assignments (+1 new cluster, -1 old one), a
+    single-threaded scipy product of ``O(rows x d)``; blocks are added to float64 sums in a
+    fixed order, so the result does not depend on the thread count.
+    """
+    from scipy import sparse
+
+    n, d = X.shape
+    step = 1 << 12  # rows per block: a gathered block is 4096 x d float32 (8 MB at d=512)
+    if r.sums is None:
+        r.sums = np.zeros((r.K, d), dtype=np.float64)
+        blocks = [(slice(s, min(n, s + step)), None) for s in range(0, n, step)]
+    else:
+        rows = np.flatnonzero(labels != r.prev)
+        blocks = [(rows[s:s + step], r.prev) for s in range(0, rows.size, step)]
+    for sel, old in blocks:
+        Xc = X[sel]
+        b = Xc.shape[0]
+        cols = np.arange(b)
+        if old is None:
+            delta = sparse.csr_matrix((np.ones(b, dtype=np.float32), (labels[sel], cols)),
+                                      shape=(r.K, b))
+        else:
+            delta = sparse.csr_matrix(
+                (np.r_[np.ones(b, dtype=np.float32), -np.ones(b, dtype=np.float32)],
+                 (np.r_[labels[sel], old[sel]], np.r_[cols, cols])), shape=(r.K, b))
+        r.sums += delta @ Xc
+    return r.sums, np.bincount(labels, minlength=r.K)
+
+
 def _colsum(X, be):
-    """Column sums as float64 (d,), accumulated over fixed row chunks."""
+    """Column sums as float64 (d,), accumulated over fixed row chunks (``be='float64'``:
+    each chunk summed in float64 by numpy)."""
     out = np.zeros(X.shape[1], dtype=np.float64)
     step = 1 << 14
     for s in range(0, X.shape[0], step):
         if be == "torch":
             import torch
             out += torch.from_numpy(X[s:s + step]).sum(dim=0).numpy()
+        elif be == "float64":
+            out += X[s:s + step].sum(axis=0, dtype=np.float64)
         else:
             out += X[s:s + step].sum(axis=0)
     return out
+
+
+def _mean_feature_variance(X, xsq, be):
+    """``(E|x|^2 - |E x|^2) / d``, from the row norms computed anyway (``tol``'s scale)."""
+    n, d = X.shape
+    mu = _colsum(X, be) / n
+    return max(float(xsq.sum(dtype=np.float64)) / n - float(mu @ mu), 0.0) / d
 
 
 def _relocate_empty(X, labels, sqd, centers, K, fixed):
@@ -428,38 +528,60 @@ def _relocate_empty(X, labels, sqd, centers, K, fixed):
     return moved
 
 
-def _lloyd(X, centers, max_iter, tol_abs, inertia_tol, be, fixed, xsq, device=None):
+def _lloyd_runs(X, xsq, runs, max_iter, tol_abs, inertia_tol, be, device=None,
+                incremental=False, progress=None):
+    """Lloyd iterations of every run in ``runs`` (in place), unfinished runs in lockstep.
+
+    Each iteration assigns all unfinished runs in one pass (:func:`_assign_runs`). A run
+    stops after the assignment that follows ``max_iter`` centre updates or a centre shift
+    ``<= tol_abs``, or at an assignment whose labels equal the previous ones or whose
+    inertia gain is ``<= inertia_tol`` times its value; empty clusters are re-seeded after
+    every assignment. Cluster sums: per fixed row chunk (float32 inside, float64 across;
+    torch ``index_add_``), or with ``incremental`` from the rows that changed cluster only
+    (:func:`_sums_incremental`, scipy, CPU).
+    """
     n = X.shape[0]
-    K = centers.shape[0]
-    step = _chunk_rows(n, K)
-    prev = None
-    prev_inertia = np.inf
-    n_iter = 0
-    final = False   # True when (labels, sqd) is already the assignment to ``centers``
-    for _ in range(max_iter):
-        labels, sqd = _assign(X, centers, be, fixed, xsq, device)
-        inertia = float(sqd.sum(dtype=np.float64))
-        if prev is not None and (np.array_equal(prev, labels)             # converged
-                                 or prev_inertia - inertia <= inertia_tol * inertia):
-            final = True
+    sums_be = be if be != "faiss" else "torch"
+    for _ in range(int(max_iter) + 1):
+        active = [r for r in runs if not r.done]
+        if not active:
             break
-        _relocate_empty(X, labels, sqd, centers, K, fixed)
-        sums, counts = _sums(X, labels, K, be if be != "faiss" else "torch", step, device)
-        new = centers.astype(np.float64)
-        nz = counts > 0
-        new[nz] = sums[nz] / counts[nz, None]
-        new = new.astype(np.float32)
-        shift = float(((new.astype(np.float64) - centers) ** 2).sum())
-        centers = new
-        n_iter += 1
-        prev, prev_inertia = labels, inertia
-        if shift <= tol_abs:
-            break
-    if not final:
-        labels, sqd = _assign(X, centers, be, fixed, xsq, device)
-    _relocate_empty(X, labels, sqd, centers, K, fixed)
-    inertia = float(sqd.sum(dtype=np.float64))
-    return KMeansResult(centers=centers, labels=labels, inertia=inertia, n_iter=n_iter)
+        for r, (labels, sqd) in zip(active, _assign_runs(X, xsq, active, be, device)):
+            inertia = float(sqd.sum(dtype=np.float64))
+            stop = (r.final or r.n_iter >= max_iter
+                    or (r.prev is not None and (np.array_equal(r.prev, labels)
+                                                or r.prev_inertia - inertia
+                                                <= inertia_tol * inertia)))
+            _relocate_empty(X, labels, sqd, r.centers, r.K, r.fixed)
+            if stop:
+                r.labels, r.sqd, r.done = labels, sqd, True
+                r.inertia = float(sqd.sum(dtype=np.float64))
+                continue
+            if incremental:
+                sums, counts = _sums_incremental(X, r, labels)
+            else:
+                sums, counts = _sums(X, labels, r.K, sums_be, _chunk_rows(n, r.K), device)
+            new = r.centers.astype(np.float64)
+            nz = counts > 0
+            new[nz] = sums[nz] / counts[nz, None]
+            new = new.astype(np.float32)
+            shift = float(((new.astype(np.float64) - r.centers) ** 2).sum())
+            r.centers = new
+            r.n_iter += 1
+            r.prev, r.prev_inertia = labels, inertia
+            r.labels = labels
+            if shift <= tol_abs:
+                r.final = True
+        if progress is not None:
+            progress(sum(not r.done for r in runs))
+    return runs
+
+
+def _lloyd(X, centers, max_iter, tol_abs, inertia_tol, be, fixed, xsq, device=None):
+    r = _lloyd_runs(X, xsq, [_Run(centers, fixed)], max_iter, tol_abs, inertia_tol, be,
+                    device)[0]
+    return KMeansResult(centers=r.centers, labels=r.labels, inertia=r.inertia,
+                        n_iter=r.n_iter)
 
 
 def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, inertia_tol=1e-4,
@@ -549,10 +671,7 @@ def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, inertia_to
                                  field="init")
         n_init = 1
     xsq = _sqnorms(X)
-    # mean feature variance = (E|x|^2 - |E x|^2) / d, from quantities computed anyway
-    mu = _colsum(X, be) / n
-    var = max(float(xsq.sum(dtype=np.float64)) / n - float(mu @ mu), 0.0) / d
-    tol_abs = float(tol) * var
+    tol_abs = float(tol) * _mean_feature_variance(X, xsq, be)
     best = None
     for r in range(n_init):
         if init is not None:
@@ -585,3 +704,49 @@ def _seeded_init(X, K, fixed, seed, init_size, be):
     centers[present] = allc[:present.size]
     centers[free_ids] = allc[present.size:]
     return centers
+
+
+def constrained_kmeans_lockstep(X, specs, *, max_iter=50, tol=1e-4, inertia_tol=1e-4,
+                                backend="auto", progress=None):
+    """Several constrained seeded K-means runs on the same ``X``, iterated in lockstep.
+
+    The prior of :mod:`as3l_plugin.propagation.seeded_kmeans` runs constrained K-means at
+    six K (10…60) on the same features. Run one after the other, every Lloyd iteration of
+    every run streams the whole of ``X`` through a thin matrix product (K <= 60 columns),
+    which is memory-bound. Here all unfinished runs share one pass per iteration: one
+    product of each row chunk with the concatenated centres of all runs (``sum(K)`` columns,
+    compute-bound), then a per-run argmin on its slice; cluster sums are updated
+    incrementally (float64) from the samples that changed cluster only.
+
+    It is :func:`kmeans` with ``init`` and ``fixed_labels`` applied to each run: the same
+    assignment, tie rule, empty-cluster rule and stopping rules (:func:`_lloyd_runs`). The
+    product shape and the incremental sums differ from sequential runs, so results can
+    differ from them in the last float bits (and an exact distance tie may break
+    differently); each path is deterministic on its own.
+
+    Parameters
+    ----------
+    X : ndarray of float32, shape (n, d)
+    specs : list of (init, fixed_labels)
+        ``init`` float32 (K, d): initial centres; ``fixed_labels`` int64 (n,): -1 for free
+        samples, else the sample's cluster, held in every assignment.
+    max_iter : int
+    tol, inertia_tol : float
+        As :func:`kmeans` (``tol`` is relative to the mean feature variance).
+    backend : {'auto', 'torch', 'numpy', 'faiss'}
+        ``'numpy'``: numpy products; otherwise torch (faiss has no constrained assignment).
+    progress : callable, optional
+        Called with the number of unfinished runs after every iteration.
+
+    Returns
+    -------
+    list of (labels int64 (n,), n_iter int), one per spec.
+    """
+    be = "numpy" if _resolve_backend(backend) == "numpy" else _resolve_backend("auto")
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    xsq = _sqnorms(X)
+    tol_abs = float(tol) * _mean_feature_variance(X, xsq, "float64")
+    runs = [_Run(np.array(init, dtype=np.float32), fixed) for init, fixed in specs]
+    _lloyd_runs(X, xsq, runs, max_iter, tol_abs, float(inertia_tol), be, incremental=True,
+                progress=progress)
+    return [(r.labels, r.n_iter) for r in runs]

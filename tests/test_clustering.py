@@ -181,3 +181,36 @@ def test_kmeans_device_cpu_is_the_default_path_and_cuda_without_cuda_is_an_error
     if not torch.cuda.is_available():
         with pytest.raises(ParameterError, match="device"):
             kmeans(X, 5, device="cuda")
+
+
+def test_lockstep_runs_are_kmeans_with_init_and_fixed_labels():
+    """constrained_kmeans_lockstep is clustering's Lloyd driver on several runs at once:
+    fixed rows held, the same partition as kmeans(init=, fixed_labels=) run alone, same
+    iteration counts, progress reported after every iteration; faiss falls back to numpy
+    products for fixed rows."""
+    from as3l_plugin.clustering import constrained_kmeans_lockstep
+
+    X, _ = _mixture(n=1500, d=8, k=5, seed=3, scale=8.0)
+    rng = np.random.default_rng(0)
+    specs = []
+    for K in (5, 9):
+        fixed = np.full(1500, -1, dtype=np.int64)
+        fixed[:K] = np.arange(K)
+        specs.append((X[rng.choice(1500, K, replace=False)].copy(), fixed))
+    seen = []
+    res = constrained_kmeans_lockstep(X, specs, max_iter=30, backend="numpy",
+                                      progress=seen.append)
+    assert seen == sorted(seen, reverse=True) and seen[-1] == 0
+    for (init, fixed), (labels, n_iter) in zip(specs, res):
+        assert labels.dtype == np.int64 and (labels[:init.shape[0]] == fixed[:init.shape[0]]).all()
+        for be in ("numpy", "torch"):
+            ref = kmeans(X, init.shape[0], init=init, fixed_labels=fixed, max_iter=30,
+                         backend=be)
+            assert n_iter == ref.n_iter
+            np.testing.assert_array_equal(labels, ref.labels)
+    pytest.importorskip("faiss")
+    init, fixed = specs[0]
+    a = kmeans(X, 5, init=init, fixed_labels=fixed, backend="faiss")
+    b = kmeans(X, 5, init=init, fixed_labels=fixed, backend="numpy")
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.centers.tobytes() != b"" and a.n_iter == b.n_iter

@@ -190,8 +190,8 @@ class SeededKMeansPropagator(BasePropagator):
         module docstring).
     lockstep : bool, default=True
         Iterate the runs of all K together, one pass over the features per iteration
-        (:mod:`.lockstep_kmeans`; same algorithm, several times faster on large data);
-        ``False`` calls :func:`as3l_plugin.clustering.kmeans` once per K.
+        (:func:`as3l_plugin.clustering.constrained_kmeans_lockstep`; same algorithm,
+        several times faster on large data); ``False`` calls :func:`as3l_plugin.clustering.kmeans` once per K.
     backend : {'auto', 'torch', 'numpy', 'faiss'}, default='auto'
         Matrix-product backend (``'faiss'`` applies to ``lockstep=False`` only).
 
@@ -260,7 +260,7 @@ class SeededKMeansPropagator(BasePropagator):
         from tqdm.auto import tqdm
 
         if self.lockstep:
-            from .lockstep_kmeans import constrained_kmeans_lockstep
+            from ..clustering import constrained_kmeans_lockstep
 
             bar = tqdm(total=len(specs), desc="seeded k-means (runs done)", unit="run",
                        disable=None, leave=False)

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..clustering import _sqnorms
+from ..clustering import _sqnorms, pairwise_sqdist
 
 
 def sqdist_to(X, x, xsq=None):
-    """Squared distances float32 (n,) from every row of ``X`` to one point ``x`` (d,).
-
-    Not :func:`as3l_plugin.clustering.pairwise_sqdist` with one column: that one takes
-    ``|x|^2`` from ``einsum`` and ``X @ x`` from a matrix product (torch by default), which
-    differ from this in the last bits, and the k-center and k-medoids picks made with this
-    one are pinned by the determinism tests. ``xsq`` lets a loop reuse the row norms.
+    """Squared distances float32 (n,) from every row of ``X`` to one point ``x`` (d,):
+    :func:`as3l_plugin.clustering.pairwise_sqdist` with one column, numpy's product and
+    ``|x|^2`` as ``x @ x`` (the k-center and k-medoids picks are pinned by the determinism
+    tests). ``xsq`` lets a loop reuse the row norms of ``X``.
     """
-    if xsq is None:
-        xsq = _sqnorms(X)
-    d = xsq - 2.0 * (X @ x) + float(x @ x)
-    return np.maximum(d, 0.0, out=d)
+    x = np.asarray(x, dtype=np.float32)
+    return pairwise_sqdist(X, x[None, :], backend="numpy", a_sqnorms=xsq,
+                           b_sqnorms=np.array([x @ x], dtype=np.float32))[:, 0]
 
 
 def nearest_to_centre(X, members, centre):
