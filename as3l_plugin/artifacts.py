@@ -1,6 +1,6 @@
 """The one schema of the offline stage's files: the label index and the prior, with sidecars.
 
-``as3l select`` / ``as3l prior`` (:mod:`as3l_plugin.commands.offline`) and the ``select`` /
+``as3l select`` / ``as3l prior`` (:mod:`as3l_plugin.offline`) and the ``select`` /
 ``baseline_select`` / ``prior`` stages of ``as3l run`` (:mod:`as3l_plugin.pipeline`) build
 their sidecars with :func:`selection_meta` / :func:`prior_meta` and write them with
 :func:`write_selection` / :func:`write_prior`: the data files first, each atomically, the
