@@ -214,6 +214,14 @@ def write_prior(path, prior, meta: Mapping[str, Any]) -> Path:
 
 
 # --------------------------------------------------------------------------- readers
+_LB_INDEX_MESSAGES = {
+    "range": "{n_bad} index(es) out of range [0, {n}) (e.g. {bad_one}); the file was made for "
+             "another dataset",
+    "duplicate": "{n_dup} duplicated index(es) (e.g. {dup_one}); each labeled sample must "
+                 "appear once",
+}
+
+
 def load_lb_index(path, *, n_samples: int, num_labels: int) -> np.ndarray:
     """Load and check a labeled-index file (``lb_index_file``).
 
@@ -242,27 +250,16 @@ def load_lb_index(path, *, n_samples: int, num_labels: int) -> np.ndarray:
 
     from .errors import ConfigError, InputError
     from .io import load_npy
+    from .validate import check_index_set
     if path is None or not os.path.isfile(path):
         raise ConfigError("file not found (set lb_index_file to an index .npy written by the "
                           "offline stage, or remove the key for USB's random split)",
                           path=path, field="lb_index_file")
     idx = load_npy(path, what="labeled index")
-    where = dict(path=path, field="lb_index_file")
-    if idx.ndim != 1:
-        raise InputError(f"expected a 1-D array of indices, got shape {idx.shape}", **where)
-    if not np.issubdtype(idx.dtype, np.integer):
-        raise InputError(f"expected integer indices, got dtype {idx.dtype}", **where)
-    idx = idx.astype(np.int64)
-    hi = np.iinfo(np.int64).max if n_samples is None else n_samples
-    if idx.size and (idx.min() < 0 or idx.max() >= hi):
-        bad = idx[(idx < 0) | (idx >= hi)]
-        raise InputError(f"{bad.size} index(es) out of range [0, {n_samples}) (e.g. {int(bad[0])}); "
-                         "the file was made for another dataset", **where)
-    uniq, counts = np.unique(idx, return_counts=True)
-    if (counts > 1).any():
-        raise InputError(f"{int((counts > 1).sum())} duplicated index(es) (e.g. "
-                         f"{int(uniq[counts > 1][0])}); each labeled sample must appear once", **where)
+    idx = check_index_set(idx, n_samples, typed_empty=True, error=InputError, path=path,
+                          field="lb_index_file", noun="indices", messages=_LB_INDEX_MESSAGES)
     if idx.size != int(num_labels):
         raise InputError(f"holds {idx.size} indices but num_labels={num_labels}; set num_labels "
-                         f"to {idx.size} or use the matching file", **where)
+                         f"to {idx.size} or use the matching file", path=path,
+                         field="lb_index_file")
     return idx

@@ -234,6 +234,7 @@ def prior_from_selection(features, *, index, labels_csv=None, oracle_labels=None
     from .annotations import read_labels_csv
     from .errors import InputError, LabelsError, ParameterError, StaleInputError
     from .propagation import get_propagator
+    from .validate import INDEX_SET_MESSAGES, check_index_set
 
     if (labels_csv is None) == (oracle_labels is None):
         raise ParameterError("give exactly one of --labels-csv and --oracle-labels",
@@ -254,11 +255,9 @@ def prior_from_selection(features, *, index, labels_csv=None, oracle_labels=None
             f"{io.sha256_array(X)[:12]}…); use the same feature file or re-run `as3l select`",
             path=io.sidecar_path(index), field="features_sha256")
     idx = io.load_npy(index, what="index")
-    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer) or idx.size == 0 \
-            or idx.min() < 0 or idx.max() >= n or np.unique(idx).size != idx.size:
-        raise InputError(f"expected unique int indices in [0, {n}), got {idx.dtype} "
-                         f"{idx.shape}", path=index)
-    idx = idx.astype(np.int64)
+    bad_index = "expected unique int indices in [0, {n}), got {dtype} {shape}"
+    idx = check_index_set(idx, n, allow_empty=False, error=InputError, path=index, field=None,
+                          messages=dict.fromkeys(INDEX_SET_MESSAGES, bad_index))
 
     if num_classes is not None and num_classes < 1:
         raise ParameterError(f"={num_classes} must be >= 1", field="--num-classes")
