@@ -1,12 +1,13 @@
 """The one schema of the offline stage's files: the label index and the prior, with sidecars.
 
-``as3l select`` / ``as3l prior`` (:mod:`as3l_plugin.commands.offline`) and the ``select`` /
+``as3l select`` / ``as3l prior`` (:mod:`as3l_plugin.offline`) and the ``select`` /
 ``baseline_select`` / ``prior`` stages of ``as3l run`` (:mod:`as3l_plugin.pipeline`) build
 their sidecars with :func:`selection_meta` / :func:`prior_meta` and write them with
 :func:`write_selection` / :func:`write_prior`: the data files first, each atomically, the
 sidecar last (:func:`~as3l_plugin.io.write_with_sidecar`), so an index or prior without its
 sidecar is an unfinished output. ``as3l train``'s start-up checks
-(:mod:`as3l_plugin.usb.checks`) read this one schema.
+(:mod:`as3l_plugin.usb.checks`) read this one schema; the labeled index is read and checked
+by :func:`load_lb_index` (for `as3l train` and the USB dataset builders).
 
 Selection sidecar (``lb_labels{B}_1_seed{S}_idx.npy.json``, ``kind: as3l-selection``)
 --------------------------------------------------------------------------------------
@@ -210,3 +211,55 @@ def write_prior(path, prior, meta: Mapping[str, Any]) -> Path:
     """Write the prior ``.npy`` then, last, its sidecar."""
     from .io import write_with_sidecar
     return write_with_sidecar(path, prior, meta)
+
+
+# --------------------------------------------------------------------------- readers
+_LB_INDEX_MESSAGES = {
+    "range": "{n_bad} index(es) out of range [0, {n}) (e.g. {bad_one}); the file was made for "
+             "another dataset",
+    "duplicate": "{n_dup} duplicated index(es) (e.g. {dup_one}); each labeled sample must "
+                 "appear once",
+}
+
+
+def load_lb_index(path, *, n_samples: int, num_labels: int) -> np.ndarray:
+    """Load and check a labeled-index file (``lb_index_file``).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        ``.npy`` of integers (USB's ``lb_labels{B}_..._idx.npy`` format).
+    n_samples : int or None
+        Size of the pool the indices point into (e.g. 50000 for CIFAR-10's train split);
+        None skips the range check (pool not built yet).
+    num_labels : int
+        The config's ``num_labels``; the file must hold exactly that many indices.
+
+    Returns
+    -------
+    ndarray of int64, shape (num_labels,), in file order.
+
+    Raises
+    ------
+    ConfigError
+        The file does not exist.
+    InputError
+        Not a 1-D integer array, out of range, duplicates, or wrong count.
+    """
+    import os
+
+    from .errors import ConfigError, InputError
+    from .io import load_npy
+    from .validate import check_index_set
+    if path is None or not os.path.isfile(path):
+        raise ConfigError("file not found (set lb_index_file to an index .npy written by the "
+                          "offline stage, or remove the key for USB's random split)",
+                          path=path, field="lb_index_file")
+    idx = load_npy(path, what="labeled index")
+    idx = check_index_set(idx, n_samples, typed_empty=True, error=InputError, path=path,
+                          field="lb_index_file", noun="indices", messages=_LB_INDEX_MESSAGES)
+    if idx.size != int(num_labels):
+        raise InputError(f"holds {idx.size} indices but num_labels={num_labels}; set num_labels "
+                         f"to {idx.size} or use the matching file", path=path,
+                         field="lb_index_file")
+    return idx

@@ -59,7 +59,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from . import __version__
-from .config import read_yaml
+from .config import deep_merge, read_yaml
 from .errors import ConfigError
 from . import pipeline as pl
 
@@ -130,7 +130,7 @@ def load_bench_config(source, *, quick: bool = False,
     else:
         where = Path(source)
         raw, base_dir = read_yaml(where), where.resolve().parent
-    raw = pl._merge(raw, overrides or {})
+    raw = deep_merge(raw, overrides or {})
     from .config import check_base_config, check_config
     check_config(raw, "bench", path=where)  # the kind of file, and every key at every level
     cfg = dict(BENCH_DEFAULTS)
@@ -158,7 +158,7 @@ def load_bench_config(source, *, quick: bool = False,
             if key in q:
                 cfg[key] = _as_named(q.pop(key), f"quick.{key}", cfg[key])
         for k, v in q.items():
-            cfg[k] = pl._merge(cfg[k], v) if isinstance(cfg[k], dict) and isinstance(v, dict) \
+            cfg[k] = deep_merge(cfg[k], v) if isinstance(cfg[k], dict) and isinstance(v, dict) \
                 else v
     for name, alg in cfg["algorithms"].items():
         if not alg.get("config"):
@@ -272,7 +272,7 @@ class Bench:
 
     # ----------------------------------------------------------------- stages
     def num_classes(self) -> int:
-        return int(pl._dataset(self.env).num_classes)
+        return int(pl.env_dataset(self.env).num_classes)
 
     def _feature_cfg(self, seed: int, budget: int) -> Dict[str, Any]:
         return {"dataset": self.cfg["dataset"], "net": self.cfg["net"], "seed": seed,
@@ -307,21 +307,21 @@ class Bench:
         up = self.shared(seed, budget)
         params = dict(self.cfg["samplers"][sampler])
         base = params.pop("sampler", sampler)   # `name: {sampler: as3l, variant: density}`
-        feat_in = pl._feature_inputs(self.cfg["select_features"])
-        prior_in = pl._feature_inputs(self.cfg["prior_features"])
+        feat_in = pl.feature_inputs(self.cfg["select_features"])
+        prior_in = pl.feature_inputs(self.cfg["prior_features"])
         stages = [
-            pl.Stage("select", pl._stage_select, inputs=feat_in,
+            pl.Stage("select", pl.stage_select, inputs=feat_in,
                      params={"sampler": base, "params": params,
                              "features": self.cfg["select_features"], "budget": budget,
                              "seed": seed},
                      outputs=(index_filename(budget, seed),), env=self.env),
-            pl.Stage("labels", pl._stage_labels, inputs=("select",),
+            pl.Stage("labels", pl.stage_labels, inputs=("select",),
                      params={"dataset": self.cfg["dataset"], "source": "dataset", "file": None},
                      outputs=(pl.LABELS,), env=self.env),
         ]
         for prop, params in self.cfg["propagators"].items():
             stages.append(pl.Stage(
-                f"prior_{prop}", pl._stage_prior, inputs=("labels",) + prior_in,
+                f"prior_{prop}", pl.stage_prior, inputs=("labels",) + prior_in,
                 params={"propagator": prop, "params": params,
                         "features": self.cfg["prior_features"], "seed": seed},
                 outputs=(pl.PRIOR,), env=self.env))
@@ -362,7 +362,7 @@ class Bench:
             inputs.append("pretrain")
         managed = {"dataset": self.cfg["dataset"], "net": self.cfg["net"],
                    "num_labels": budget, "seed": seed}
-        st = pl.Stage("train", pl._stage_train, inputs=tuple(inputs),
+        st = pl.Stage("train", pl.stage_train, inputs=tuple(inputs),
                       params={"usb": conf, "managed": managed},
                       outputs=(f"{pl.SAVE_NAME}/{pl.METRICS}",), resumable=True, env=self.env)
         return st, ups

@@ -37,6 +37,17 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from .errors import ConfigError
 
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
+    """``base`` updated by ``over``, recursively where both hold a dict (a new dict; the inputs
+    are left as they are, values that are not merged are shared)."""
+    out = dict(base)
+    for k, v in (over or {}).items():
+        out[k] = deep_merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) \
+            else v
+    return out
+
+
 # =========================================================================== the USB flag table
 # (option strings, dest, kind, default, help) — USB 0.3.2 train.py's get_config, in order.
 # kind: "str" | "int" | "float" | "bool" (USB's str2bool) | "flag" (store_true) | "gpu".

@@ -54,7 +54,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from . import __version__
-from .config import read_yaml
+from .config import deep_merge, read_yaml
 from .errors import ConfigError, OutputError
 from .io import atomic_write_json, sha256_file
 
@@ -334,13 +334,6 @@ USB_MANAGED = ("save_dir", "save_name", "resume", "load_path", "lb_index_file", 
                "pretrain_path", "num_labels", "seed", "dataset", "net", "data_dir", "epoch")
 
 
-def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
-    out = dict(base)
-    for k, v in (over or {}).items():
-        out[k] = _merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
-    return out
-
-
 def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Load and validate a pipeline YAML (or dict) into a complete config dict.
 
@@ -353,14 +346,14 @@ def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dic
     else:
         where = Path(source)
         raw, base_dir = read_yaml(where), where.resolve().parent
-    raw = _merge(raw, overrides or {})
+    raw = deep_merge(raw, overrides or {})
     from .config import check_base_config, check_config
     check_config(raw, "run", path=where)  # the kind of file, and every key at every level
-    cfg = _merge(CONFIG_DEFAULTS, raw)
+    cfg = deep_merge(CONFIG_DEFAULTS, raw)
     for sec, d in SECTION_DEFAULTS.items():
         if not isinstance(cfg[sec], Mapping):
             raise ConfigError(f"expected a mapping, got {cfg[sec]!r}", path=where, field=sec)
-        cfg[sec] = _merge(d, cfg[sec])
+        cfg[sec] = deep_merge(d, cfg[sec])
     for sec in ("pretrain", "features", "finetune", "usb"):
         if not isinstance(cfg[sec], Mapping):
             raise ConfigError(f"expected a mapping, got {cfg[sec]!r}", path=where, field=sec)
@@ -453,7 +446,7 @@ def dataset_env(cfg: Mapping[str, Any]) -> Dict[str, Any]:
 _DATA: Dict[Any, Any] = {}
 
 
-def _dataset(env: Mapping[str, Any]):
+def env_dataset(env: Mapping[str, Any]):
     """The env's dataset (the last one is kept: stages of one run load it once)."""
     from .datasets import load_dataset
     if env.get("dataset_options") is None:  # built-in datasets: loaded by each stage
@@ -470,10 +463,10 @@ def _dataset(env: Mapping[str, Any]):
 def _pretrain_dataset(env: Mapping[str, Any]):
     """What the feature stages pass as ``dataset``: the name (built-in datasets), or the
     loaded dataset (folder / arrays need their options)."""
-    return _dataset(env) if env.get("dataset_options") is not None else env["dataset"]
+    return env_dataset(env) if env.get("dataset_options") is not None else env["dataset"]
 
 
-def _stage_pretrain(ctx: StageContext) -> Dict[str, Any]:
+def stage_pretrain(ctx: StageContext) -> Dict[str, Any]:
     from .features import pretrain_simsiam
     p = ctx.params
     pretrain_simsiam(dataset=_pretrain_dataset(ctx.env), net=p["net"], out=ctx.dir, seed=p["seed"],
@@ -482,7 +475,7 @@ def _stage_pretrain(ctx: StageContext) -> Dict[str, Any]:
     return {}
 
 
-def _stage_features(ctx: StageContext) -> Dict[str, Any]:
+def stage_features(ctx: StageContext) -> Dict[str, Any]:
     from .features import extract_features
     from .io import atomic_save_npy
     p = ctx.params
@@ -493,7 +486,7 @@ def _stage_features(ctx: StageContext) -> Dict[str, Any]:
     return {"shape": list(X.shape)}
 
 
-def _stage_finetune(ctx: StageContext) -> Dict[str, Any]:
+def stage_finetune(ctx: StageContext) -> Dict[str, Any]:
     from .features import finetune_features
     from .io import atomic_save_npy, load_features
     p = ctx.params
@@ -524,7 +517,7 @@ def check_feature_set(value, *, path=None, field: str = "features") -> str:
     return value
 
 
-def _feature_inputs(which: str) -> tuple:
+def feature_inputs(which: str) -> tuple:
     """Stages whose outputs the feature set ``which`` is read from."""
     if which == "auto":
         return ("choose",) + tuple(s for c in AUTO_CANDIDATES for s in _STAGE_OF[c])
@@ -533,7 +526,7 @@ def _feature_inputs(which: str) -> tuple:
 
 def _needs(which: Iterable[str]) -> set:
     """Feature stages (``finetune``, ``choose``) the named feature sets need."""
-    return {s for w in which for s in _feature_inputs(w)}
+    return {s for w in which for s in feature_inputs(w)}
 
 
 _PIXELS: Dict[Any, np.ndarray] = {}
@@ -546,7 +539,7 @@ def _pixel_features(env: Mapping[str, Any]) -> np.ndarray:
            env.get("dataset_fingerprint"))
     if key not in _PIXELS:
         _PIXELS.clear()
-        _PIXELS[key] = pixel_features(_dataset(env).x_train)
+        _PIXELS[key] = pixel_features(env_dataset(env).x_train)
     return _PIXELS[key]
 
 
@@ -576,7 +569,7 @@ def _choice_meta(ctx: StageContext, which: str) -> Dict[str, Any]:
     return meta
 
 
-def _stage_choose(ctx: StageContext) -> Dict[str, Any]:
+def stage_choose(ctx: StageContext) -> Dict[str, Any]:
     """``auto``: score every candidate with :func:`~as3l_plugin.features.choose_features`
     (no labels) and record the pick in ``choice.json`` (and in this stage's result)."""
     from .features.choose import CRITERION, choose_features
@@ -622,12 +615,12 @@ def _select(ctx: StageContext, sampler: str, params: Mapping[str, Any], features
                            path=ctx.env.get("data_dir"))
     smp = None
     if sampler == STRATIFIED:
-        data = _dataset(ctx.env)
+        data = env_dataset(ctx.env)
         idx = stratified_selection(data.y_train, budget, data.num_classes, seed)
     else:
         smp = get_sampler(sampler, **params)
         idx = np.asarray(smp.select(X, budget, seed=seed), dtype=np.int64)
-    files = _dataset(ctx.env).files_sha256 if ctx.env.get("dataset_options") is not None \
+    files = env_dataset(ctx.env).files_sha256 if ctx.env.get("dataset_options") is not None \
         else None
     meta = selection_meta(sampler=sampler, params=params, sampler_obj=smp, budget=budget,
                           seed=seed, n=X.shape[0], num_features=X.shape[1],
@@ -636,7 +629,7 @@ def _select(ctx: StageContext, sampler: str, params: Mapping[str, Any], features
     return X, idx, meta
 
 
-def _stage_select(ctx: StageContext) -> Dict[str, Any]:
+def stage_select(ctx: StageContext) -> Dict[str, Any]:
     p = ctx.params
     _, idx, meta = _select(ctx, p["sampler"], p["params"], p["features"])
     name = _write_selection(ctx.dir, idx, meta)
@@ -648,13 +641,13 @@ def _selected(rec: StageRecord) -> np.ndarray:
     return load_npy(rec.path(rec.result["index_file"]), what="label index").astype(np.int64)
 
 
-def _stage_labels(ctx: StageContext) -> Dict[str, Any]:
+def stage_labels(ctx: StageContext) -> Dict[str, Any]:
     """Labels of the selected samples: the dataset's (simulation) or the user's CSV."""
     from .annotations import HEADER, annotation_rows, read_labels_csv
     from .io import atomic_write_csv
     from .metrics import class_coverage
     p = ctx.params
-    data = _dataset(ctx.env)
+    data = env_dataset(ctx.env)
     idx = _selected(ctx.inputs["select"])
     if p["source"] == "dataset":
         labels = data.y_train[idx]
@@ -709,14 +702,14 @@ def prior_diagnostics(prior: np.ndarray, y: np.ndarray, idx: np.ndarray,
             "per_class_acc": [None if not np.isfinite(v) else float(v) for v in pc]}
 
 
-def _stage_prior(ctx: StageContext) -> Dict[str, Any]:
+def stage_prior(ctx: StageContext) -> Dict[str, Any]:
     """Prior from the labels stage's labels; sidecar as ``as3l prior`` writes it (the index
     checksum lets ``as3l train`` refuse a prior made for another labeled set)."""
     from .artifacts import prior_meta, write_prior
     from .io import read_sidecar, sha256_array
     from .propagation import get_propagator
     p = ctx.params
-    data = _dataset(ctx.env)
+    data = env_dataset(ctx.env)
     lab = _read_labels(ctx.inputs["labels"])
     X = _features_of(ctx, p["features"])
     prop = get_propagator(p["propagator"], **p["params"])
@@ -736,14 +729,14 @@ def _stage_prior(ctx: StageContext) -> Dict[str, Any]:
     return prior_diagnostics(prior, data.y_train, lab[:, 0], data.num_classes)
 
 
-def _stage_baseline_select(ctx: StageContext) -> Dict[str, Any]:
+def stage_baseline_select(ctx: StageContext) -> Dict[str, Any]:
     """Random labels (oracle-labeled) for the baseline, with the prior they would give."""
     from .annotations import HEADER, annotation_rows
     from .io import atomic_write_csv
     from .metrics import class_coverage
     from .propagation import get_propagator
     p = ctx.params
-    data = _dataset(ctx.env)
+    data = env_dataset(ctx.env)
     X, idx, meta = _select(ctx, p["sampler"], p["params"], p["features"])
     labels = data.y_train[idx]
     name = _write_selection(ctx.dir, idx, meta, labels)
@@ -756,7 +749,7 @@ def _stage_baseline_select(ctx: StageContext) -> Dict[str, Any]:
     return out
 
 
-def _stage_train(ctx: StageContext) -> Dict[str, Any]:
+def stage_train(ctx: StageContext) -> Dict[str, Any]:
     """One USB training; resumes from <stage>/usb/latest_model.pth after a kill."""
     from .usb.train import train
     conf = dict(ctx.params["usb"])
@@ -771,7 +764,7 @@ def _stage_train(ctx: StageContext) -> Dict[str, Any]:
     opts = ctx.env.get("dataset_options")
     if opts is not None:  # folder / arrays: USB loads them as the other stages did
         conf.update({k: v for k, v in opts.items() if v is not None})
-        conf["img_size"] = int(_dataset(ctx.env).image_size)
+        conf["img_size"] = int(env_dataset(ctx.env).image_size)
         # the labels the prior was made from (an unlabeled folder has no others); the
         # baseline's and the bench's trainings have no labels stage: their selection's
         lab = ctx.inputs.get("labels") or sel[0]
@@ -861,7 +854,7 @@ def _selected_path(rec: StageRecord) -> Path:
     return rec.path(rec.result["index_file"])
 
 
-def _stage_evaluate(ctx: StageContext) -> Dict[str, Any]:
+def stage_evaluate(ctx: StageContext) -> Dict[str, Any]:
     """Curves of both trainings → metrics.csv, the comparison numbers, the two plots."""
     from . import report as rp
     p = ctx.params
@@ -899,7 +892,7 @@ def _stage_evaluate(ctx: StageContext) -> Dict[str, Any]:
     C = len(next(iter(per_class.values())))
     rp.plot_per_class({k: [np.nan if v is None else v for v in vals]
                        for k, vals in per_class.items()}, ctx.dir / "prior_per_class.png",
-                      class_names=class_names(_dataset(ctx.env), C))
+                      class_names=class_names(env_dataset(ctx.env), C))
     return out
 
 
@@ -914,7 +907,7 @@ def usb_config(base_path, usb: Mapping[str, Any], extra: Mapping[str, Any]) -> D
     (taken at each evaluation) falls on an epoch end: USB resumes at the epoch *after* the
     saved one, so with ``epoch: 1`` a run killed mid-way would stop at once when resumed.
     """
-    conf = _merge(_merge(read_yaml(Path(base_path)), usb), extra)
+    conf = deep_merge(deep_merge(read_yaml(Path(base_path)), usb), extra)
     for k in USB_MANAGED:
         conf.pop(k, None)
     for k in ("algorithm", "num_classes", "num_train_iter", "num_eval_iter"):
@@ -951,16 +944,16 @@ def build_stages(cfg: Mapping[str, Any]) -> List[Stage]:
                "seed": cfg["seed"]}
     stages = feature_stages(cfg, env, uses=(sel["features"], prior["features"]))
     stages += [
-        Stage("select", _stage_select, inputs=_feature_inputs(sel["features"]),
+        Stage("select", stage_select, inputs=feature_inputs(sel["features"]),
               params={"sampler": sel["sampler"], "params": sel["params"],
                       "features": sel["features"], "budget": cfg["num_labels"],
                       "seed": cfg["seed"]},
               outputs=(_index_name(cfg),), env=env),
-        Stage("labels", _stage_labels, inputs=("select",),
+        Stage("labels", stage_labels, inputs=("select",),
               params={"dataset": cfg["dataset"], "source": cfg["labels"]["source"],
                       "file": _labels_file_param(cfg)},
               outputs=(LABELS,), env=env),
-        Stage("prior", _stage_prior, inputs=("labels",) + _feature_inputs(prior["features"]),
+        Stage("prior", stage_prior, inputs=("labels",) + feature_inputs(prior["features"]),
               params={"propagator": prior["propagator"], "params": prior["params"],
                       "features": prior["features"], "seed": cfg["seed"]},
               outputs=(PRIOR,), env=env),
@@ -968,7 +961,7 @@ def build_stages(cfg: Mapping[str, Any]) -> List[Stage]:
     as3l_usb = _usb_block(cfg, "as3l_flexmatch")
     pre = ("pretrain",) if as3l_usb["use_pretrain"] else ()
     lab = ("labels",) if env.get("dataset_options") is not None else ()
-    stages.append(Stage("train_as3l", _stage_train, inputs=("select", "prior") + pre + lab,
+    stages.append(Stage("train_as3l", stage_train, inputs=("select", "prior") + pre + lab,
                         params={"usb": as3l_usb, "managed": managed},
                         outputs=(f"{SAVE_NAME}/{METRICS}",), resumable=True, env=env))
     eval_inputs = ("prior", "train_as3l")
@@ -982,19 +975,19 @@ def build_stages(cfg: Mapping[str, Any]) -> List[Stage]:
                               field="baseline.num_train_iter")
         pre = ("pretrain",) if base_usb["use_pretrain"] else ()
         stages += [
-            Stage("baseline_select", _stage_baseline_select,
-                  inputs=_feature_inputs(sel["features"]),
+            Stage("baseline_select", stage_baseline_select,
+                  inputs=feature_inputs(sel["features"]),
                   params={"sampler": base["sampler"], "params": base.get("params") or {},
                           "features": sel["features"], "budget": cfg["num_labels"],
                           "seed": cfg["seed"], "propagator": prior["propagator"],
                           "prior_params": prior["params"], "dataset": cfg["dataset"]},
                   outputs=(_index_name(cfg), LABELS), env=env),
-            Stage("train_baseline", _stage_train, inputs=("baseline_select",) + pre,
+            Stage("train_baseline", stage_train, inputs=("baseline_select",) + pre,
                   params={"usb": base_usb, "managed": managed},
                   outputs=(f"{SAVE_NAME}/{METRICS}",), resumable=True, env=env),
         ]
         eval_inputs += ("baseline_select", "train_baseline")
-    stages.append(Stage("evaluate", _stage_evaluate, inputs=eval_inputs,
+    stages.append(Stage("evaluate", stage_evaluate, inputs=eval_inputs,
                         params={"dataset": cfg["dataset"], "num_labels": cfg["num_labels"],
                                 "num_train_iter": as3l_usb["num_train_iter"],
                                 "baseline_sampler": base["sampler"],
@@ -1020,19 +1013,19 @@ def feature_stages(cfg: Mapping[str, Any], env: Mapping[str, Any],
     common.update(data)
     needs = _needs(uses)
     stages = [
-        Stage("pretrain", _stage_pretrain, params={**common, "kwargs": dict(cfg["pretrain"])},
+        Stage("pretrain", stage_pretrain, params={**common, "kwargs": dict(cfg["pretrain"])},
               outputs=(BACKBONE,), resumable=True, env=env),
-        Stage("features", _stage_features, inputs=("pretrain",),
+        Stage("features", stage_features, inputs=("pretrain",),
               params={"dataset": cfg["dataset"], "kwargs": dict(cfg["features"]), **data},
               outputs=(F_SELF,), env=env),
     ]
     if "finetune" in needs:
-        stages.append(Stage("finetune", _stage_finetune, inputs=("features",),
+        stages.append(Stage("finetune", stage_finetune, inputs=("features",),
                             params={"seed": cfg["seed"], "budget": cfg["num_labels"],
                                     "kwargs": dict(cfg["finetune"])},
                             outputs=(F_FINE,), env=env))
     if "choose" in needs:
-        stages.append(Stage("choose", _stage_choose, inputs=_feature_inputs("auto")[1:],
+        stages.append(Stage("choose", stage_choose, inputs=feature_inputs("auto")[1:],
                             params={"seed": cfg["seed"], "budget": cfg["num_labels"],
                                     "dataset": cfg["dataset"],
                                     "candidates": list(AUTO_CANDIDATES)},
@@ -1172,7 +1165,7 @@ def prepare_annotation(select: StageRecord, root, env: Mapping[str, Any]):
         csv.unlink(missing_ok=True)
         atomic_write_bytes(sidecar_path(dst), sidecar_path(src).read_bytes())
         atomic_write_bytes(dst, src.read_bytes())
-    ann = an.open_selection(adir, dataset=_dataset(env), index=dst)
+    ann = an.open_selection(adir, dataset=env_dataset(env), index=dst)
     if not csv.is_file():
         ann.save()
     an.write_contact_sheet(ann)
@@ -1206,7 +1199,7 @@ def _per_class_section(cfg: Mapping[str, Any], records: Mapping[str, StageRecord
     acc = records["prior"].result.get("per_class_acc") or []
     bs = records.get("baseline_select")
     base = (bs.result.get("per_class_acc") or []) if bs else []
-    names = class_names(_dataset(dataset_env(cfg)), len(counts))
+    names = class_names(env_dataset(dataset_env(cfg)), len(counts))
     head = ["class", "AS3L labels", "prior accuracy (%)"] + \
         (["prior accuracy, baseline labels (%)"] if base else [])
     rows = [[names[c], str(k), rp.pct(acc[c] if c < len(acc) else None)]

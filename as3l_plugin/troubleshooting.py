@@ -96,7 +96,7 @@ def _features(ws: Path, name="f.npy", X=None):
 
 
 def _selection(ws: Path, budget=6, out="sel", seed=0, prefill=True):
-    from .commands.offline import select_to_dir
+    from .offline import select_to_dir
     _features(ws)
     select_to_dir("f.npy", budget, sampler="random", seed=seed, out_dir=out,
                   labels="y.npy" if prefill else None)
@@ -183,7 +183,7 @@ def _bench_config(ws: Path, command="bench", **edit):
 
 def _digits_prior(ws: Path, *, sel_seed=0, out="sel"):
     """The real offline stage on digits pixels: select 20 (random), oracle prior (knn)."""
-    from .commands.offline import prior_from_selection, select_to_dir
+    from .offline import prior_from_selection, select_to_dir
     from .datasets import load_dataset
     ds = load_dataset("digits")
     if not (ws / "pix.npy").exists():
@@ -455,7 +455,7 @@ CASES = (
          "was made from", "train with the index the prior was made from"),
     Case("sidecar-index-other-dataset", "sidecar",
          "lb_index_file selected from a dataset of another size (sidecar n)",
-         lambda ws: (_features(ws), __import__("as3l_plugin.commands.offline", fromlist=["x"])
+         lambda ws: (_features(ws), __import__("as3l_plugin.offline", fromlist=["x"])
                      .select_to_dir("f.npy", 20, sampler="random", out_dir="sel60"),
                      _train(ws, lb_index_file="sel60/lb_labels20_1_seed0_idx.npy"))[2],
          E.StaleInputError,

@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["check_device", "check_int"]
+__all__ = ["check_device", "check_index_set", "check_int"]
 
 
 def check_int(value, name: str, *, low: int | None = None, high: int | None = None,
@@ -86,3 +86,52 @@ def check_device(value, name: str = "device", *, error=ParameterError, path=None
         raise error(f"{name}={value!r}: device type {dev.type!r} is not supported; use cpu, "
                     "cuda or cuda:N", path=path, field=name)
     return dev
+
+
+#: default wording of :func:`check_index_set` (``str.format`` fields: ``noun``, ``shape``,
+#: ``dtype``, ``n``, ``n_bad``, ``bad`` (the first five out of range), ``bad_one`` (the
+#: first), ``n_dup``, ``dup`` (the first five duplicated), ``dup_one``)
+INDEX_SET_MESSAGES = {
+    "ndim": "expected a 1-D array of {noun}, got shape {shape}",
+    "empty": "is empty",
+    "dtype": "expected integer {noun}, got dtype {dtype}",
+    "range": "{n_bad} row number(s) out of range [0, {n}) (first: {bad})",
+    "duplicate": "contains duplicates (e.g. {dup})",
+}
+
+
+def check_index_set(idx, n: int | None, *, allow_empty: bool = True, typed_empty: bool = False,
+                    error=ParameterError, field: str | None = "labeled_idx", path=None,
+                    noun: str = "row numbers", messages=None) -> np.ndarray:
+    """``idx`` as a 1-D int64 array of unique row numbers in ``[0, n)``, or ``error``.
+
+    The checks run in this order, each with its message (:data:`INDEX_SET_MESSAGES`, entries
+    replaced by ``messages``): ``ndim`` (not 1-D), ``empty`` (no index while ``allow_empty``
+    is false), ``dtype`` (not integers; an empty array passes unless ``typed_empty``, as
+    ``np.asarray([])`` is float), ``range`` (outside ``[0, n)``; ``n=None`` checks only
+    ``>= 0``), ``duplicate``. The order of the indices is kept.
+    """
+    msg = {**INDEX_SET_MESSAGES, **(messages or {})}
+    a = np.asarray(idx)
+    info = {"noun": noun, "shape": a.shape, "dtype": a.dtype, "n": n}
+
+    def fail(kind: str, **extra):
+        raise error(msg[kind].format(**info, **extra), path=path, field=field)
+
+    if a.ndim != 1:
+        fail("ndim")
+    if a.size == 0 and not allow_empty:
+        fail("empty")
+    if (a.size or typed_empty) and not np.issubdtype(a.dtype, np.integer):
+        fail("dtype")
+    a = a.astype(np.int64)
+    hi = np.iinfo(np.int64).max if n is None else n
+    bad = (a < 0) | (a >= hi)
+    if bad.any():
+        b = a[bad]
+        fail("range", n_bad=int(bad.sum()), bad=b[:5].tolist(), bad_one=int(b[0]))
+    uniq, counts = np.unique(a, return_counts=True)
+    if uniq.size != a.size:
+        d = uniq[counts > 1]
+        fail("duplicate", n_dup=int(d.size), dup=d[:5].tolist(), dup_one=int(d[0]))
+    return a

@@ -12,7 +12,7 @@ import yaml
 
 from as3l_plugin import artifacts
 from as3l_plugin import pipeline as pl
-from as3l_plugin.commands.offline import prior_from_selection, select_to_dir
+from as3l_plugin.offline import prior_from_selection, select_to_dir
 from as3l_plugin.datasets import load_dataset
 from as3l_plugin.errors import StaleInputError
 from as3l_plugin.features.choose import pixel_features

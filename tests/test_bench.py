@@ -75,11 +75,11 @@ calls = []
 
 @pytest.fixture
 def fakes(monkeypatch, tmp_path):
-    for name in ("_stage_pretrain", "_stage_features", "_stage_finetune"):
+    for name in ("stage_pretrain", "stage_features", "stage_finetune"):
         monkeypatch.setattr(pl, name, _fake_feature)
-    monkeypatch.setattr(pl, "_stage_select", _fake_select)
-    monkeypatch.setattr(pl, "_stage_prior", _fake_prior)
-    monkeypatch.setattr(pl, "_stage_train", _fake_train)
+    monkeypatch.setattr(pl, "stage_select", _fake_select)
+    monkeypatch.setattr(pl, "stage_prior", _fake_prior)
+    monkeypatch.setattr(pl, "stage_train", _fake_train)
     calls.clear()
     base = tmp_path / "base.yaml"
     base.write_text("algorithm: flexmatch\nnum_classes: 10\nnum_train_iter: 100\n"
@@ -297,7 +297,7 @@ def test_pretrain_seed_shares_one_model_across_seeds_and_bench_dirs(fakes, tmp_p
         if ctx.name == "pretrain":
             pre.append(ctx.params["seed"])
         return orig(ctx)
-    monkeypatch.setattr(pl, "_stage_pretrain", counting)
+    monkeypatch.setattr(pl, "stage_pretrain", counting)
     cfg = {**fakes, "pretrain_seed": 7, "algorithms": {"flexmatch": fakes["algorithms"]["flexmatch"]}}
     a, b = tmp_path / "a", tmp_path / "b"
     bn.run_bench(cfg, out=a, seeds=[0], log=quiet)

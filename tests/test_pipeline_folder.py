@@ -139,7 +139,7 @@ def test_train_stage_without_labels_stage_on_folder(exported, tmp_path, monkeypa
                           {"usb": {"algorithm": "flexmatch"}, "managed": {}},
                           {"baseline_select": sel}, False, lambda m: None, env)
     with pytest.raises(RuntimeError, match="stop here"):
-        pl._stage_train(ctx)
+        pl.stage_train(ctx)
     assert seen["lb_index_file"] == str(sdir / "idx.npy")
     assert seen["lb_labels_file"] == str(sdir / pl.LABELS) and seen["img_size"] == 8
 

@@ -23,11 +23,17 @@ import numpy as np
 from ..errors import InputError, LabelsError, ParameterError, PriorError
 from ..io import check_features
 from ..registry import Configurable
-from ..validate import check_int
+from ..validate import check_index_set, check_int
 
 
 class PropagationWarning(UserWarning):
     """A propagation result is valid but degenerate (e.g. rows with no label evidence)."""
+
+
+_LABELED_MESSAGES = {
+    "empty": "is empty; at least one labeled sample is needed to propagate labels",
+    "duplicate": "contains duplicates (e.g. {dup}); each sample can be labeled once",
+}
 
 
 def check_labeled(labeled_idx, labels, n_samples: int, num_classes: int):
@@ -44,26 +50,9 @@ def check_labeled(labeled_idx, labels, n_samples: int, num_classes: int):
     -------
     labeled_idx, labels : ndarray of int64, shape (m,)
     """
-    idx = np.asarray(labeled_idx)
+    idx = check_index_set(labeled_idx, n_samples, allow_empty=False, field="labeled_idx",
+                          messages=_LABELED_MESSAGES)
     lab = np.asarray(labels)
-    if idx.ndim != 1:
-        raise ParameterError(f"expected a 1-D array of row numbers, got shape {idx.shape}",
-                             field="labeled_idx")
-    if idx.size == 0:
-        raise ParameterError("is empty; at least one labeled sample is needed to propagate "
-                             "labels", field="labeled_idx")
-    if not np.issubdtype(idx.dtype, np.integer):
-        raise ParameterError(f"expected integer row numbers, got dtype {idx.dtype}",
-                             field="labeled_idx")
-    idx = idx.astype(np.int64)
-    bad = (idx < 0) | (idx >= n_samples)
-    if bad.any():
-        raise ParameterError(f"{int(bad.sum())} row number(s) out of range [0, {n_samples}) "
-                             f"(first: {idx[bad][:5].tolist()})", field="labeled_idx")
-    uniq, counts = np.unique(idx, return_counts=True)
-    if uniq.size != idx.size:
-        raise ParameterError(f"contains duplicates (e.g. {uniq[counts > 1][:5].tolist()}); "
-                             "each sample can be labeled once", field="labeled_idx")
     if lab.ndim != 1 or lab.shape[0] != idx.shape[0]:
         raise LabelsError(f"expected shape ({idx.shape[0]},) to match labeled_idx, got "
                           f"{lab.shape}", field="labels")

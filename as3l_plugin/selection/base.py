@@ -23,30 +23,14 @@ import numpy as np
 from ..errors import ParameterError
 from ..io import check_features
 from ..registry import Configurable
-from ..validate import check_int
+from ..validate import check_index_set, check_int
 
 
 def check_labeled_idx(labeled_idx, n_samples: int) -> np.ndarray:
     """Validate an optional already-labeled index set → int64 (m,) (empty when None)."""
     if labeled_idx is None:
         return np.empty(0, dtype=np.int64)
-    idx = np.asarray(labeled_idx)
-    if idx.ndim != 1:
-        raise ParameterError(f"expected a 1-D array of row numbers, got shape {idx.shape}",
-                             field="labeled_idx")
-    if idx.size and not np.issubdtype(idx.dtype, np.integer):
-        raise ParameterError(f"expected integer row numbers, got dtype {idx.dtype}",
-                             field="labeled_idx")
-    idx = idx.astype(np.int64)
-    bad = (idx < 0) | (idx >= n_samples)
-    if bad.any():
-        raise ParameterError(f"{int(bad.sum())} row number(s) out of range [0, {n_samples}) "
-                             f"(first: {idx[bad][:5].tolist()})", field="labeled_idx")
-    uniq, counts = np.unique(idx, return_counts=True)
-    if uniq.size != idx.size:
-        raise ParameterError(f"contains duplicates (e.g. {uniq[counts > 1][:5].tolist()})",
-                             field="labeled_idx")
-    return idx
+    return check_index_set(labeled_idx, n_samples, field="labeled_idx")
 
 
 class BaseSampler(Configurable):

@@ -100,7 +100,7 @@ def check_run_inputs(args) -> dict:
     """
     from ..artifacts import names_labeled_set
     from ..io import read_sidecar, sidecar_path
-    from .compat import load_lb_index
+    from ..artifacts import load_lb_index
     from ..config import USB_NUM_CLASSES
     ds = pool_dataset(args)
     n, C = (None, None) if ds is None else (len(ds.y_train), ds.num_classes)

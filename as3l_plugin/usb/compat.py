@@ -48,6 +48,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from ..artifacts import load_lb_index  # noqa: F401 (the index reader; also used below)
 from ..errors import ConfigError
 
 _ORIGINALS: dict = {}
@@ -82,58 +83,6 @@ def unregister_nets() -> None:
 
 
 # --------------------------------------------------------------------------- 3. split
-def load_lb_index(path, *, n_samples: int, num_labels: int) -> np.ndarray:
-    """Load and check a labeled-index file (``lb_index_file``).
-
-    Parameters
-    ----------
-    path : str or PathLike
-        ``.npy`` of integers (USB's ``lb_labels{B}_..._idx.npy`` format).
-    n_samples : int or None
-        Size of the pool the indices point into (e.g. 50000 for CIFAR-10's train split);
-        None skips the range check (pool not built yet).
-    num_labels : int
-        The config's ``num_labels``; the file must hold exactly that many indices.
-
-    Returns
-    -------
-    ndarray of int64, shape (num_labels,), in file order.
-
-    Raises
-    ------
-    ConfigError
-        The file does not exist.
-    InputError
-        Not a 1-D integer array, out of range, duplicates, or wrong count.
-    """
-    from ..errors import InputError
-    from ..io import load_npy
-    if path is None or not os.path.isfile(path):
-        raise ConfigError("file not found (set lb_index_file to an index .npy written by the "
-                          "offline stage, or remove the key for USB's random split)",
-                          path=path, field="lb_index_file")
-    idx = load_npy(path, what="labeled index")
-    where = dict(path=path, field="lb_index_file")
-    if idx.ndim != 1:
-        raise InputError(f"expected a 1-D array of indices, got shape {idx.shape}", **where)
-    if not np.issubdtype(idx.dtype, np.integer):
-        raise InputError(f"expected integer indices, got dtype {idx.dtype}", **where)
-    idx = idx.astype(np.int64)
-    hi = np.iinfo(np.int64).max if n_samples is None else n_samples
-    if idx.size and (idx.min() < 0 or idx.max() >= hi):
-        bad = idx[(idx < 0) | (idx >= hi)]
-        raise InputError(f"{bad.size} index(es) out of range [0, {n_samples}) (e.g. {int(bad[0])}); "
-                         "the file was made for another dataset", **where)
-    uniq, counts = np.unique(idx, return_counts=True)
-    if (counts > 1).any():
-        raise InputError(f"{int((counts > 1).sum())} duplicated index(es) (e.g. "
-                         f"{int(uniq[counts > 1][0])}); each labeled sample must appear once", **where)
-    if idx.size != int(num_labels):
-        raise InputError(f"holds {idx.size} indices but num_labels={num_labels}; set num_labels "
-                         f"to {idx.size} or use the matching file", **where)
-    return idx
-
-
 class SplitRecord(SimpleNamespace):
     """What :func:`split_injection` saw: ``kind`` ('split' | 'sample' | None), ``n`` (pool
     size), ``lb`` / ``ulb`` (int64 indices into the pool), ``data`` / ``targets``."""

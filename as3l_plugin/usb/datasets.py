@@ -16,7 +16,7 @@ Labels
     (USB evaluates on them).
 
 Split
-    ``lb_index_file`` when set (checked by :func:`as3l_plugin.usb.compat.load_lb_index`),
+    ``lb_index_file`` when set (checked by :func:`as3l_plugin.artifacts.load_lb_index`),
     else ``num_labels / num_classes`` random samples per class drawn with
     ``np.random.RandomState(seed)``. The unlabeled set is every other train sample in
     dataset order, preceded by the labeled ones when ``include_lb_to_ulb`` (USB's layout).
@@ -284,7 +284,7 @@ def build_plugin_dataset(args, algorithm, name, num_labels, num_classes, *, data
     from semilearn.datasets.cv_datasets.datasetbase import BasicDataset
 
     from ..datasets import USER_LOADERS
-    from .compat import load_lb_index
+    from ..artifacts import load_lb_index
     ds = load_plugin_dataset(args, name, data_dir)
     if int(num_classes) != ds.num_classes:
         hint = (" (an unlabeled folder names its classes in classes.txt)"
