@@ -267,3 +267,43 @@ def test_train_step_feeds_the_posterior_to_mask_and_pseudo_label(tmp_path):
         assert [c[0] for c in calls] == ["mask", "pl"] and calls[0][2] is False
         for _, seen, _ in calls:
             torch.testing.assert_close(seen, expected)
+
+
+# --------------------------------------------------------------------------- pool features
+def test_extract_pool_features_enters_the_training_precision_context(tmp_path, prior_file):
+    """The refresh's forward pass runs in ``amp_cm()`` (USB's amp / the CPU bf16 switch)."""
+    import contextlib
+    alg = build_algorithm(tiny_args(tmp_path, prior_file))
+    entered, active, seen = [], [], []
+
+    @contextlib.contextmanager
+    def spy_cm():
+        entered.append(1)
+        active.append(True)
+        try:
+            yield
+        finally:
+            active.pop()
+
+    alg.amp_cm = spy_cm
+    model = getattr(alg.ema_model, "module", alg.ema_model)
+    handle = model.register_forward_hook(lambda m, i, o: seen.append(bool(active)))
+    try:
+        feats = alg.extract_pool_features()
+    finally:
+        handle.remove()
+    batches = -(-N_DIGITS // int(alg.args.eval_batch_size))
+    assert feats.shape == (N_DIGITS, 128) and feats.dtype == np.float32
+    assert len(entered) == batches and seen == [True] * batches
+
+
+def test_extract_pool_features_under_cpu_bf16_runs_in_bfloat16(tmp_path, prior_file):
+    alg = build_algorithm(tiny_args(tmp_path, prior_file, cpu_bf16="true"))
+    dtypes = []
+    model = getattr(alg.ema_model, "module", alg.ema_model)
+    handle = model.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    try:
+        feats = alg.extract_pool_features()
+    finally:
+        handle.remove()
+    assert feats.dtype == np.float32 and set(dtypes) == {torch.bfloat16}

@@ -181,7 +181,10 @@ class AS3LFlexMatch(FlexMatch):
 
         The batches go to the device the EMA model's weights are on (the run's device,
         ``self.device``: CUDA with ``gpu`` set and CUDA present); only the features come
-        back to the CPU. Returns float32 ``(n, d)`` in the pool's original order.
+        back to the CPU. The forward pass runs in ``self.amp_cm()``, the context of the
+        training step (USB's CUDA ``amp``, or the plugin's CPU bfloat16 autocast when
+        ``cpu_bf16`` is on), so the refresh uses the training precision. Returns float32
+        ``(n, d)`` in the pool's original order.
         """
         lb, ulb = self.dataset_dict["train_lb"], self.dataset_dict["train_ulb"]
         ulb_base = getattr(ulb, "base", ulb)
@@ -200,7 +203,9 @@ class AS3LFlexMatch(FlexMatch):
         feats = []
         try:
             for x in loader:
-                feats.append(model(x.to(device, non_blocking=True), only_feat=True).float().cpu())
+                with self.amp_cm():
+                    f = model(x.to(device, non_blocking=True), only_feat=True)
+                feats.append(f.float().cpu())
         finally:
             model.train(was_training)
         return torch.cat(feats).numpy()
