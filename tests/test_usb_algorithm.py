@@ -395,6 +395,7 @@ def test_train_step_fills_the_bank_and_a_checkpoint_restores_it(tmp_path, prior_
     assert set(hook.bank_seen_[rows].tolist()) == {3}
     assert int((hook.bank_seen_ >= 0).sum()) == len(set(rows.tolist()))
 
+    alg.epoch = 0  # set by USB's train loop; get_save_dict reads it
     alg.save_model("latest_model.pth", str(tmp_path))
     again = build_algorithm(tiny_args(tmp_path / "b", prior_file, prior_update_features="bank"))
     assert again.prior_hook.bank_ is None
@@ -421,6 +422,7 @@ def test_extract_mode_does_not_record(tmp_path, prior_file):
     data_lb = next(iter(alg.loader_dict["train_lb"]))
     data_ulb = next(iter(alg.loader_dict["train_ulb"]))
     alg.train_step(**alg.process_batch(**data_lb, **data_ulb))
+    alg.epoch = 0  # set by USB's train loop; get_save_dict reads it
     assert alg.prior_hook.bank_ is None and "bank" not in alg.get_save_dict()["as3l_prior"]
 
 
