@@ -132,7 +132,8 @@ PLUGIN_ARGS = (
 
 #: ``as3l_flexmatch``'s own keys (its ``get_argument()``); known in every training config,
 #: because one ``usb:`` block of ``as3l run`` / ``as3l bench`` feeds every algorithm
-AS3L_ARGS = ("prior_file", "prior_T", "prior_mode", "prior_update_interval", "prior_update_ks")
+AS3L_ARGS = ("prior_file", "prior_T", "prior_mode", "prior_update_interval", "prior_update_ks",
+             "prior_update_features")
 
 #: every algorithm-specific flag of semilearn 0.3.2 (name2alg, name2imbalg) and the plugin's
 #: as3l_flexmatch; a test checks this list against the installed registries.

@@ -68,6 +68,7 @@ def test_cli_flags_reach_the_config(tmp_path, prior_file):
     ("prior_T", 2.5, "prior_T"),
     ("prior_update_interval", 0, "prior_update_interval"),
     ("prior_update_ks", [1, 10], "prior_update_ks"),
+    ("prior_update_features", "cache", "prior_update_features"),
     ("prior_file", None, "prior_file: is required"),
     ("prior_file", "/nonexistent/prior.npy", "prior_file: file not found"),
 ])
@@ -267,3 +268,173 @@ def test_train_step_feeds_the_posterior_to_mask_and_pseudo_label(tmp_path):
         assert [c[0] for c in calls] == ["mask", "pl"] and calls[0][2] is False
         for _, seen, _ in calls:
             torch.testing.assert_close(seen, expected)
+
+
+# --------------------------------------------------------------------------- pool features
+def test_extract_pool_features_enters_the_training_precision_context(tmp_path, prior_file):
+    """The refresh's forward pass runs in ``amp_cm()`` (USB's amp / the CPU bf16 switch)."""
+    import contextlib
+    alg = build_algorithm(tiny_args(tmp_path, prior_file))
+    entered, active, seen = [], [], []
+
+    @contextlib.contextmanager
+    def spy_cm():
+        entered.append(1)
+        active.append(True)
+        try:
+            yield
+        finally:
+            active.pop()
+
+    alg.amp_cm = spy_cm
+    model = getattr(alg.ema_model, "module", alg.ema_model)
+    handle = model.register_forward_hook(lambda m, i, o: seen.append(bool(active)))
+    try:
+        feats = alg.extract_pool_features()
+    finally:
+        handle.remove()
+    batches = -(-N_DIGITS // int(alg.args.eval_batch_size))
+    assert feats.shape == (N_DIGITS, 128) and feats.dtype == np.float32
+    assert len(entered) == batches and seen == [True] * batches
+
+
+def test_extract_pool_features_under_cpu_bf16_runs_in_bfloat16(tmp_path, prior_file):
+    alg = build_algorithm(tiny_args(tmp_path, prior_file, cpu_bf16="true"))
+    dtypes = []
+    model = getattr(alg.ema_model, "module", alg.ema_model)
+    handle = model.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    try:
+        feats = alg.extract_pool_features()
+    finally:
+        handle.remove()
+    assert feats.dtype == np.float32 and set(dtypes) == {torch.bfloat16}
+
+
+# --------------------------------------------------------------------------- feature bank
+def test_bank_refresh_uses_recorded_rows_and_extracts_only_the_unseen():
+    got = {}
+
+    def fake_propagate(features, labeled_index, labels, num_classes, seed):
+        got["features"] = features.copy()
+        return np.full((len(features), num_classes), 1.0 / num_classes, np.float32)
+
+    hook, _, orig = make_hook(T=2, mode="update", update_interval=4, features="bank",
+                              labeled_index=[3, 7], labeled_targets=[0, 2],
+                              propagate_fn=fake_propagate)
+    assert hook.uses_bank and hook.bank_ is None and (hook.bank_seen_ == -1).all()
+    idx = torch.tensor([2, 3, 4, 9])  # unlabeled items -> pool rows orig[idx] = 0, 1, 2, 7
+    feats = torch.arange(12, dtype=torch.bfloat16).reshape(4, 3)
+    hook.record_features(idx, feats, it=1)
+    rows = orig[idx.numpy()]
+    np.testing.assert_array_equal(rows, [0, 1, 2, 7])
+    assert hook.bank_.dtype == torch.float32 and hook.bank_.shape == (12, 3)
+    np.testing.assert_array_equal(hook.bank_[rows].numpy(), feats.float().numpy())
+    assert hook.bank_seen_[rows].tolist() == [1] * 4 and (np.delete(hook.bank_seen_.numpy(), rows) == -1).all()
+
+    calls = []
+
+    def extract(rows=None):
+        calls.append(None if rows is None else list(rows))
+        n = 12 if rows is None else len(rows)
+        return np.full((n, 3), -1.0, np.float32)
+
+    alg = NS(it=2, print_fn=lambda *a: None, extract_pool_features=extract)
+    hook.before_train_step(alg)
+    unseen = [r for r in range(12) if r not in rows]
+    assert calls == [unseen] and hook.last_refresh_extracted_ == len(unseen)
+    np.testing.assert_array_equal(got["features"][rows], feats.float().numpy())
+    assert (got["features"][unseen] == -1).all()
+
+    # bank_max_age: rows recorded longer ago than that are extracted again
+    aged, _, _ = make_hook(T=2, mode="update", update_interval=4, features="bank", bank_max_age=3)
+    aged.record_features(torch.tensor([2, 3]), torch.ones(2, 3), it=1)   # rows 0, 1
+    aged.record_features(torch.tensor([4]), torch.ones(1, 3), it=5)      # row 2
+    assert aged.bank_stale_rows(6).tolist() == [0, 1] + list(range(3, 12))
+    assert aged.bank_stale_rows(4).tolist() == list(range(3, 12))
+
+    # nothing recorded yet: a full extraction, as in extract mode
+    empty, _, _ = make_hook(T=0, mode="update", features="bank", propagate_fn=fake_propagate)
+    calls.clear()
+    empty.before_train_step(NS(it=0, print_fn=lambda *a: None, extract_pool_features=extract))
+    assert calls == [None] and empty.last_refresh_extracted_ == 12
+
+
+def test_bank_state_roundtrip_and_extract_state_unchanged():
+    hook, _, _ = make_hook(T=2, mode="update", features="bank")
+    state = hook.state_dict()
+    assert state["bank"] is None and (state["bank_seen"] == -1).all()
+    hook.record_features(torch.tensor([0, 5]), torch.randn(2, 6), it=7)
+    fresh, _, _ = make_hook(T=2, mode="update", features="bank")
+    fresh.load_state_dict(hook.state_dict())
+    assert torch.equal(fresh.bank_, hook.bank_) and torch.equal(fresh.bank_seen_, hook.bank_seen_)
+    fresh.load_state_dict(state)  # a checkpoint taken before any step: empty bank again
+    assert fresh.bank_ is None and (fresh.bank_seen_ == -1).all()
+    with pytest.raises(PriorError, match="bank"):
+        fresh.load_state_dict({**hook.state_dict(), "bank": torch.zeros(5, 6)})
+    # extract mode: the state of before the bank, no recording
+    plain, _, _ = make_hook(T=2, mode="update")
+    assert not plain.uses_bank
+    assert set(plain.state_dict()) == {"prior", "mode", "T", "version", "last_update_it"}
+    # remove mode never refreshes: no bank either, whatever the key says
+    assert not make_hook(T=2, mode="remove", features="bank")[0].uses_bank
+
+
+def test_train_step_fills_the_bank_and_a_checkpoint_restores_it(tmp_path, prior_file):
+    alg = build_algorithm(tiny_args(tmp_path, prior_file, prior_update_features="bank"))
+    hook = alg.prior_hook
+    assert hook.uses_bank and alg.prior_cfg.features == "bank"
+    data_lb = next(iter(alg.loader_dict["train_lb"]))
+    data_ulb = next(iter(alg.loader_dict["train_ulb"]))
+    batch = alg.process_batch(**data_lb, **data_ulb)
+    alg.it = 3
+    out, _ = alg.train_step(**batch)
+    rows = hook.orig_index[batch["idx_ulb"].long()]
+    weak = out["feat"]["x_ulb_w"].detach().float()
+    assert hook.bank_.shape == (N_DIGITS, weak.shape[1])
+    torch.testing.assert_close(hook.bank_[rows], weak, rtol=0, atol=0)
+    assert set(hook.bank_seen_[rows].tolist()) == {3}
+    assert int((hook.bank_seen_ >= 0).sum()) == len(set(rows.tolist()))
+
+    alg.epoch = 0  # set by USB's train loop; get_save_dict reads it
+    alg.save_model("latest_model.pth", str(tmp_path))
+    again = build_algorithm(tiny_args(tmp_path / "b", prior_file, prior_update_features="bank"))
+    assert again.prior_hook.bank_ is None
+    again.load_model(str(tmp_path / "latest_model.pth"))
+    assert torch.equal(again.prior_hook.bank_, hook.bank_)
+    assert torch.equal(again.prior_hook.bank_seen_, hook.bank_seen_)
+
+    # the refresh: the recorded rows from the bank, the others through extract_pool_features
+    seen = {}
+    again.prior_hook.propagate_fn = lambda f, *a: (seen.setdefault("f", f),
+                                                   np.asarray(again.prior_hook.prior_))[1]
+    again.it = again.prior_hook.T
+    again.prior_hook.before_train_step(again)
+    unseen = np.flatnonzero(hook.bank_seen_.numpy() < 0)
+    assert again.prior_hook.last_refresh_extracted_ == len(unseen)
+    np.testing.assert_array_equal(seen["f"][rows.numpy()], weak.numpy())
+    np.testing.assert_allclose(seen["f"][unseen], again.extract_pool_features()[unseen],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_extract_mode_does_not_record(tmp_path, prior_file):
+    alg = build_algorithm(tiny_args(tmp_path, prior_file))
+    assert alg.prior_cfg.features == "extract" and not alg.prior_hook.uses_bank
+    data_lb = next(iter(alg.loader_dict["train_lb"]))
+    data_ulb = next(iter(alg.loader_dict["train_ulb"]))
+    alg.train_step(**alg.process_batch(**data_lb, **data_ulb))
+    alg.epoch = 0  # set by USB's train loop; get_save_dict reads it
+    assert alg.prior_hook.bank_ is None and "bank" not in alg.get_save_dict()["as3l_prior"]
+
+
+def test_bank_is_refused_under_distributed_training(tmp_path, prior_file):
+    from as3l_plugin.usb.algorithm import check_bank_world
+    args = tiny_args(tmp_path, prior_file, prior_update_features="bank")
+    check_prior_args(args)  # world_size 1: fine
+    args.world_size = 2
+    with pytest.raises(ConfigError, match="prior_update_features: =bank needs a single process"):
+        check_prior_args(args)
+    args.prior_update_features = "extract"
+    check_prior_args(args)
+    with pytest.raises(ConfigError, match="prior_update_features"):
+        check_bank_world("bank", 4)
+    check_bank_world("extract", 4)

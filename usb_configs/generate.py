@@ -8,7 +8,9 @@ The files follow USB's ``config/classic_cv/flexmatch/flexmatch_<dataset>_<labels
 ``None``), with the plugin's keys inserted next to their USB neighbours:
 
 - ``prior_file, prior_T, prior_mode, prior_update_interval, prior_update_ks`` after FlexMatch's
-  own algorithm keys (``as3l_flexmatch`` only);
+  own algorithm keys (``as3l_flexmatch`` only). ``prior_update_features`` (default
+  ``extract``) is deliberately not written: the files' contents enter the cache key of every
+  ``as3l bench`` cell built from them, so writing its default would re-run finished cells;
 - ``use_pretrain, pretrain_path`` after ``net_from_name`` (where USB's ``train.py`` declares them);
 - ``lb_index_file`` after ``dataset`` (any algorithm; absent = USB's random split).
 

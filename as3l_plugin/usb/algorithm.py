@@ -19,6 +19,11 @@ Config keys (also command-line flags)
 ``prior_update_interval`` (int >= 1, default 6900)
 ``prior_update_ks`` (list of int >= 2, default ``[10, 20, 30, 40, 50, 60]``; the CLI
     takes ``10,20,30``)
+``prior_update_features`` (``extract`` | ``bank``, default ``extract``)
+    Where a refresh takes the pool's features from: ``extract`` = a forward pass of the
+    EMA model over the whole pool; ``bank`` = the weak-view features the training steps
+    computed (training model; kept per pool row, saved in checkpoints), with only the rows
+    never seen extracted. ``bank`` needs a single process (world_size 1).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from semilearn.core.utils import ALGORITHMS
 from ..errors import ConfigError
 from ..validate import check_int
 from .dataset import PriorDataset, load_prior
-from .hooks import PRIOR_MODES, PriorHook
+from .hooks import PRIOR_MODES, PRIOR_UPDATE_FEATURES, PriorHook
 
 DEFAULT_KS = (10, 20, 30, 40, 50, 60)
 
@@ -58,7 +63,8 @@ def check_prior_args(args) -> SimpleNamespace:
     ------
     ConfigError
         Missing/nonexistent ``prior_file``, unknown ``prior_mode``, ``prior_T < 0``,
-        ``prior_update_interval < 1``, ``prior_update_ks`` not a list of ints >= 2.
+        ``prior_update_interval < 1``, ``prior_update_ks`` not a list of ints >= 2,
+        unknown ``prior_update_features``, ``bank`` with ``world_size > 1``.
     """
     path = getattr(args, "prior_file", None)
     if path in (None, "", "None"):
@@ -81,7 +87,24 @@ def check_prior_args(args) -> SimpleNamespace:
                           field="prior_update_ks") from None
     if not ks or min(ks) < 2:
         raise ConfigError(f"={ks} must be a non-empty list of integers >= 2", field="prior_update_ks")
-    return SimpleNamespace(file=str(path), mode=mode, T=T, interval=interval, ks=tuple(ks))
+    features = str(getattr(args, "prior_update_features", "extract"))
+    if features not in PRIOR_UPDATE_FEATURES:
+        raise ConfigError(f"={features!r} is not a feature source; use one of "
+                          f"{', '.join(PRIOR_UPDATE_FEATURES)}", field="prior_update_features")
+    check_bank_world(features, getattr(args, "world_size", 1))
+    return SimpleNamespace(file=str(path), mode=mode, T=T, interval=interval, ks=tuple(ks),
+                           features=features)
+
+
+def check_bank_world(features: str, world_size) -> None:
+    """``bank`` keeps one process's feature bank: refuse it when training spans processes."""
+    try:
+        world = int(world_size if world_size is not None else 1)
+    except (TypeError, ValueError):
+        world = 1
+    if features == "bank" and world > 1:
+        raise ConfigError(f"=bank needs a single process (world_size={world}); use extract "
+                          "under distributed training", field="prior_update_features")
 
 
 class _PoolDataset(torch.utils.data.Dataset):
@@ -155,7 +178,8 @@ class AS3LFlexMatch(FlexMatch):
         hook = PriorHook(ulb.prior, ulb.orig_index, T=cfg.T, mode=cfg.mode,
                          update_interval=cfg.interval, update_ks=cfg.ks,
                          labeled_index=getattr(lb, "orig_index", None),
-                         labeled_targets=np.asarray(lb.targets), seed=int(self.args.seed or 0))
+                         labeled_targets=np.asarray(lb.targets), seed=int(self.args.seed or 0),
+                         features=cfg.features)
         hook.check_shape(self.args.ulb_dest_len, self.num_classes)
         if cfg.mode == "update" and hook.labeled_index is None:
             raise ConfigError("prior_mode=update needs the labeled set's original rows",
@@ -171,17 +195,25 @@ class AS3LFlexMatch(FlexMatch):
             out_dict, log_dict = super().train_step(x_lb, y_lb, idx_ulb, x_ulb_w, x_ulb_s)
         finally:
             hook.set_batch(None)
+        if hook.uses_bank:  # the weak view's features, already computed by the step
+            hook.record_features(idx_ulb, out_dict["feat"]["x_ulb_w"], self.it)
         log_dict["train/prior_active"] = float(hook.is_active(self.it))
         return out_dict, log_dict
 
     # -- mode 'update': features of the whole pool
     @torch.no_grad()
-    def extract_pool_features(self) -> np.ndarray:
+    def extract_pool_features(self, rows=None) -> np.ndarray:
         """Features (``only_feat``) of every pool row with the EMA model in eval mode.
+
+        ``rows`` (optional, int array): only these pool rows, in this order (the rows a
+        ``bank`` refresh has no feature for).
 
         The batches go to the device the EMA model's weights are on (the run's device,
         ``self.device``: CUDA with ``gpu`` set and CUDA present); only the features come
-        back to the CPU. Returns float32 ``(n, d)`` in the pool's original order.
+        back to the CPU. The forward pass runs in ``self.amp_cm()``, the context of the
+        training step (USB's CUDA ``amp``, or the plugin's CPU bfloat16 autocast when
+        ``cpu_bf16`` is on), so the refresh uses the training precision. Returns float32
+        ``(n, d)`` in the pool's original order (``(len(rows), d)`` with ``rows``).
         """
         lb, ulb = self.dataset_dict["train_lb"], self.dataset_dict["train_ulb"]
         ulb_base = getattr(ulb, "base", ulb)
@@ -192,15 +224,21 @@ class AS3LFlexMatch(FlexMatch):
                               "unlabeled set; prior_mode=update cannot re-cluster them",
                               field="prior_mode")
         model = getattr(self.ema_model, "module", self.ema_model)
+        data = pool if rows is None else torch.utils.data.Subset(
+            pool, np.asarray(rows, np.int64).tolist())
+        if len(data) == 0:
+            return np.zeros((0, int(getattr(model, "num_features", 0))), np.float32)
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
-        loader = torch.utils.data.DataLoader(pool, batch_size=int(self.args.eval_batch_size),
+        loader = torch.utils.data.DataLoader(data, batch_size=int(self.args.eval_batch_size),
                                              shuffle=False, num_workers=int(self.args.num_workers))
         feats = []
         try:
             for x in loader:
-                feats.append(model(x.to(device, non_blocking=True), only_feat=True).float().cpu())
+                with self.amp_cm():
+                    f = model(x.to(device, non_blocking=True), only_feat=True)
+                feats.append(f.float().cpu())
         finally:
             model.train(was_training)
         return torch.cat(feats).numpy()
@@ -230,4 +268,7 @@ class AS3LFlexMatch(FlexMatch):
             SSL_Argument("--prior_update_interval", int, 6900, "iterations between refreshes (update)"),
             SSL_Argument("--prior_update_ks", int_list, list(DEFAULT_KS),
                          "K values of the refresh propagation, e.g. 10,20,30"),
+            SSL_Argument("--prior_update_features", str, "extract",
+                         "refresh features: extract (forward pass over the pool) | bank "
+                         "(the training steps' weak-view features; single process)"),
         ]

@@ -14,6 +14,8 @@ from semilearn.core.hooks import CheckpointHook, Hook
 from ..errors import PriorError
 
 PRIOR_MODES = ("remove", "update")
+#: where an ``update`` refresh takes the pool's features from (``prior_update_features``)
+PRIOR_UPDATE_FEATURES = ("extract", "bank")
 
 
 class PriorHook(Hook):
@@ -51,20 +53,42 @@ class PriorHook(Hook):
     propagate_fn : callable, optional
         ``propagate_fn(features, labeled_index, labels, num_classes, seed) -> (n, C)``;
         default: ``get_propagator('seeded_kmeans', ks=update_ks).propagate``.
+    features : {'extract', 'bank'}
+        Where a refresh takes the pool's features from. ``extract`` (default): a forward
+        pass of the EMA model over the whole pool (``algorithm.extract_pool_features()``).
+        ``bank``: a feature bank filled by :meth:`record_features` from the weak-view
+        features every training step already computes (training model, train mode, weak
+        augmentation); at a refresh only the rows never recorded (and, with
+        ``bank_max_age``, rows recorded more than that many iterations ago) go through the
+        forward pass (``algorithm.extract_pool_features(rows)``). Single process only.
+    bank_max_age : int, optional
+        ``bank`` only: rows last recorded more than this many iterations before the refresh
+        are extracted again (default ``None``: any recorded row is used).
 
     Attributes
     ----------
     prior_ : Tensor float32 (n, C), on CPU — the current prior.
     version_ : int — number of refreshes so far.
     last_update_it_ : int — iteration of the last refresh (-1 = never).
+    bank_ : Tensor float32 (n, d) or None — ``bank`` only: last recorded feature of every pool
+        row (``None`` until the first :meth:`record_features`).
+    bank_seen_ : Tensor int64 (n,) — ``bank`` only: iteration each row was last recorded at
+        (-1 = never).
+    last_refresh_extracted_ : int — rows that went through the forward pass at the last
+        refresh (all of them in ``extract`` mode).
     """
 
     def __init__(self, prior, orig_index, *, T: int, mode: str = "remove",
                  update_interval: int = 6900, update_ks=(10, 20, 30, 40, 50, 60),
-                 labeled_index=None, labeled_targets=None, seed: int = 0, propagate_fn=None):
+                 labeled_index=None, labeled_targets=None, seed: int = 0, propagate_fn=None,
+                 features: str = "extract", bank_max_age=None):
         super().__init__()
         if mode not in PRIOR_MODES:
             raise ValueError(f"mode={mode!r}; expected one of {PRIOR_MODES}")
+        if features not in PRIOR_UPDATE_FEATURES:
+            raise ValueError(f"features={features!r}; expected one of {PRIOR_UPDATE_FEATURES}")
+        self.features = features
+        self.bank_max_age = None if bank_max_age is None else int(bank_max_age)
         self.T, self.mode = int(T), mode
         self.update_interval, self.update_ks = int(update_interval), tuple(int(k) for k in update_ks)
         self.seed = int(seed)
@@ -75,6 +99,13 @@ class PriorHook(Hook):
         self.version_, self.last_update_it_ = 0, -1
         self._batch = None
         self._set_prior(torch.as_tensor(np.asarray(prior, np.float32)))
+        self.bank_ = None
+        self.bank_seen_ = torch.full((self.prior_.shape[0],), -1, dtype=torch.int64)
+        self.last_refresh_extracted_ = 0
+
+    @property
+    def uses_bank(self) -> bool:
+        return self.mode == "update" and self.features == "bank"
 
     # -- state
     def _set_prior(self, prior: torch.Tensor) -> None:
@@ -101,8 +132,12 @@ class PriorHook(Hook):
                              field="prior_file")
 
     def state_dict(self) -> dict:
-        return {"prior": self.prior_.clone(), "mode": self.mode, "T": self.T,
-                "version": self.version_, "last_update_it": self.last_update_it_}
+        state = {"prior": self.prior_.clone(), "mode": self.mode, "T": self.T,
+                 "version": self.version_, "last_update_it": self.last_update_it_}
+        if self.uses_bank:  # extract mode: the state (and checkpoint) of before the bank
+            state["bank"] = None if self.bank_ is None else self.bank_.clone()
+            state["bank_seen"] = self.bank_seen_.clone()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         prior = torch.as_tensor(state["prior"]).as_subclass(torch.Tensor)
@@ -112,6 +147,19 @@ class PriorHook(Hook):
         self._set_prior(prior)
         self.version_ = int(state.get("version", 0))
         self.last_update_it_ = int(state.get("last_update_it", -1))
+        if self.uses_bank:  # a checkpoint without a bank (extract mode) starts an empty one
+            bank, seen = state.get("bank"), state.get("bank_seen")
+            if bank is not None:
+                bank = torch.as_tensor(bank).as_subclass(torch.Tensor).to("cpu", torch.float32)
+                if bank.ndim != 2 or bank.shape[0] != self.prior_.shape[0]:
+                    raise PriorError(f"checkpoint feature bank has shape {tuple(bank.shape)}, "
+                                     f"expected ({self.prior_.shape[0]}, d)")
+            self.bank_ = None if bank is None else bank.contiguous()
+            if seen is None or bank is None:
+                self.bank_seen_ = torch.full((self.prior_.shape[0],), -1, dtype=torch.int64)
+            else:
+                self.bank_seen_ = torch.as_tensor(seen).as_subclass(torch.Tensor).to(
+                    "cpu", torch.int64).clone()
 
     # -- schedule
     def is_active(self, it: int) -> bool:
@@ -151,6 +199,51 @@ class PriorHook(Hook):
             return probs_x_ulb
         return self.posterior(probs_x_ulb, *self._batch)
 
+    # -- feature bank (mode 'update', features 'bank')
+    @torch.no_grad()
+    def record_features(self, idx_ulb: torch.Tensor, feats: torch.Tensor, it: int) -> None:
+        """Store the features of an unlabeled batch: pool row ``orig_index[idx_ulb[i]]`` gets
+        ``feats[i]`` (detached, CPU, float32) and last-seen iteration ``it``."""
+        feats = feats.detach().to("cpu", torch.float32)
+        rows = self.orig_index[idx_ulb.detach().to("cpu").long()]
+        if feats.ndim != 2 or feats.shape[0] != rows.shape[0]:
+            raise PriorError(f"feature batch of shape {tuple(feats.shape)} for {rows.shape[0]} "
+                             "unlabeled items")
+        if self.bank_ is None:
+            self.bank_ = torch.zeros((self.prior_.shape[0], feats.shape[1]), dtype=torch.float32)
+        elif feats.shape[1] != self.bank_.shape[1]:
+            raise PriorError(f"feature batch has {feats.shape[1]} dimensions, the bank "
+                             f"{self.bank_.shape[1]}")
+        self.bank_[rows] = feats
+        self.bank_seen_[rows] = int(it)
+
+    def bank_stale_rows(self, it: int) -> np.ndarray:
+        """Pool rows a refresh at iteration ``it`` extracts: never recorded, or (with
+        ``bank_max_age``) recorded more than ``bank_max_age`` iterations before ``it``."""
+        stale = self.bank_seen_ < 0
+        if self.bank_max_age is not None:
+            stale |= self.bank_seen_ < int(it) - self.bank_max_age
+        return torch.nonzero(stale).flatten().numpy()
+
+    def pool_features(self, algorithm) -> np.ndarray:
+        """The refresh's features ``(n, d)`` float32: a full extraction, or the bank with its
+        stale rows extracted."""
+        n = self.prior_.shape[0]
+        if not self.uses_bank or self.bank_ is None:
+            feats = np.asarray(algorithm.extract_pool_features(), np.float32)
+            self.last_refresh_extracted_ = n
+            return feats
+        rows = self.bank_stale_rows(algorithm.it)
+        feats = self.bank_.numpy().copy()
+        if len(rows):
+            fresh = np.asarray(algorithm.extract_pool_features(rows), np.float32)
+            if fresh.shape != (len(rows), feats.shape[1]):
+                raise PriorError(f"extracted features of shape {fresh.shape} for {len(rows)} "
+                                 f"rows, the bank has {feats.shape[1]} dimensions")
+            feats[rows] = fresh
+        self.last_refresh_extracted_ = int(len(rows))
+        return feats
+
     # -- refresh (mode 'update')
     def before_train_step(self, algorithm):
         if self.refresh_due(algorithm.it):
@@ -169,9 +262,13 @@ class PriorHook(Hook):
         t0 = time.perf_counter()
         dist = torch.distributed
         ddp = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        num_classes = self.prior_.shape[1]
+        num_rows, num_classes = self.prior_.shape
+        if ddp and self.uses_bank:
+            from ..errors import ConfigError
+            raise ConfigError("=bank keeps a per-process feature bank; it needs a single "
+                              "process (world_size 1); use extract", field="prior_update_features")
         if not ddp or dist.get_rank() == 0:
-            feats = algorithm.extract_pool_features()
+            feats = self.pool_features(algorithm)
             new = torch.as_tensor(np.asarray(self._propagate(feats, num_classes), np.float32))
             if tuple(new.shape) != tuple(self.prior_.shape):
                 raise PriorError(f"propagation returned shape {tuple(new.shape)}, expected "
@@ -186,8 +283,10 @@ class PriorHook(Hook):
         self._set_prior(new)
         self.version_ += 1
         self.last_update_it_ = int(algorithm.it)
+        bank = (f", {self.last_refresh_extracted_} of {num_rows} rows extracted, the rest from "
+                "the feature bank") if self.uses_bank else ""
         algorithm.print_fn(f"prior refreshed at iteration {algorithm.it} (version {self.version_}, "
-                           f"{time.perf_counter() - t0:.2f} s)")
+                           f"{time.perf_counter() - t0:.2f} s{bank})")
         self.last_refresh_time_ = time.perf_counter() - t0
 
 
