@@ -7,10 +7,8 @@ The files follow USB's ``config/classic_cv/flexmatch/flexmatch_<dataset>_<labels
 (semilearn 0.3.2 / commit a8ec1d7): same keys, same order, same value spelling (``True``,
 ``None``), with the plugin's keys inserted next to their USB neighbours:
 
-- ``prior_file, prior_T, prior_mode, prior_update_interval, prior_update_ks`` after FlexMatch's
-  own algorithm keys (``as3l_flexmatch`` only). ``prior_update_features`` (default
-  ``extract``) is deliberately not written: the files' contents enter the cache key of every
-  ``as3l bench`` cell built from them, so writing its default would re-run finished cells;
+- ``prior_file, prior_T, prior_mode, prior_update_interval, prior_update_ks,
+  prior_update_features`` after FlexMatch's own algorithm keys (``as3l_flexmatch`` only);
 - ``use_pretrain, pretrain_path`` after ``net_from_name`` (where USB's ``train.py`` declares them);
 - ``lb_index_file`` after ``dataset`` (any algorithm; absent = USB's random split).
 
@@ -159,6 +157,7 @@ def make_config(*, algorithm: str, dataset: str, num_labels: int, seed: int = 0,
         c["prior_mode"] = prior_mode(dataset, num_labels)
         c["prior_update_interval"] = interval
         c["prior_update_ks"] = list(PRIOR_KS)
+        c["prior_update_features"] = "extract"
     c["ulb_loss_ratio"] = 1.0
     c["uratio"] = uratio
     c["ema_m"] = ema_m
