@@ -100,10 +100,13 @@ def picks(d: Path, criterion: str, **kw):
     from ..features.choose import choose_features
     if not hasattr(ch, "_uncached"):  # one agreement matrix per case for every criterion
         ch._uncached, ch._cache = ch._agreement, {}
-        ch._agreement = lambda c, b, **kw: ch._cache.setdefault(
-            (ch._case, b, tuple(sorted(kw.items()))), None) or ch._cache.__setitem__(
-            (ch._case, b, tuple(sorted(kw.items()))), ch._uncached(c, b, **kw)) or \
-            ch._cache[ch._case, b, tuple(sorted(kw.items()))]
+
+        def cached(c, b, **kw):
+            key = (ch._case, tuple(c), b, tuple(sorted(kw.items())))
+            if key not in ch._cache:
+                ch._cache[key] = ch._uncached(c, b, **kw)
+            return ch._cache[key]
+        ch._agreement = cached
     pri = json.loads((d / "priors.json").read_text())
     feats = {k: np.load(d / f"{k}.npy") for k in ("pixels", "self")}
     out = {}

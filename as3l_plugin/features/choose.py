@@ -32,7 +32,7 @@ from .finetune import l2_normalize
 #: preference among equal scores (rounded to 3 decimals): earlier wins
 PREFERENCE = ("fine", "self", "pixels")
 #: criteria of :func:`choose_features`; the first is the default and what sidecars record
-CRITERIA = ("cross_view", "duel", "family", "twin_weighted", "stability")
+CRITERIA = ("cross_view", "duel", "family", "twin_weighted", "pixel_judge", "stability")
 #: other names accepted for a criterion
 ALIASES = {"agreement": "cross_view"}
 #: ``family`` criterion: a candidate derived from another is of its family (Eq. 1 of self)
@@ -197,6 +197,36 @@ def twin_weighted_scores(candidates: Mapping[str, np.ndarray], budget: int, *,
     return {a: num[a] / den[a] if den[a] > 0 else 0.0 for a in names}
 
 
+def pixel_judge_scores(candidates: Mapping[str, np.ndarray], budget: int, *,
+                       seed: int = 0, k: int = 10, max_rows: int = 10000, judge=None,
+                       dim: int = 16) -> Dict[str, float]:
+    """Cross-view agreement with one extra judge that is never a candidate: ``judge``
+    (float ``(n, d)``), by default a seeded Gaussian random projection of the ``pixels``
+    candidate to ``dim`` dimensions, so that the pixels, like ``self`` (whose twin is
+    ``fine``), have a second, correlated view among the judges."""
+    _need3(candidates, "pixel_judge")
+    if judge is None:
+        if "pixels" not in candidates:
+            raise ParameterError("the pixel_judge criterion needs a 'pixels' candidate or a "
+                                 "judge= matrix", field="candidates")
+        P = np.asarray(candidates["pixels"], dtype=np.float32)
+        R = np.random.default_rng(np.random.SeedSequence([seed, 0x9D6E])).standard_normal(
+            (P.shape[1], dim)).astype(np.float32)
+        judge = P @ R
+    J = "\0judge"
+    both = dict(candidates)
+    both[J] = judge
+    M = agreement_matrix(both, budget, seed=seed, k=k, max_rows=max_rows)
+    names = list(candidates)
+    got: Dict[str, list] = {a: [] for a in names}
+    for j in names + [J]:
+        judged = [a for a in names if a != j]
+        mean = float(np.mean([M[a, j] for a in judged]))
+        for a in judged:
+            got[a].append(M[a, j] - mean)
+    return {a: float(np.mean(v)) for a, v in got.items()}
+
+
 def choose_features(candidates: Mapping[str, np.ndarray], budget: int, seed: int = 0,
                     criterion: str = CRITERION, **kwargs) -> Tuple[str, Dict[str, float]]:
     """The candidate whose budget-sized clusters the data support best.
@@ -236,6 +266,8 @@ def choose_features(candidates: Mapping[str, np.ndarray], budget: int, seed: int
         raise ParameterError(f"budget={budget!r} must be an int in [2, {rows})", field="budget")
     if criterion == "cross_view":
         scores = cross_view_scores(candidates, int(budget), seed=seed, **kwargs)
+    elif criterion == "pixel_judge":
+        scores = pixel_judge_scores(candidates, int(budget), seed=seed, **kwargs)
     elif criterion == "duel":
         scores = duel_scores(candidates, int(budget), seed=seed, **kwargs)
     elif criterion == "family":
