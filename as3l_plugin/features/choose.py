@@ -32,7 +32,11 @@ from .finetune import l2_normalize
 #: preference among equal scores (rounded to 3 decimals): earlier wins
 PREFERENCE = ("fine", "self", "pixels")
 #: criteria of :func:`choose_features`; the first is the default and what sidecars record
-CRITERIA = ("cross_view", "stability")
+CRITERIA = ("cross_view", "duel", "family", "twin_weighted", "pixel_judge", "stability")
+#: other names accepted for a criterion
+ALIASES = {"agreement": "cross_view"}
+#: ``family`` criterion: a candidate derived from another is of its family (Eq. 1 of self)
+FAMILIES = {"fine": "self"}
 CRITERION = CRITERIA[0]
 
 
@@ -71,6 +75,10 @@ def _subsample(n: int, max_rows: int, seed: int) -> np.ndarray:
 
 def agreement_matrix(candidates: Mapping[str, np.ndarray], budget: int, *, seed: int = 0,
                      k: int = 10, max_rows: int = 10000) -> Dict[Tuple[str, str], float]:
+    return _agreement(candidates, budget, seed=seed, k=k, max_rows=max_rows)[0]
+
+
+def _agreement(candidates, budget, *, seed=0, k=10, max_rows=10000):
     """``{(a, j): kappa}``: how well candidate ``a``'s K-means clusters (``K = budget``) agree
     with candidate ``j``'s ``k``-nearest-neighbour graph (cosine), on a shared subsample.
 
@@ -91,7 +99,7 @@ def agreement_matrix(candidates: Mapping[str, np.ndarray], budget: int, *, seed:
         for j in names:
             f = float(np.mean(lab[nbrs[j]] == lab[:, None]))
             out[a, j] = (f - e) / (1 - e)
-    return out
+    return out, nbrs
 
 
 def cross_view_scores(candidates: Mapping[str, np.ndarray], budget: int, *, seed: int = 0,
@@ -112,6 +120,106 @@ def cross_view_scores(candidates: Mapping[str, np.ndarray], budget: int, *, seed
     names = list(candidates)
     got: Dict[str, list] = {a: [] for a in names}
     for j in names:
+        judged = [a for a in names if a != j]
+        mean = float(np.mean([M[a, j] for a in judged]))
+        for a in judged:
+            got[a].append(M[a, j] - mean)
+    return {a: float(np.mean(v)) for a, v in got.items()}
+
+
+def _need3(candidates, criterion):
+    if len(candidates) < 3:
+        raise ParameterError(f"the {criterion} criterion needs at least 3 candidates (got "
+                             f"{len(candidates)}): each clustering is judged by two others' "
+                             "neighbourhoods; use criterion='stability' for two",
+                             field="candidates")
+
+
+def duel_scores(candidates: Mapping[str, np.ndarray], budget: int, *, seed: int = 0,
+                k: int = 10, max_rows: int = 10000) -> Dict[str, float]:
+    """Pairwise duels: ``D[a, b] = M[a, b] - M[b, a]`` (``M`` of :func:`agreement_matrix`):
+    do ``a``'s clusters fit ``b``'s neighbourhoods better than ``b``'s clusters fit ``a``'s?
+    A candidate's score is its mean over opponents. Every duel is zero-sum, so two near
+    twins (``self`` and Eq. 1's ``fine``) cannot raise each other's score."""
+    _need3(candidates, "duel")
+    M = agreement_matrix(candidates, budget, seed=seed, k=k, max_rows=max_rows)
+    names = list(candidates)
+    return {a: float(np.mean([M[a, b] - M[b, a] for b in names if b != a])) for a in names}
+
+
+def family_scores(candidates: Mapping[str, np.ndarray], budget: int, *, seed: int = 0,
+                  k: int = 10, max_rows: int = 10000, families=None) -> Dict[str, float]:
+    """Cross-view agreement where a judge never scores its own family (``families``: name →
+    the name it is derived from, default :data:`FAMILIES`): each judge's scores of the
+    candidates outside its family are centred over those, then averaged per candidate; a
+    judge that sees a single other candidate contributes its raw ``M`` minus the mean of
+    every judge's raw scores (so that judges stay comparable)."""
+    _need3(candidates, "family")
+    fam = dict(FAMILIES if families is None else families)
+    root = {c: fam.get(c, c) if fam.get(c, c) in candidates else c for c in candidates}
+    M = agreement_matrix(candidates, budget, seed=seed, k=k, max_rows=max_rows)
+    names = list(candidates)
+    got: Dict[str, list] = {a: [] for a in names}
+    for j in names:
+        judged = [a for a in names if root[a] != root[j]]
+        if not judged:
+            continue
+        mean = float(np.mean([M[a, j] for a in judged])) if len(judged) > 1 else None
+        for a in judged:
+            got[a].append((j, M[a, j], mean))
+    allm = float(np.mean([M[a, j] for a in names for j in names if root[a] != root[j]]))
+    return {a: float(np.mean([v - (allm if m is None else m) for _, v, m in g]))
+            if g else 0.0 for a, g in got.items()}
+
+
+def twin_weighted_scores(candidates: Mapping[str, np.ndarray], budget: int, *,
+                         seed: int = 0, k: int = 10,
+                         max_rows: int = 10000) -> Dict[str, float]:
+    """Cross-view agreement, each judge's (centred) verdict on candidate ``a`` weighted by
+    how independent the judge is of ``a``: ``1 -`` the fraction of ``k``-nearest neighbours
+    their graphs share. A near twin (its graph is ``a``'s) counts for almost nothing."""
+    _need3(candidates, "twin_weighted")
+    M, nbrs = _agreement(candidates, budget, seed=seed, k=k, max_rows=max_rows)
+    names = list(candidates)
+
+    def overlap(a, b):
+        A, B = nbrs[a], nbrs[b]
+        return float((A[:, :, None] == B[:, None, :]).any(axis=2).mean())
+    W = {(a, b): 1.0 - overlap(a, b) for a in names for b in names if a != b}
+    num = {a: 0.0 for a in names}
+    den = {a: 0.0 for a in names}
+    for j in names:
+        judged = [a for a in names if a != j]
+        mean = float(np.mean([M[a, j] for a in judged]))
+        for a in judged:
+            num[a] += W[a, j] * (M[a, j] - mean)
+            den[a] += W[a, j]
+    return {a: num[a] / den[a] if den[a] > 0 else 0.0 for a in names}
+
+
+def pixel_judge_scores(candidates: Mapping[str, np.ndarray], budget: int, *,
+                       seed: int = 0, k: int = 10, max_rows: int = 10000, judge=None,
+                       dim: int = 16) -> Dict[str, float]:
+    """Cross-view agreement with one extra judge that is never a candidate: ``judge``
+    (float ``(n, d)``), by default a seeded Gaussian random projection of the ``pixels``
+    candidate to ``dim`` dimensions, so that the pixels, like ``self`` (whose twin is
+    ``fine``), have a second, correlated view among the judges."""
+    _need3(candidates, "pixel_judge")
+    if judge is None:
+        if "pixels" not in candidates:
+            raise ParameterError("the pixel_judge criterion needs a 'pixels' candidate or a "
+                                 "judge= matrix", field="candidates")
+        P = np.asarray(candidates["pixels"], dtype=np.float32)
+        R = np.random.default_rng(np.random.SeedSequence([seed, 0x9D6E])).standard_normal(
+            (P.shape[1], dim)).astype(np.float32)
+        judge = P @ R
+    J = "\0judge"
+    both = dict(candidates)
+    both[J] = judge
+    M = agreement_matrix(both, budget, seed=seed, k=k, max_rows=max_rows)
+    names = list(candidates)
+    got: Dict[str, list] = {a: [] for a in names}
+    for j in names + [J]:
         judged = [a for a in names if a != j]
         mean = float(np.mean([M[a, j] for a in judged]))
         for a in judged:
@@ -143,6 +251,7 @@ def choose_features(candidates: Mapping[str, np.ndarray], budget: int, seed: int
     scores : dict of str to float
         Every candidate's score (higher is better).
     """
+    criterion = ALIASES.get(criterion, criterion)
     if criterion not in CRITERIA:
         raise ParameterError(f"criterion={criterion!r}; allowed: {', '.join(CRITERIA)}",
                              field="criterion")
@@ -157,6 +266,14 @@ def choose_features(candidates: Mapping[str, np.ndarray], budget: int, seed: int
         raise ParameterError(f"budget={budget!r} must be an int in [2, {rows})", field="budget")
     if criterion == "cross_view":
         scores = cross_view_scores(candidates, int(budget), seed=seed, **kwargs)
+    elif criterion == "pixel_judge":
+        scores = pixel_judge_scores(candidates, int(budget), seed=seed, **kwargs)
+    elif criterion == "duel":
+        scores = duel_scores(candidates, int(budget), seed=seed, **kwargs)
+    elif criterion == "family":
+        scores = family_scores(candidates, int(budget), seed=seed, **kwargs)
+    elif criterion == "twin_weighted":
+        scores = twin_weighted_scores(candidates, int(budget), seed=seed, **kwargs)
     else:
         scores = {k: stability_score(v, int(budget), seed=seed, **kwargs)
                   for k, v in candidates.items()}
