@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Copy what a later session needs to resume the confirmation into DEST, laid out as the bench
+# directories themselves: cells.csv / priors.csv / tables.md, every stage record (stage.json,
+# .running.json), the small stage outputs (index files, labels, to_annotate), the shared
+# backbone, and each cell's metrics.csv, log.txt and latest USB checkpoint. Left out: the
+# 30 MB feature matrix and the 2.4 MB priors, which the bench recomputes (a cache hit
+# downstream when the recomputed bits are the same).
+#   ./export.sh /work/main/docs/results/fashion_mnist_long_confirm
+set -eu
+DEST=$1
+cd /work/runs/bench15
+for d in confirm_s*; do
+  [ -d "$d" ] || continue
+  find "$d" -type f \( -name stage.json -o -name .running.json -o -name '*_idx.npy' \
+       -o -name '*_idx.npy.json' -o -name labels.csv -o -name to_annotate.csv -o -name cells.csv \
+       -o -name priors.csv -o -name tables.md -o -name metrics.csv -o -name log.txt \
+       -o -name backbone.pth -o -name latest_model.pth -o -name 'prior.npy.json' \) \
+       -not -path '*/plots/*' | while read -r f; do
+    mkdir -p "$DEST/$(dirname "$f")"; cp -p "$f" "$DEST/$f"; done
+done
+du -sh "$DEST"
