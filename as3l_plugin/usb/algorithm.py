@@ -41,7 +41,7 @@ from semilearn.core.utils import ALGORITHMS
 from ..errors import ConfigError
 from ..validate import check_int
 from .dataset import PriorDataset, load_prior
-from .hooks import PRIOR_MODES, PRIOR_UPDATE_FEATURES, PriorHook
+from .hooks import PRIOR_MODES, PRIOR_UPDATE_FEATURES, PriorHook, check_bank_world
 
 DEFAULT_KS = (10, 20, 30, 40, 50, 60)
 
@@ -94,17 +94,6 @@ def check_prior_args(args) -> SimpleNamespace:
     check_bank_world(features, getattr(args, "world_size", 1))
     return SimpleNamespace(file=str(path), mode=mode, T=T, interval=interval, ks=tuple(ks),
                            features=features)
-
-
-def check_bank_world(features: str, world_size) -> None:
-    """``bank`` keeps one process's feature bank: refuse it when training spans processes."""
-    try:
-        world = int(world_size if world_size is not None else 1)
-    except (TypeError, ValueError):
-        world = 1
-    if features == "bank" and world > 1:
-        raise ConfigError(f"=bank needs a single process (world_size={world}); use extract "
-                          "under distributed training", field="prior_update_features")
 
 
 class _PoolDataset(torch.utils.data.Dataset):

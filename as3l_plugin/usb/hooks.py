@@ -11,11 +11,22 @@ import numpy as np
 import torch
 from semilearn.core.hooks import CheckpointHook, Hook
 
-from ..errors import PriorError
+from ..errors import ConfigError, PriorError
 
 PRIOR_MODES = ("remove", "update")
 #: where an ``update`` refresh takes the pool's features from (``prior_update_features``)
 PRIOR_UPDATE_FEATURES = ("extract", "bank")
+
+
+def check_bank_world(features: str, world_size) -> None:
+    """``bank`` keeps one process's feature bank: refuse it when training spans processes."""
+    try:
+        world = int(world_size if world_size is not None else 1)
+    except (TypeError, ValueError):
+        world = 1
+    if features == "bank" and world > 1:
+        raise ConfigError(f"=bank needs a single process (world_size={world}); use extract "
+                          "under distributed training", field="prior_update_features")
 
 
 class PriorHook(Hook):
@@ -263,10 +274,8 @@ class PriorHook(Hook):
         dist = torch.distributed
         ddp = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         num_rows, num_classes = self.prior_.shape
-        if ddp and self.uses_bank:
-            from ..errors import ConfigError
-            raise ConfigError("=bank keeps a per-process feature bank; it needs a single "
-                              "process (world_size 1); use extract", field="prior_update_features")
+        if ddp:
+            check_bank_world(self.features, dist.get_world_size())
         if not ddp or dist.get_rank() == 0:
             feats = self.pool_features(algorithm)
             new = torch.as_tensor(np.asarray(self._propagate(feats, num_classes), np.float32))

@@ -197,7 +197,7 @@ def main(args, hooks=()) -> dict:
     if os.path.exists(os.path.join(save_path, RESULTS_FILE)):
         os.remove(os.path.join(save_path, RESULTS_FILE))
     if args.multiprocessing_distributed and getattr(args, "algorithm", None) == "as3l_flexmatch":
-        from .algorithm import check_bank_world  # before spawning: one line, not a worker's trace
+        from .hooks import check_bank_world  # before spawning: one line, not a worker's trace
         check_bank_world(str(getattr(args, "prior_update_features", "extract")),
                          procs * int(args.world_size))
     if args.multiprocessing_distributed:
