@@ -36,6 +36,7 @@ per-cluster or moderate ``n`` (use ``backend='faiss'`` beyond that).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,10 @@ __all__ = ["KMeansResult", "kmeans", "constrained_kmeans_lockstep", "assign", "k
 BACKENDS = ("auto", "torch", "numpy", "faiss")
 # number of float32 distance entries computed per chunk (rows * K); 4M entries = 16 MB
 _CHUNK_ENTRIES = 1 << 22
+#: ``fit_rows='auto'``: Lloyd runs on all rows up to ``max(FIT_ROWS_MIN, FIT_ROWS_PER_CLUSTER
+#: * K)`` rows; beyond that on a seeded subsample of that size, then every row is assigned once
+FIT_ROWS_MIN = 1 << 16
+FIT_ROWS_PER_CLUSTER = 256
 
 
 @dataclass
@@ -99,11 +104,50 @@ def _chunk_rows(n, k):
     return int(max(256, min(n, _CHUNK_ENTRIES // max(int(k), 1))))
 
 
+def fit_size(n, k, fit_rows="auto"):
+    """Rows the Lloyd iterations of a ``k``-cluster run on ``n`` rows use (see :func:`kmeans`).
+
+    ``fit_rows``: ``'auto'`` (``max(FIT_ROWS_MIN, FIT_ROWS_PER_CLUSTER * k)``), ``None`` (all
+    rows) or an int ``>= k``. Returns an int in ``[min(n, k), n]``.
+    """
+    if fit_rows is None:
+        return int(n)
+    if isinstance(fit_rows, str):
+        if fit_rows != "auto":
+            raise ParameterError(f"fit_rows={fit_rows!r} must be 'auto', None or an int",
+                                 field="fit_rows")
+        m = max(FIT_ROWS_MIN, FIT_ROWS_PER_CLUSTER * int(k))
+    else:
+        m = check_int(fit_rows, "fit_rows", low=max(1, int(k)))
+    return int(min(n, m))
+
+
+def fit_subsample(n, m, seed, keep=None):
+    """Sorted int64 row numbers of the seeded fitting subsample: ``m`` rows drawn uniformly
+    without replacement from ``range(n)`` (a random stream of its own, so k-means++ seeding
+    with the same ``seed`` is unaffected), plus every row of ``keep`` (e.g. fixed samples)."""
+    rng = np.random.default_rng([int(seed), 0x5EED_F17])
+    rows = np.sort(rng.choice(n, size=int(m), replace=False).astype(np.int64))
+    if keep is not None and np.size(keep):
+        rows = np.union1d(rows, np.asarray(keep, dtype=np.int64))
+    return rows
+
+
+def _tensor(a):
+    """``torch.from_numpy(a)`` without copying, also for a read-only array (a ``np.load``
+    memmap): torch only reads these tensors, so its non-writable warning is silenced."""
+    import torch
+    if a.flags.writeable:
+        return torch.from_numpy(a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(a)
+
+
 def _matmul_t(A, B, backend):
     """``A @ B.T`` for float32 C-contiguous arrays."""
     if backend == "torch":
-        import torch
-        return torch.from_numpy(A).matmul(torch.from_numpy(B).T).numpy()
+        return _tensor(A).matmul(_tensor(B).T).numpy()
     return A @ B.T
 
 
@@ -158,13 +202,35 @@ def pairwise_sqdist(A, B, *, backend="auto", a_sqnorms=None, b_sqnorms=None):
 
 
 # --------------------------------------------------------------------------- assignment
+def _fixed_rows(fixed):
+    """Fixed samples as ``(rows, clusters)``: int64 row numbers (sorted) and their clusters.
+
+    ``fixed`` is None, an int array (n,) with ``-1`` = free, or already such a pair. None when
+    no sample is fixed. (Memory: the fixed rows only, not one entry per row.)
+    """
+    if fixed is None:
+        return None
+    if isinstance(fixed, tuple):
+        rows, clusters = (np.asarray(a, dtype=np.int64) for a in fixed)
+    else:
+        fixed = np.asarray(fixed)
+        rows = np.flatnonzero(fixed >= 0).astype(np.int64)
+        clusters = fixed[rows].astype(np.int64)
+    if rows.size == 0:
+        return None
+    if rows.size > 1 and not (np.diff(rows) > 0).all():
+        order = np.argsort(rows, kind="stable")
+        rows, clusters = rows[order], clusters[order]
+    return rows, clusters
+
+
 class _Run:
     """State of one Lloyd run: its centres, fixed samples and stopping bookkeeping."""
 
     def __init__(self, centers, fixed=None):
         self.K = centers.shape[0]
         self.centers = centers            # float32 (K, d), updated in place by relocation
-        self.fixed = fixed                # int64 (n,) with -1 = free, or None
+        self.fixed = _fixed_rows(fixed)   # (rows int64 sorted, clusters int64), or None
         self.labels = None                # int64 (n,) of the last assignment
         self.sqd = None                   # float32 (n,)
         self.inertia = np.inf
@@ -219,22 +285,23 @@ def _assign_runs(X, xsq, runs, backend, device=None):
         # one distance buffer reused for every chunk: repeated 16 MB allocations fragment
         # the heap and make the resident size creep up over the iterations
         buf = torch.empty((min(n, step), C.shape[0]), dtype=torch.float32, device=dev)
-        fixed_t = [None if r.fixed is None else torch.from_numpy(r.fixed).to(dev)
-                   for r in runs]
+        fixed_t = [None if r.fixed is None else
+                   (r.fixed[0], torch.from_numpy(r.fixed[1]).to(dev)) for r in runs]
         out_t = [(torch.from_numpy(lab), torch.from_numpy(sqd)) for lab, sqd in out]
         for s in range(0, n, step):
             e = min(n, s + step)
-            D = torch.addmm(csq_t[None, :], torch.from_numpy(X[s:e]).to(dev), Ct.T, alpha=-2.0,
+            D = torch.addmm(csq_t[None, :], _tensor(X[s:e]).to(dev), Ct.T, alpha=-2.0,
                             out=buf[:e - s])
             for j in range(len(runs)):
                 Dj = D[:, offs[j]:offs[j + 1]]
                 vals, lab = Dj.min(dim=1)        # first index on ties
                 if fixed_t[j] is not None:
-                    f = fixed_t[j][s:e]
-                    m = f >= 0
-                    if bool(m.any()):
-                        lab = torch.where(m, f, lab)
-                        vals = Dj.gather(1, lab[:, None])[:, 0]
+                    frows, fcl = fixed_t[j]
+                    a, b = np.searchsorted(frows, (s, e))
+                    if b > a:
+                        loc = torch.from_numpy(frows[a:b] - s).to(dev)
+                        lab[loc] = fcl[a:b]
+                        vals[loc] = Dj[loc, fcl[a:b]]
                 lab_t, sqd_t = out_t[j]
                 lab_t[s:e] = lab.cpu()
                 torch.clamp_min(vals.cpu() + xsq_t[s:e], 0.0, out=sqd_t[s:e])
@@ -251,10 +318,10 @@ def _assign_runs(X, xsq, runs, backend, device=None):
             Dj = D[:, offs[j]:offs[j + 1]]
             lab = Dj.argmin(axis=1)          # first index on ties
             if r.fixed is not None:
-                f = r.fixed[s:e]
-                m = f >= 0
-                if m.any():
-                    lab[m] = f[m]
+                frows, fcl = r.fixed
+                a, b = np.searchsorted(frows, (s, e))
+                if b > a:
+                    lab[frows[a:b] - s] = fcl[a:b]
             labels, sqd = out[j]
             labels[s:e] = lab
             np.maximum(Dj[rows, lab] + xsq[s:e], 0.0, out=sqd[s:e])
@@ -337,11 +404,11 @@ def knn(X, k, *, chunk=None, backend="auto"):
     xsq = _sqnorms(X)
     if be == "torch":
         import torch
-        Xt = torch.from_numpy(X)
+        Xt = _tensor(X)
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
         if be == "torch":
-            D = torch.from_numpy(X[s:e]).matmul(Xt.T)
+            D = _tensor(X[s:e]).matmul(Xt.T)
             D.mul_(-2.0).add_(torch.from_numpy(xsq)[None, :]).add_(torch.from_numpy(xsq[s:e])[:, None])
             D[torch.arange(e - s), torch.arange(s, e)] = float("inf")
             vals, inds = torch.topk(D, k, dim=1, largest=False, sorted=True)
@@ -437,7 +504,7 @@ def _sums(X, labels, K, be, step, device=None):
             e = min(X.shape[0], s + step)
             acc.zero_()
             acc.index_add_(0, torch.from_numpy(labels[s:e]).to(dev),
-                           torch.from_numpy(X[s:e]).to(dev))
+                           _tensor(X[s:e]).to(dev))
             sums += acc.cpu().numpy()
     else:
         for s in range(0, X.shape[0], step):
@@ -491,7 +558,7 @@ def _colsum(X, be):
     for s in range(0, X.shape[0], step):
         if be == "torch":
             import torch
-            out += torch.from_numpy(X[s:s + step]).sum(dim=0).numpy()
+            out += _tensor(X[s:s + step]).sum(dim=0).numpy()
         elif be == "float64":
             out += X[s:s + step].sum(axis=0, dtype=np.float64)
         else:
@@ -512,7 +579,9 @@ def _relocate_empty(X, labels, sqd, centers, K, fixed):
     empty = np.flatnonzero(counts == 0)
     if empty.size == 0:
         return 0
-    free = np.ones(X.shape[0], dtype=bool) if fixed is None else fixed < 0
+    free = np.ones(X.shape[0], dtype=bool)
+    if fixed is not None:
+        free[_fixed_rows(fixed)[0]] = False
     # don't take the sole member of a cluster
     free &= counts[labels] > 1
     cand = np.flatnonzero(free)
@@ -577,6 +646,19 @@ def _lloyd_runs(X, xsq, runs, max_iter, tol_abs, inertia_tol, be, device=None,
     return runs
 
 
+def _finish_all_rows(X, runs, be, device=None):
+    """Assign every row of ``X`` to the fitted centres of each run (fixed rows keep their
+    cluster), re-seed empty clusters, set ``labels`` / ``inertia`` (in place). One pass per
+    run, so that only one run's float32 distances (n,) exist at a time."""
+    xsq = _sqnorms(X)
+    for r in runs:
+        labels, sqd = _assign_runs(X, xsq, [r], be, device)[0]
+        _relocate_empty(X, labels, sqd, r.centers, r.K, r.fixed)
+        r.labels, r.inertia = labels, float(sqd.sum(dtype=np.float64))
+        del sqd
+    return runs
+
+
 def _lloyd(X, centers, max_iter, tol_abs, inertia_tol, be, fixed, xsq, device=None):
     r = _lloyd_runs(X, xsq, [_Run(centers, fixed)], max_iter, tol_abs, inertia_tol, be,
                     device)[0]
@@ -585,7 +667,8 @@ def _lloyd(X, centers, max_iter, tol_abs, inertia_tol, be, fixed, xsq, device=No
 
 
 def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, inertia_tol=1e-4,
-           init=None, fixed_labels=None, init_size=None, backend="auto", device=None):
+           init=None, fixed_labels=None, init_size=None, backend="auto", device=None,
+           fit_rows="auto"):
     """Seeded, deterministic Lloyd K-means, optionally with samples held in fixed clusters.
 
     Parameters
@@ -626,6 +709,15 @@ def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, inertia_to
         that is not available is an error, never a silent CPU run. ``X`` stays in host
         memory and is streamed to the device chunk by chunk; k-means++ seeding runs on the
         CPU.
+    fit_rows : 'auto', int or None
+        Rows the Lloyd iterations run on. With more rows than that, the centres are fitted
+        (seeding, iterations, restarts) on a seeded uniform subsample of that many rows plus
+        every fixed sample (:func:`fit_subsample`), then every row is assigned to them once
+        (fixed samples keep their cluster; an empty cluster is re-seeded as above); ``labels``
+        and ``inertia`` are those of all rows, ``n_iter`` the subsample's. ``'auto'`` (default)
+        is ``max(FIT_ROWS_MIN, FIT_ROWS_PER_CLUSTER * K)`` = ``max(65536, 256 K)`` (faiss'
+        256 points per centroid, with a floor), so data sets of up to 65,536 rows always use
+        every row; ``None`` always uses every row.
 
     Returns
     -------
@@ -670,6 +762,18 @@ def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, inertia_to
             raise ParameterError(f"init must be finite with shape ({K}, {d}), got {init.shape}",
                                  field="init")
         n_init = 1
+    m = fit_size(n, K, fit_rows)
+    if m < n:
+        rows = fit_subsample(n, m, seed, None if fixed is None else np.flatnonzero(fixed >= 0))
+        sub = kmeans(X[rows], K, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
+                     inertia_tol=inertia_tol, init=init,
+                     fixed_labels=None if fixed is None else fixed[rows], init_size=init_size,
+                     backend=backend, device=device, fit_rows=None)
+        del rows
+        run = _Run(sub.centers, fixed)
+        _finish_all_rows(X, [run], be, device)
+        return KMeansResult(centers=run.centers, labels=run.labels, inertia=run.inertia,
+                            n_iter=sub.n_iter)
     xsq = _sqnorms(X)
     tol_abs = float(tol) * _mean_feature_variance(X, xsq, be)
     best = None
@@ -707,7 +811,7 @@ def _seeded_init(X, K, fixed, seed, init_size, be):
 
 
 def constrained_kmeans_lockstep(X, specs, *, max_iter=50, tol=1e-4, inertia_tol=1e-4,
-                                backend="auto", progress=None):
+                                backend="auto", progress=None, fit_rows="auto", seed=0):
     """Several constrained seeded K-means runs on the same ``X``, iterated in lockstep.
 
     The prior of :mod:`as3l_plugin.propagation.seeded_kmeans` runs constrained K-means at
@@ -727,9 +831,11 @@ def constrained_kmeans_lockstep(X, specs, *, max_iter=50, tol=1e-4, inertia_tol=
     Parameters
     ----------
     X : ndarray of float32, shape (n, d)
-    specs : list of (init, fixed_labels)
-        ``init`` float32 (K, d): initial centres; ``fixed_labels`` int64 (n,): -1 for free
-        samples, else the sample's cluster, held in every assignment.
+        A read-only ``numpy.memmap`` works (it is read in row chunks, never copied whole).
+    specs : list of (init, fixed)
+        ``init`` float32 (K, d): initial centres; ``fixed``: the samples held in a cluster in
+        every assignment, as an int array (n,) with -1 for free samples, or as a pair
+        ``(rows, clusters)`` of int arrays (m,) (the same, without an entry per row).
     max_iter : int
     tol, inertia_tol : float
         As :func:`kmeans` (``tol`` is relative to the mean feature variance).
@@ -737,6 +843,12 @@ def constrained_kmeans_lockstep(X, specs, *, max_iter=50, tol=1e-4, inertia_tol=
         ``'numpy'``: numpy products; otherwise torch (faiss has no constrained assignment).
     progress : callable, optional
         Called with the number of unfinished runs after every iteration.
+    fit_rows : 'auto', int or None
+        As :func:`kmeans`, with K the largest K of ``specs``: beyond that many rows, the runs
+        iterate on one seeded subsample (every fixed sample included), then every row is
+        assigned once to each run's centres.
+    seed : int
+        Seeds the subsample only.
 
     Returns
     -------
@@ -744,9 +856,26 @@ def constrained_kmeans_lockstep(X, specs, *, max_iter=50, tol=1e-4, inertia_tol=
     """
     be = "numpy" if _resolve_backend(backend) == "numpy" else _resolve_backend("auto")
     X = np.ascontiguousarray(X, dtype=np.float32)
+    n = X.shape[0]
+    fixed = [_fixed_rows(f) for _, f in specs]
+    inits = [np.array(init, dtype=np.float32) for init, _ in specs]
+    m = fit_size(n, max(c.shape[0] for c in inits), fit_rows)
+    if m >= n:
+        runs = _lockstep_runs(X, inits, fixed, max_iter, tol, inertia_tol, be, progress)
+        return [(r.labels, r.n_iter) for r in runs]
+    keep = [f[0] for f in fixed if f is not None]
+    rows = fit_subsample(n, m, check_int(seed, "seed", low=0),
+                         np.unique(np.concatenate(keep)) if keep else None)
+    sub_fixed = [None if f is None else (np.searchsorted(rows, f[0]), f[1]) for f in fixed]
+    sub = _lockstep_runs(X[rows], inits, sub_fixed, max_iter, tol, inertia_tol, be, progress)
+    del rows
+    runs = _finish_all_rows(X, [_Run(r.centers, f) for r, f in zip(sub, fixed)], be)
+    return [(r.labels, s.n_iter) for r, s in zip(runs, sub)]
+
+
+def _lockstep_runs(X, inits, fixed, max_iter, tol, inertia_tol, be, progress):
     xsq = _sqnorms(X)
     tol_abs = float(tol) * _mean_feature_variance(X, xsq, "float64")
-    runs = [_Run(np.array(init, dtype=np.float32), fixed) for init, fixed in specs]
-    _lloyd_runs(X, xsq, runs, max_iter, tol_abs, float(inertia_tol), be, incremental=True,
-                progress=progress)
-    return [(r.labels, r.n_iter) for r in runs]
+    runs = [_Run(init, f) for init, f in zip(inits, fixed)]
+    return _lloyd_runs(X, xsq, runs, max_iter, tol_abs, float(inertia_tol), be,
+                       incremental=True, progress=progress)

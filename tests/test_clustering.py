@@ -214,3 +214,64 @@ def test_lockstep_runs_are_kmeans_with_init_and_fixed_labels():
     b = kmeans(X, 5, init=init, fixed_labels=fixed, backend="numpy")
     np.testing.assert_array_equal(a.labels, b.labels)
     assert a.centers.tobytes() != b"" and a.n_iter == b.n_iter
+
+
+def test_fit_rows_subsample_then_every_row_assigned():
+    """Beyond fit_rows, Lloyd runs on a seeded subsample (fixed rows included) and every row
+    is then assigned once: labels are the nearest fitted centre (fixed rows kept), the result
+    is deterministic per seed, and fit_rows >= n (or None) is the plain full-data run."""
+    from as3l_plugin.clustering import fit_size, fit_subsample
+
+    X, y = _mixture(n=4000, d=8, k=5, seed=1, scale=8.0)
+    fixed = np.full(4000, -1, dtype=np.int64)
+    fixed[[7, 3999]] = [0, 1]
+    a = kmeans(X, 5, seed=2, fit_rows=600, fixed_labels=fixed)
+    b = kmeans(X, 5, seed=2, fit_rows=600, fixed_labels=fixed)
+    assert a.labels.tobytes() == b.labels.tobytes() and a.centers.tobytes() == b.centers.tobytes()
+    assert a.labels.shape == (4000,) and a.labels[7] == 0 and a.labels[3999] == 1
+    free = fixed < 0
+    near = pairwise_sqdist(X, a.centers).argmin(1)
+    assert (a.labels[free] == near[free]).all()
+    np.testing.assert_allclose(a.inertia, float(((X - a.centers[a.labels]) ** 2).sum()), rtol=1e-4)
+    # well separated blobs: the subsample finds the same partition as all rows
+    full = kmeans(X, 5, seed=2, fit_rows=None)
+    from sklearn.metrics import adjusted_rand_score
+    assert adjusted_rand_score(kmeans(X, 5, seed=2, fit_rows=600).labels, full.labels) > 0.99
+    for fr in (4000, 10**6, None):
+        r = kmeans(X, 5, seed=2, fit_rows=fr)
+        assert r.labels.tobytes() == full.labels.tobytes()
+    # 'auto' keeps every row up to max(FIT_ROWS_MIN, 256 K)
+    assert fit_size(60000, 10) == 60000 and fit_size(10**6, 100) == 65536
+    assert fit_size(10**6, 1000) == 256000 and fit_size(500, 10, None) == 500
+    rows = fit_subsample(10**6, 1000, seed=0, keep=[5, 999999])
+    assert rows.size == len(set(rows.tolist())) and {5, 999999} <= set(rows.tolist())
+    assert (np.diff(rows) > 0).all() and (fit_subsample(10**6, 1000, 0) == fit_subsample(10**6, 1000, 0)).all()
+    with pytest.raises(ParameterError, match="fit_rows"):
+        kmeans(X, 5, fit_rows=4)
+    with pytest.raises(ParameterError, match="fit_rows"):
+        kmeans(X, 5, fit_rows="all")
+
+
+def test_lockstep_sparse_fixed_and_fit_rows():
+    """Fixed rows given as (rows, clusters) pairs are the same as the dense (n,) form; with
+    fit_rows below n the runs iterate on one subsample and every row is assigned at the end
+    (the fixed rows kept), deterministically."""
+    from as3l_plugin.clustering import constrained_kmeans_lockstep
+
+    X, _ = _mixture(n=3000, d=8, k=5, seed=4, scale=8.0)
+    rng = np.random.default_rng(1)
+    rows = np.array([2900, 11, 400, 1234, 77], dtype=np.int64)   # unsorted on purpose
+    dense, sparse = [], []
+    for K in (5, 8):
+        init = X[rng.choice(3000, K, replace=False)].copy()
+        cl = np.arange(5) % K
+        f = np.full(3000, -1, dtype=np.int64)
+        f[rows] = cl
+        dense.append((init, f))
+        sparse.append((init, (rows, cl)))
+    for fr in (None, 700):
+        a = constrained_kmeans_lockstep(X, dense, fit_rows=fr, seed=3)
+        b = constrained_kmeans_lockstep(X, sparse, fit_rows=fr, seed=3)
+        for (la, na), (lb, nb), (_, f) in zip(a, b, dense):
+            assert la.tobytes() == lb.tobytes() and na == nb
+            assert (la[rows] == f[rows]).all() and la.shape == (3000,)

@@ -261,3 +261,31 @@ def test_seeded_kmeans_lockstep_matches_sequential_runs():
         Pb = b.propagate(X, idx, y[idx], 6, seed=2)
     assert a.n_iter_per_k_ == b.n_iter_per_k_ and max(a.n_iter_per_k_.values()) > 2
     np.testing.assert_allclose(Pa, Pb, atol=1e-6)
+
+
+def test_prior_does_not_depend_on_the_finalize_block_size(monkeypatch, tmp_path):
+    """The prior is built in row blocks (RowEvidence, _finalize): any block size gives the
+    same bits, and a read-only memmap of the features gives the same prior as the array."""
+    from as3l_plugin.propagation import base
+    from as3l_plugin.propagation import get_propagator
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=5.0, size=(4, 6))
+    y = rng.integers(0, 4, 900)
+    X = (centers[y] + rng.normal(size=(900, 6))).astype(np.float32)
+    idx = np.array([5, 50, 500, 7, 800, 300])
+    outs = {}
+    for name, kw in (("seeded_kmeans", {}), ("seeded_kmeans", {"uncovered": "uniform"}),
+                     ("knn", {})):
+        for entries in (1 << 20, 4 * 7, 1):
+            monkeypatch.setattr(base, "_FINALIZE_ENTRIES", entries)
+            P = get_propagator(name, ks=(4, 9), **kw) if name == "seeded_kmeans" else \
+                get_propagator(name, **kw)
+            outs.setdefault((name, str(kw)), set()).add(
+                P.propagate(X, idx, y[idx], 4, seed=1).tobytes())
+    assert all(len(v) == 1 for v in outs.values())
+    np.save(tmp_path / "X.npy", X)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    a = get_propagator("seeded_kmeans").propagate(X, idx, y[idx], 4, seed=1)
+    b = get_propagator("seeded_kmeans").propagate(Xm, idx, y[idx], 4, seed=1)
+    assert a.tobytes() == b.tobytes()

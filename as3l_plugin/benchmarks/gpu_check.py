@@ -34,7 +34,7 @@ Stages (each timed; a failed stage is reported and the ones that need it are ski
 ``ddp_2proc``
     Two ranks (``mp.spawn``, nccl) where two GPUs exist; skipped otherwise.
 ``clustering``
-    ``clustering.kmeans(X, 100, max_iter=10, tol=0, inertia_tol=0, device=dev)`` on
+    ``clustering.kmeans(X, 100, max_iter=10, tol=0, inertia_tol=0, device=dev, fit_rows=None)`` on
     ``X`` float32 ``(1_000_000, 128)`` (tiny: ``(20_000, 128)``): rows x iterations per second
     and GEMM flop/s (``2 n d K`` per iteration).
 
@@ -540,7 +540,8 @@ def stage_clustering(size, ctx):
         import torch
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    res = kmeans(X, K, seed=0, max_iter=iters, tol=0.0, inertia_tol=0.0, device=str(ctx["device"]))
+    res = kmeans(X, K, seed=0, max_iter=iters, tol=0.0, inertia_tol=0.0,
+                 device=str(ctx["device"]), fit_rows=None)
     t = time.perf_counter() - t0
     it = int(res.n_iter)
     return {"shape": [n, d], "K": K, "n_iter": it, "seconds": round(t, 3),

@@ -15,7 +15,7 @@ its default subsample, computed once per size and *not* timed; its time is print
 for exactly ``--iters`` centre updates, tolerances off:
 
 - ``ours``: ``clustering.kmeans(X, K, init=C0, max_iter=iters, tol=0, inertia_tol=0,
-  backend='torch')`` (it still stops early if the labels stop changing; the iterations it
+  backend='torch', fit_rows=None)`` (every row in every iteration, as the peers below) (it still stops early if the labels stop changing; the iterations it
   ran are printed and the per-iteration figure divides by them);
 - ``faiss``: ``faiss.Kmeans(d, K, niter=iters, max_points_per_centroid=n)`` (all points, no
   subsampling) ``.train(X, init_centroids=C0)``; skipped when faiss is not installed;
@@ -108,7 +108,7 @@ def make_engines(X, C0, iters):
 
     def ours():
         return kmeans(X, K, init=C0, max_iter=iters, tol=0.0, inertia_tol=0.0,
-                      backend="torch").n_iter
+                      backend="torch", fit_rows=None).n_iter
 
     def sk():
         from sklearn.cluster import KMeans

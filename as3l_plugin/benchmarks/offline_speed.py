@@ -8,7 +8,9 @@ Run::
 For every data set and budget B the work is: select B samples with the ``as3l`` sampler
 (6 K-means runs at K = B, consistent groups, one medoid each) and propagate their true labels
 with ``seeded_kmeans`` at the default K list (10, 20, …, 60). The same steps are also run by a
-straightforward scikit-learn implementation written here (the peer):
+straightforward scikit-learn implementation written here (the peer), and by ``faiss``
+(``faiss.Kmeans`` with its defaults for the selection's runs, ``faiss.knn`` as the prior's
+assignment step on 256 points per centroid, then every row assigned; the rest as below):
 
 - selection: 6 × ``sklearn.cluster.KMeans(n_clusters=B, n_init=1, max_iter=50,
   random_state=r)`` (greedy k-means++, Lloyd, ``tol=1e-4``; ``max_iter`` as ours, not
@@ -141,7 +143,6 @@ def sklearn_select(X, budget, seed=0, n_runs=N_RUNS, init_rows=None):
     members, else among the 256 members nearest the mean against 1024 spread members).
     """
     from sklearn.cluster import KMeans
-    from sklearn.metrics import pairwise_distances
 
     n = X.shape[0]
     L = np.empty((n, n_runs), dtype=np.int64)
@@ -151,6 +152,29 @@ def sklearn_select(X, budget, seed=0, n_runs=N_RUNS, init_rows=None):
         km = KMeans(n_clusters=budget, init=init, n_init=1, max_iter=50,
                     random_state=seed * n_runs + r)
         L[:, r] = km.fit(X).labels_
+    return _groups_and_medoids(X, L, budget)
+
+
+def faiss_select(X, budget, seed=0, n_runs=N_RUNS):
+    """The same selection with ``faiss.Kmeans`` as a faiss user runs it (its defaults:
+    random initial centres, centres fitted on at most 256 points per centroid; 50 iterations
+    like ours), every row then assigned by the trained index."""
+    import faiss
+
+    n, d = X.shape
+    L = np.empty((n, n_runs), dtype=np.int64)
+    for r in range(n_runs):
+        km = faiss.Kmeans(d, budget, niter=50, seed=seed * n_runs + r + 1, verbose=False)
+        km.train(X)
+        L[:, r] = km.index.search(X, 1)[1][:, 0]
+    return _groups_and_medoids(X, L, budget)
+
+
+def _groups_and_medoids(X, L, budget):
+    """Consistent groups of the (n, runs) labels ``L``, the coverage pass and the medoids
+    (the peers' shared second half of the selection)."""
+    from sklearn.metrics import pairwise_distances
+
     _, inv, counts = np.unique(L, axis=0, return_inverse=True, return_counts=True)
     inv = inv.ravel()
     order = np.lexsort((np.arange(counts.size), -counts))
@@ -182,14 +206,51 @@ def sklearn_select(X, budget, seed=0, n_runs=N_RUNS, init_rows=None):
     return np.asarray(picks, dtype=np.int64)
 
 
+def _faiss_argmin_min(X, centers):
+    import faiss
+    D, I = faiss.knn(np.ascontiguousarray(X), np.ascontiguousarray(centers, dtype=np.float32), 1)
+    return I[:, 0].astype(np.int64), np.sqrt(np.maximum(D[:, 0], 0.0))
+
+
+def faiss_prior(X, idx, labels, num_classes, seed=0, ks=KS, max_iter=50, tol=1e-4):
+    """The same prior with ``faiss.knn`` as the assignment step: centres fitted on at most
+    256 points per centroid (faiss' rule; the labeled rows always in), every row assigned
+    to the final centres."""
+    n = X.shape[0]
+    m = min(n, 256 * max(ks))
+    rows = np.union1d(np.random.default_rng(seed).choice(n, m, replace=False), idx)
+    Xs = X[rows]
+    pos = np.searchsorted(rows, idx)
+    sub = sklearn_prior(Xs, pos, labels, num_classes, seed, ks, max_iter, tol,
+                        init_rows=4096, argmin_min=_faiss_argmin_min, centers_out=[])
+    votes = np.zeros((n, num_classes))
+    for K, centers, groups in sub:
+        lab = _faiss_argmin_min(X, centers)[0]
+        lab[idx] = groups
+        hist = np.zeros((K, num_classes))
+        np.add.at(hist, (lab[idx], labels), 1.0)
+        tot = hist.sum(axis=1, keepdims=True)
+        votes += np.divide(hist, tot, out=np.zeros_like(hist), where=tot > 0)[lab]
+    tot = votes.sum(axis=1, keepdims=True)
+    prior = np.where(tot > 0, votes / np.where(tot > 0, tot, 1), 1.0 / num_classes)
+    prior[idx] = np.eye(num_classes)[labels]
+    return prior.astype(np.float32)
+
+
 def sklearn_prior(X, idx, labels, num_classes, seed=0, ks=KS, max_iter=50, tol=1e-4,
-                  init_rows=None):
-    """Constrained seeded K-means at several K, straightforwardly with scikit-learn."""
+                  init_rows=None, argmin_min=None, centers_out=None):
+    """Constrained seeded K-means at several K, straightforwardly with scikit-learn.
+
+    ``argmin_min`` replaces scikit-learn's ``pairwise_distances_argmin_min`` as the
+    assignment step; with ``centers_out`` (a list) the final ``(K, centres, seed groups)`` of
+    every K are appended to it and returned instead of the prior (the faiss peer's fit).
+    """
     from sklearn.cluster import kmeans_plusplus
-    from sklearn.metrics import pairwise_distances_argmin, pairwise_distances_argmin_min
+    from sklearn.metrics import pairwise_distances_argmin_min
 
     from ..propagation.seeded_kmeans import seed_groups
 
+    argmin_min = argmin_min or pairwise_distances_argmin_min
     n = X.shape[0]
     tol_abs = tol * float(X.var(axis=0).mean())
     votes = np.zeros((n, num_classes))
@@ -205,7 +266,7 @@ def sklearn_prior(X, idx, labels, num_classes, seed=0, ks=KS, max_iter=50, tol=1
             centers = np.vstack([centers, extra]).astype(np.float32)
         prev, prev_inertia, final = None, np.inf, False
         for _ in range(max_iter):
-            lab, dist = pairwise_distances_argmin_min(X, centers)
+            lab, dist = argmin_min(X, centers)
             lab[idx] = groups
             dist[idx] = np.linalg.norm(X[idx] - centers[groups], axis=1)
             inertia = float((dist.astype(np.float64) ** 2).sum())
@@ -223,20 +284,26 @@ def sklearn_prior(X, idx, labels, num_classes, seed=0, ks=KS, max_iter=50, tol=1
             prev, prev_inertia = lab, inertia
             if shift <= tol_abs:
                 break
+        if centers_out is not None:
+            centers_out.append((K, centers, groups))
+            continue
         if not final:
-            lab = pairwise_distances_argmin(X, centers)
+            lab = argmin_min(X, centers)[0]
             lab[idx] = groups
         hist = np.zeros((K, num_classes))
         np.add.at(hist, (lab[idx], labels), 1.0)
         tot = hist.sum(axis=1, keepdims=True)
         votes += np.divide(hist, tot, out=np.zeros_like(hist), where=tot > 0)[lab]
+    if centers_out is not None:
+        return centers_out
     tot = votes.sum(axis=1, keepdims=True)
     prior = np.where(tot > 0, votes / np.where(tot > 0, tot, 1), 1.0 / num_classes)
     prior[idx] = np.eye(num_classes)[labels]
     return prior.astype(np.float32)
 
 
-SIDES = {"ours": (ours_select, ours_prior), "sklearn": (sklearn_select, sklearn_prior)}
+SIDES = {"ours": (ours_select, ours_prior), "faiss": (faiss_select, faiss_prior),
+         "sklearn": (sklearn_select, sklearn_prior)}
 
 
 def run_side(side, X, y, budgets, seed=0, peer_init="full"):
@@ -275,6 +342,8 @@ def _worker(args):
             pass
         from .. import clustering, propagation, selection  # noqa: F401
     else:
+        if args.worker == "faiss":
+            import faiss  # noqa: F401
         import sklearn.cluster  # noqa: F401
         import sklearn.metrics  # noqa: F401
     from .. import metrics  # noqa: F401
@@ -295,6 +364,14 @@ def _worker(args):
                       "peak_extra_bytes": None if peak is None or base is None else peak - base,
                       "features_bytes": int(X.nbytes),
                       "prior_bytes": int(X.shape[0] * (int(y.max()) + 1) * 4)}))
+
+
+def _have_faiss():
+    try:
+        import faiss  # noqa: F401
+        return True
+    except ImportError:
+        return False
 
 
 def _threads(side):
@@ -330,7 +407,9 @@ def main(argv=None):
     ap.add_argument("--dim", type=int, default=512, help="feature dimension")
     ap.add_argument("--budgets", type=int, nargs="+", default=[10, 100])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sides", nargs="+", choices=tuple(SIDES), default=list(SIDES))
+    ap.add_argument("--sides", nargs="+", choices=tuple(SIDES),
+                    default=[s for s in SIDES if s != "faiss" or _have_faiss()],
+                    help="default: all (faiss where it is installed)")
     ap.add_argument("--peer-init", choices=("full", "subsample"), default="full",
                     help="k-means++ of the scikit-learn peer: on all rows (its default) or on "
                          "max(4096, 64 K) random rows like ours")
@@ -369,12 +448,16 @@ def main(argv=None):
                           f"({run['prior_cpu_s']:.1f} CPU)   prior acc "
                           f"{100 * run['prior_accuracy']:5.1f}%   coverage "
                           f"{run['class_coverage']}", flush=True)
-            if "ours" in sides and "sklearn" in sides:
-                ratio = sides["sklearn"]["total_s"] / sides["ours"]["total_s"]
-                ratio_cpu = sides["sklearn"]["total_cpu_s"] / sides["ours"]["total_cpu_s"]
-                print(f"   ratio sklearn / ours: {ratio:.2f}x wall, {ratio_cpu:.2f}x CPU",
-                      flush=True)
-                sides["ratio"], sides["ratio_cpu"] = ratio, ratio_cpu
+            for peer in ("faiss", "sklearn"):
+                if "ours" not in sides or peer not in sides:
+                    continue
+                ratio = sides[peer]["total_s"] / sides["ours"]["total_s"]
+                ratio_cpu = sides[peer]["total_cpu_s"] / sides["ours"]["total_cpu_s"]
+                print(f"   ratio {peer} / ours: {ratio:.2f}x wall, {ratio_cpu:.2f}x CPU "
+                      "(> 1: ours is faster)", flush=True)
+                sides[f"ratio_{peer}"], sides[f"ratio_{peer}_cpu"] = ratio, ratio_cpu
+                if peer == "sklearn":  # the key earlier JSON files used
+                    sides["ratio"], sides["ratio_cpu"] = ratio, ratio_cpu
             results["data"][name] = sides
     results["load_after"] = os.getloadavg()[0]
     print(f"\nload average before/after: {results['load_before']:.2f} / "

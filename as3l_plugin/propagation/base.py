@@ -26,6 +26,20 @@ from ..registry import Configurable
 from ..validate import check_index_set, check_int
 
 
+#: float64 evidence entries turned into prior rows at a time (8 MB)
+_FINALIZE_ENTRIES = 1 << 20
+
+
+class RowEvidence:
+    """Evidence handed out in row blocks, for propagators that need not hold the whole
+    float64 ``(n, C)`` matrix: ``rows(s, e)`` returns the evidence of rows ``s:e`` as an
+    array ``(e - s, C)`` of non-negative floats; ``n`` is the number of rows."""
+
+    def __init__(self, n, rows):
+        self.n = int(n)
+        self.rows = rows
+
+
 class PropagationWarning(UserWarning):
     """A propagation result is valid but degenerate (e.g. rows with no label evidence)."""
 
@@ -107,34 +121,53 @@ class BasePropagator(Configurable):
         X = check_features(features)
         idx, lab = check_labeled(labeled_idx, labels, X.shape[0], num_classes)
 
-        evidence = np.asarray(self._propagate(X, idx, lab, num_classes, seed), dtype=np.float64)
-        if evidence.shape != (X.shape[0], num_classes):
-            raise PriorError(f"{type(self).__name__} returned shape {evidence.shape}, expected "
-                             f"{(X.shape[0], num_classes)} (a bug in the propagator)")
-        if not np.isfinite(evidence).all() or (evidence < 0).any():
-            raise PriorError(f"{type(self).__name__} returned negative or non-finite evidence "
-                             "(a bug in the propagator)")
+        evidence = self._propagate(X, idx, lab, num_classes, seed)
+        if not isinstance(evidence, RowEvidence):
+            evidence = np.asarray(evidence, dtype=np.float64)
+            if evidence.shape != (X.shape[0], num_classes):
+                raise PriorError(f"{type(self).__name__} returned shape {evidence.shape}, "
+                                 f"expected {(X.shape[0], num_classes)} (a bug in the "
+                                 "propagator)")
+            evidence = RowEvidence(evidence.shape[0], lambda s, e, a=evidence: a[s:e])
         return self._finalize(evidence, idx, lab, num_classes)
 
     def _finalize(self, evidence, idx, lab, num_classes) -> np.ndarray:
-        n = evidence.shape[0]
-        totals = evidence.sum(axis=1)
-        has = totals > 0
-        has[idx] = True
-        prior = np.empty_like(evidence)
-        prior[has] = evidence[has] / np.where(totals[has] > 0, totals[has], 1.0)[:, None]
-        prior[~has] = 1.0 / num_classes
-        prior[idx] = 0.0
-        prior[idx, lab] = 1.0
-        self.n_uniform_ = int((~has).sum())
-        self.coverage_ = float(has.mean())
+        """The prior from ``evidence`` (:class:`RowEvidence`), in row blocks: the float64
+        evidence of at most ``_FINALIZE_ENTRIES`` entries exists at a time (every step is
+        row-wise, so the result does not depend on the block size)."""
+        n = evidence.n
+        order = np.argsort(idx, kind="stable")
+        idx_s, lab_s = idx[order], lab[order]
+        prior = np.empty((n, num_classes), dtype=np.float32)
+        n_uniform = 0
+        step = max(1, _FINALIZE_ENTRIES // num_classes)
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            ev = np.asarray(evidence.rows(s, e), dtype=np.float64)
+            if not np.isfinite(ev).all() or (ev < 0).any():
+                raise PriorError(f"{type(self).__name__} returned negative or non-finite "
+                                 "evidence (a bug in the propagator)")
+            a, b = np.searchsorted(idx_s, (s, e))
+            li, ll = idx_s[a:b] - s, lab_s[a:b]
+            totals = ev.sum(axis=1)
+            has = totals > 0
+            has[li] = True
+            block = np.empty_like(ev)
+            block[has] = ev[has] / np.where(totals[has] > 0, totals[has], 1.0)[:, None]
+            block[~has] = 1.0 / num_classes
+            block[li] = 0.0
+            block[li, ll] = 1.0
+            n_uniform += int((~has).sum())
+            out = block.astype(np.float32)
+            # renormalise in float32 so that rows sum to 1 at the stored precision
+            out /= out.sum(axis=1, keepdims=True)
+            prior[s:e] = out
+        self.n_uniform_ = n_uniform
+        self.coverage_ = float((n - n_uniform) / n)
         if self.n_uniform_:
             warnings.warn(f"{self.n_uniform_} of {n} rows got no label evidence from "
                           f"{self.name or type(self).__name__} and were set to the uniform "
                           "distribution", PropagationWarning, stacklevel=3)
-        prior = prior.astype(np.float32)
-        # renormalise in float32 so that rows sum to 1 at the stored precision
-        prior /= prior.sum(axis=1, keepdims=True)
         return prior
 
     def _propagate(self, X, labeled_idx, labels, num_classes, seed) -> np.ndarray:

@@ -51,7 +51,7 @@ import numpy as np
 
 from ..clustering import BACKENDS
 from ..errors import ParameterError
-from .base import BasePropagator, PropagationWarning
+from .base import BasePropagator, PropagationWarning, RowEvidence
 
 DEFAULT_KS = (10, 20, 30, 40, 50, 60)
 UNCOVERED = ("ignore", "uniform")
@@ -140,7 +140,8 @@ def initial_centers(X, labeled_idx, labels, ks, seed, *, backend="auto"):
 
     Returns
     -------
-    list of (init float32 (K, d), fixed_labels int64 (n,)), one per K.
+    list of (init float32 (K, d), (rows int64 (m,), clusters int64 (m,))), one per K: the
+    seeds' row numbers (``labeled_idx``) and the cluster each is held in.
     """
     from ..clustering import kmeans_plusplus
 
@@ -167,9 +168,8 @@ def initial_centers(X, labeled_idx, labels, ks, seed, *, backend="auto"):
         else:
             init = kmeans_plusplus(X, K, seed=seed, centers0=means, backend=backend)
             init[:G] = means
-        fixed = np.full(n, -1, dtype=np.int64)
-        fixed[labeled_idx] = groups
-        specs.append((np.ascontiguousarray(init, dtype=np.float32), fixed))
+        specs.append((np.ascontiguousarray(init, dtype=np.float32),
+                      (np.asarray(labeled_idx, dtype=np.int64), groups)))
     return specs
 
 
@@ -255,7 +255,7 @@ class SeededKMeansPropagator(BasePropagator):
             p["ks"] = [int(k) for k in p["ks"]]
         return p
 
-    def _runs(self, X, specs):
+    def _runs(self, X, specs, seed=0):
         """Labels of every constrained K-means run, as [(labels, n_iter)] in ``specs`` order."""
         from tqdm.auto import tqdm
 
@@ -271,15 +271,17 @@ class SeededKMeansPropagator(BasePropagator):
                 return constrained_kmeans_lockstep(
                     X, specs, max_iter=int(self.max_iter), tol=float(self.tol),
                     backend="numpy" if self.backend == "numpy" else "auto",
-                    progress=progress)
+                    progress=progress, seed=seed)
             finally:
                 bar.close()
         from ..clustering import kmeans
 
         out = []
-        for init, fixed in tqdm(specs, desc="seeded k-means", unit="K", disable=None,
-                                leave=False):
-            res = kmeans(X, init.shape[0], n_init=1, max_iter=int(self.max_iter),
+        for init, (rows, clusters) in tqdm(specs, desc="seeded k-means", unit="K",
+                                           disable=None, leave=False):
+            fixed = np.full(X.shape[0], -1, dtype=np.int64)
+            fixed[rows] = clusters
+            res = kmeans(X, init.shape[0], seed=seed, n_init=1, max_iter=int(self.max_iter),
                          tol=float(self.tol), init=init, fixed_labels=fixed,
                          backend=self.backend)
             out.append((res.labels, int(res.n_iter)))
@@ -300,23 +302,32 @@ class SeededKMeansPropagator(BasePropagator):
             ks = tuple(min(k, distinct) for k in ks)
         specs = initial_centers(X, labeled_idx, labels, ks, seed,
                                 backend="numpy" if self.backend == "numpy" else "auto")
-        votes = np.zeros((n, num_classes), dtype=np.float64)
-        covered_any = np.zeros(n, dtype=bool)
         self.coverage_per_k_ = {}
         self.n_iter_per_k_ = {}
-        for K, (lab_all, n_iter) in zip(ks, self._runs(X, specs)):
+        runs = []  # (labels int64 (n,), normalised histogram (K, C), has-seed (K,)) per K
+        for K, (lab_all, n_iter) in zip(ks, self._runs(X, specs, seed)):
             hist = np.zeros((K, num_classes), dtype=np.float64)
             np.add.at(hist, (lab_all[labeled_idx], labels), 1.0)
             tot = hist.sum(axis=1)
             has = tot > 0
             hist[has] /= tot[has, None]
-            row_has = has[lab_all]
-            votes += hist[lab_all]
-            if self.uncovered == "uniform":
-                votes[~row_has] += 1.0 / num_classes
-            covered_any |= row_has
-            self.coverage_per_k_[int(K)] = float(row_has.mean())
+            runs.append((lab_all, hist, has))
+            self.coverage_per_k_[int(K)] = float(np.count_nonzero(has[lab_all]) / n)
             self.n_iter_per_k_[int(K)] = int(n_iter)
-        if self.uncovered == "uniform":
-            votes[~covered_any] = 0.0  # no real evidence at all: let the base make it uniform
-        return votes / len(ks)
+        uniform = self.uncovered == "uniform"
+
+        def rows(s, e):
+            """The averaged votes of rows s:e (float64), summed over K in ``ks`` order."""
+            votes = np.zeros((e - s, num_classes), dtype=np.float64)
+            covered_any = np.zeros(e - s, dtype=bool)
+            for lab_all, hist, has in runs:
+                lab = lab_all[s:e]
+                row_has = has[lab]
+                votes += hist[lab]
+                if uniform:
+                    votes[~row_has] += 1.0 / num_classes
+                covered_any |= row_has
+            if uniform:
+                votes[~covered_any] = 0.0  # no real evidence: let the base make it uniform
+            return votes / len(ks)
+        return RowEvidence(n, rows)
