@@ -192,9 +192,12 @@ class AS3LSampler(BaseSampler):
 
     # ----------------------------------------------------------------- pieces
     def _runs(self, X, K, seed):
+        from tqdm.auto import tqdm
+
         seeds = np.random.SeedSequence(seed).generate_state(self.n_runs)
         out = np.empty((self.n_runs, X.shape[0]), dtype=np.int64)
-        for c, s in enumerate(seeds):
+        for c, s in enumerate(tqdm(seeds, desc=f"as3l k-means runs (K={K})", unit="run",
+                                   disable=None, leave=False)):
             out[c] = kmeans(X, K, seed=int(s), max_iter=self.max_iter,
                             backend=self.backend).labels
         return out
