@@ -25,15 +25,16 @@ def test_tiny_run_prints_a_table_that_parses(capsys, tmp_path):
     assert "ours" in rows and "sklearn" in rows
     for name in ("ours", "faiss", "sklearn"):
         if name in rows:
-            iters, wall, cpu, per_iter, gflops, ratio = rows[name]
+            iters, wall, cpu, per_iter, gflops, pct, ratio = rows[name]
             assert 1 <= int(iters) <= 20 and float(wall) > 0 and float(per_iter) > 0
-            assert float(cpu) >= 0
+            assert float(cpu) >= 0 and pct.endswith("%")
             assert float(gflops) > 0 and float(ratio) > 0
     assert float(rows["ours"][-1]) == 1.0
     for name in bench.PRODUCTS:
         wall, cpu, gflops, pct, ratio = rows[name]
         assert float(wall) > 0 and float(gflops) > 0 and pct.endswith("%")
-    assert rows["numpy X @ C.T"][3] == "100%"
+    assert rows["torch mm"][3] == "100%"
+    assert "of the torch mm throughput per Lloyd iteration" in text
     res = json.loads(out.read_text())
     assert [(r["n"], r["d"], r["K"]) for r in res] == [(2000, 16, 5)]
     assert set(res[0]["products"]) == set(bench.PRODUCTS)
