@@ -54,7 +54,6 @@ _CHUNK_ENTRIES = 1 << 22
 #: * K)`` rows; beyond that on a seeded subsample of that size, then every row is assigned once
 FIT_ROWS_MIN = 1 << 16
 FIT_ROWS_PER_CLUSTER = 256
-REFINE_ITER = 0
 
 
 @dataclass
@@ -771,11 +770,6 @@ def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, inertia_to
                      fixed_labels=None if fixed is None else fixed[rows], init_size=init_size,
                      backend=backend, device=device, fit_rows=None)
         del rows
-        if REFINE_ITER:
-            xsq = _sqnorms(X)
-            res = _lloyd(X, sub.centers, REFINE_ITER, float(tol) * _mean_feature_variance(X, xsq, be),
-                         float(inertia_tol), be, fixed, xsq, device)
-            return KMeansResult(res.centers, res.labels, res.inertia, sub.n_iter + res.n_iter)
         run = _Run(sub.centers, fixed)
         _finish_all_rows(X, [run], be, device)
         return KMeansResult(centers=run.centers, labels=run.labels, inertia=run.inertia,
@@ -875,9 +869,6 @@ def constrained_kmeans_lockstep(X, specs, *, max_iter=50, tol=1e-4, inertia_tol=
     sub_fixed = [None if f is None else (np.searchsorted(rows, f[0]), f[1]) for f in fixed]
     sub = _lockstep_runs(X[rows], inits, sub_fixed, max_iter, tol, inertia_tol, be, progress)
     del rows
-    if REFINE_ITER:
-        runs = _lockstep_runs(X, [r.centers for r in sub], fixed, REFINE_ITER, tol, inertia_tol, be, None)
-        return [(r.labels, s.n_iter + r.n_iter) for r, s in zip(runs, sub)]
     runs = _finish_all_rows(X, [_Run(r.centers, f) for r, f in zip(sub, fixed)], be)
     return [(r.labels, s.n_iter) for r, s in zip(runs, sub)]
 
