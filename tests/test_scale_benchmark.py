@@ -23,3 +23,20 @@ def test_scale_benchmark_tiny(tmp_path, capsys):
     X, y = np.load(fx), np.load(fy)
     assert X.shape == (3000, 8) and X.dtype == np.float32 and set(np.unique(y)) <= set(range(10))
     assert scale.gmm_file(tmp_path, 3000, 8) == (fx, fy)
+
+
+def test_fit_rows_quality_tiny(monkeypatch, capsys):
+    """The subsample-vs-all-rows comparison runs both fits and prints paired rows (a
+    mixture stands in for Fashion-MNIST)."""
+    from as3l_plugin import clustering
+    from as3l_plugin.benchmarks import fit_rows_quality as fq
+    from as3l_plugin.benchmarks.offline_speed import make_gmm
+
+    monkeypatch.setattr(fq, "pca_pixels", lambda dim=50: make_gmm(n=4000, dim=8, spread=2.0))
+    floor = clustering.FIT_ROWS_MIN
+    assert fq.main(["--seeds", "0", "--budgets", "10", "--fit-rows", "1000"]) == 0
+    assert clustering.FIT_ROWS_MIN == floor            # restored
+    text = capsys.readouterr().out
+    row = [line for line in text.splitlines() if line.startswith("| 10 | 0 |")][0]
+    full, sub = (float(v) for v in row.strip("| ").split("|")[2:4])
+    assert 0 < full <= 100 and 0 < sub <= 100 and "| 10 | mean |" in text
