@@ -10,16 +10,27 @@ from __future__ import annotations
 import inspect
 
 from .errors import ParameterError
+from .validate import check_params
 
 __all__ = ["Configurable", "Registry"]
 
 
 class Configurable:
-    """Hyper-parameters taken as keyword-only ``__init__`` arguments and stored unchanged;
-    validated by :meth:`_check_params` (override)."""
+    """Hyper-parameters taken as keyword-only ``__init__`` arguments and stored unchanged,
+    declared in ``_parameter_constraints`` and checked by :meth:`_check_params`.
+
+    ``_parameter_constraints`` maps a parameter name to its accepted kinds (``None``,
+    :class:`~as3l_plugin.validate.Interval`, :class:`~as3l_plugin.validate.Options`,
+    :class:`~as3l_plugin.validate.Boolean`), checked in the dict's order by
+    :func:`as3l_plugin.validate.check_params`; a parameter left out is not checked here (the
+    engine it is handed to checks it). A rule the spec cannot express goes in an override of
+    :meth:`_check_params` that also calls ``super()._check_params()``.
+    """
 
     #: registry name, set by :meth:`Registry.register`
     name: str = ""
+    #: parameter name -> accepted kinds (see the class docstring)
+    _parameter_constraints: dict = {}
 
     @classmethod
     def _param_names(cls) -> list[str]:
@@ -35,7 +46,9 @@ class Configurable:
         return out
 
     def _check_params(self) -> None:
-        """Raise :class:`ParameterError` for an invalid hyper-parameter (override)."""
+        """Raise :class:`ParameterError` for an invalid hyper-parameter (the first, in
+        ``_parameter_constraints`` order)."""
+        check_params(self, self._parameter_constraints)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -61,6 +74,11 @@ class Registry:
             if not (isinstance(c, type) and issubclass(c, self.base)):
                 raise ParameterError(f"{c!r} is not a {self.base.__name__} subclass",
                                      field="cls")
+            stray = sorted(set(c._parameter_constraints) - set(c._param_names()))
+            if stray:
+                raise ParameterError(f"{c.__name__}._parameter_constraints names "
+                                     f"{', '.join(stray)}, not keyword-only arguments of "
+                                     "__init__", field="cls")
             c.name = name
             self.classes[name] = c
             return c

@@ -71,8 +71,8 @@ class BasePropagator(Configurable):
     """Base class of the propagators; see the module docstring for the contract.
 
     Subclasses take their hyper-parameters as keyword-only ``__init__`` arguments, store
-    them unchanged, validate them in :meth:`_check_params` and implement
-    :meth:`_propagate` (``get_params``, ``__repr__``:
+    them unchanged, declare their constraints in ``_parameter_constraints`` and implement
+    :meth:`_propagate` (checks, ``get_params``, ``__repr__``:
     :class:`as3l_plugin.registry.Configurable`).
     """
 

@@ -51,6 +51,7 @@ import numpy as np
 
 from ..clustering import BACKENDS
 from ..errors import ParameterError
+from ..validate import Boolean, Interval, Options
 from .base import BasePropagator, PropagationWarning
 
 DEFAULT_KS = (10, 20, 30, 40, 50, 60)
@@ -217,7 +218,21 @@ class SeededKMeansPropagator(BasePropagator):
         self.lockstep = lockstep
         self.backend = backend
 
+    _parameter_constraints = {
+        # ks: _ks() (a list, checked and normalised before the others)
+        "max_iter": [Interval(int, 1, None, message="must be an int >= 1")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left", bool_ok=True)],
+        "lockstep": [Boolean()],
+        "backend": [Options(BACKENDS)],
+        "uncovered": [Options(UNCOVERED)],
+    }
+
     def _check_params(self):
+        self._ks()
+        super()._check_params()
+
+    def _ks(self) -> tuple:
+        """``ks`` as a tuple of ints, or :class:`ParameterError`."""
         ks = self.ks
         if isinstance(ks, numbers.Integral) and not isinstance(ks, bool):
             ks = (ks,)
@@ -230,21 +245,6 @@ class SeededKMeansPropagator(BasePropagator):
                          for k in ks):
             raise ParameterError(f"ks={self.ks!r} must be a non-empty list of ints >= 1",
                                  field="ks")
-        if (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral)
-                or self.max_iter < 1):
-            raise ParameterError(f"max_iter={self.max_iter!r} must be an int >= 1",
-                                 field="max_iter")
-        if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
-            raise ParameterError(f"tol={self.tol!r} must be a float >= 0", field="tol")
-        if not isinstance(self.lockstep, (bool, np.bool_)):
-            raise ParameterError(f"lockstep={self.lockstep!r} must be true or false",
-                                 field="lockstep")
-        if self.backend not in BACKENDS:
-            raise ParameterError(f"backend={self.backend!r} must be one of {BACKENDS}",
-                                 field="backend")
-        if self.uncovered not in UNCOVERED:
-            raise ParameterError(f"uncovered={self.uncovered!r} must be one of {UNCOVERED}",
-                                 field="uncovered")
         return tuple(int(k) for k in ks)
 
     def get_params(self):
@@ -286,7 +286,7 @@ class SeededKMeansPropagator(BasePropagator):
         return out
 
     def _propagate(self, X, labeled_idx, labels, num_classes, seed):
-        ks = self._check_params()
+        ks = self._ks()
         n = X.shape[0]
         if max(ks) > n:
             warnings.warn(f"ks={list(ks)} has K > n_samples={n}; those runs use K={n}",
