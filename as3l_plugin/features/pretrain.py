@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
-from ..errors import OutputError, ParameterError, StaleInputError
+from ..errors import OutputError, ParameterError, StaleInputError, TrainingError
 
 CHECKPOINT_FORMAT = "as3l-simsiam-checkpoint/1"
 
@@ -386,8 +386,8 @@ class SimSiamPretrainer:
                         bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.4f}")
                 bar.close()
                 if not torch.isfinite(loss_sum):
-                    raise ParameterError(f"SimSiam loss became {loss_sum.item()} in epoch "
-                                         f"{epoch + 1}; lower --lr", field="base_lr")
+                    raise TrainingError(f"SimSiam loss became {loss_sum.item()} in epoch "
+                                        f"{epoch + 1}; lower --lr", field="base_lr")
                 rec = {"epoch": epoch + 1, "loss": float(loss_sum) / steps,
                        "z_std": float(zstd_sum) / steps, "lr": lr,
                        "seconds": time.perf_counter() - t0,

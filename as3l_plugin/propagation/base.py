@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import InputError, LabelsError, ParameterError, PriorError
+from ..errors import ContractError, LabelsError
 from ..io import check_features
 from ..registry import Configurable
 from ..validate import check_index_set, check_int
@@ -109,11 +109,12 @@ class BasePropagator(Configurable):
 
         evidence = np.asarray(self._propagate(X, idx, lab, num_classes, seed), dtype=np.float64)
         if evidence.shape != (X.shape[0], num_classes):
-            raise PriorError(f"{type(self).__name__} returned shape {evidence.shape}, expected "
-                             f"{(X.shape[0], num_classes)} (a bug in the propagator)")
+            raise ContractError(f"{type(self).__name__} returned shape {evidence.shape}, "
+                                f"expected {(X.shape[0], num_classes)} (a bug in the "
+                                "propagator)")
         if not np.isfinite(evidence).all() or (evidence < 0).any():
-            raise PriorError(f"{type(self).__name__} returned negative or non-finite evidence "
-                             "(a bug in the propagator)")
+            raise ContractError(f"{type(self).__name__} returned negative or non-finite "
+                                "evidence (a bug in the propagator)")
         return self._finalize(evidence, idx, lab, num_classes)
 
     def _finalize(self, evidence, idx, lab, num_classes) -> np.ndarray:
