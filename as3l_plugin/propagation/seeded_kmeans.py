@@ -191,8 +191,8 @@ class SeededKMeansPropagator(BasePropagator):
         module docstring).
     lockstep : bool, default=True
         Iterate the runs of all K together, one pass over the features per iteration
-        (:func:`as3l_plugin.clustering.constrained_kmeans_lockstep`; same algorithm,
-        several times faster on large data); ``False`` calls :func:`as3l_plugin.clustering.kmeans` once per K.
+        (:func:`as3l_plugin.clustering.constrained_kmeans_lockstep`; same algorithm);
+        ``False`` calls :func:`as3l_plugin.clustering.kmeans` once per K.
     backend : {'auto', 'torch', 'numpy', 'faiss'}, default='auto'
         Matrix-product backend (``'faiss'`` applies to ``lockstep=False`` only).
 

@@ -51,15 +51,11 @@ candidate (ties: earlier in rank; the largest group gets its farthest distance),
 & Laio's density-peak rule, 2014). Large groups lying next to a larger one — two halves of
 one class that some runs split — score low, so the picks spread over distinct dense regions
 instead of following run 0's partition. Then the same fill passes. Its default
-representative is ``'typical'`` (the density mode of the group), which measured better than
-the medoid with this variant on Fashion-MNIST (+2.5 points at 1 label/class, 8 seeds) and
-equal on digits.
+representative is ``'typical'`` (the density mode of the group).
 
-Measured (``python -m as3l_plugin.benchmarks.offline_quality``, PCA-50 pixel features,
-seeded-K-means prior): ``density`` is ahead of ``faithful`` at 1 label per class on both data
-sets and level at 4; on fixed pixel features neither is clearly ahead of TypiClust at
-1 label per class (differences of 1–3 points are within the seed-to-seed spread of which
-K-means local optimum is reached). Both are offered; ``faithful`` stays the default.
+Both variants are offered; ``faithful`` stays the default. How they compare with each other
+and with the peers: the README, "Offline stage" → "Quality"
+(``python -m as3l_plugin.benchmarks.offline_quality``).
 
 Attributes
 ----------
