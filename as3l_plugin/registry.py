@@ -65,7 +65,14 @@ class Registry:
         self.classes: dict[str, type] = {}
 
     def register(self, name: str, cls: type | None = None):
-        """Register ``cls`` under ``name`` (also as a decorator); sets ``cls.name``."""
+        """Register ``cls`` under ``name`` (also as a decorator); sets ``cls.name``.
+
+        Raises
+        ------
+        ParameterError
+            ``name`` is already registered, ``cls`` is not a subclass of the base, or its
+            ``_parameter_constraints`` name a parameter ``__init__`` does not take.
+        """
         def _add(c):
             if name in self.classes:
                 old = self.classes[name]
@@ -89,7 +96,13 @@ class Registry:
         return sorted(self.classes)
 
     def build(self, name: str, **params):
-        """An instance of the class ``name`` with ``params``, checked."""
+        """An instance of the class ``name`` with hyper-parameters ``params``, checked.
+
+        Raises
+        ------
+        ParameterError
+            Unknown name (the message lists the known ones), unknown or invalid parameter.
+        """
         if name not in self.classes:
             raise ParameterError(f"unknown {self.kind} {name!r}; known: "
                                  f"{', '.join(self.names())}", field=self.kind)

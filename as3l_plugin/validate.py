@@ -19,7 +19,8 @@ __all__ = ["Boolean", "Interval", "Options", "check_device", "check_index_set", 
 
 
 def check_int(value, name: str, *, low: int | None = None, high: int | None = None,
-              error=ParameterError, named: bool = True, loose: bool = False) -> int:
+              error=ParameterError, named: bool = True, loose: bool = False,
+              message: str | None = None) -> int:
     """``value`` as an ``int``, or ``error`` (field ``name``) when it is not one or is out of
     ``[low, high]`` (either bound optional).
 
@@ -36,6 +37,9 @@ def check_int(value, name: str, *, low: int | None = None, high: int | None = No
         False: only integers (``int`` or numpy integers; ``bool`` refused). True: anything
         ``float()`` reads as a whole number (``"6900"``, ``6900.0``; Python ``bool``
         refused), as YAML config values may be.
+    message : str, optional
+        One wording for every refusal instead: ``"{name}={value!r} {message}"`` (e.g.
+        ``message="must be an int >= 1"``).
     """
     v = None
     if loose:
@@ -49,9 +53,13 @@ def check_int(value, name: str, *, low: int | None = None, high: int | None = No
     elif not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Integral):
         v = int(value)
     if v is None:
+        if message is not None:
+            raise error(f"{name}={value!r} {message}", field=name)
         msg = f"{name}={value!r} must be an int" if named else f"expected an integer, got {value!r}"
         raise error(msg, field=name)
     if (low is not None and v < low) or (high is not None and v > high):
+        if message is not None:
+            raise error(f"{name}={value!r} {message}", field=name)
         if high is None:
             rng = f">= {low}"
         elif low is None:
@@ -149,7 +157,8 @@ class Interval:
     (``None``: unbounded); ``closed`` is ``'both'``, ``'left'``, ``'right'`` or ``'neither'``.
 
     ``int``: :func:`check_int`'s rule (``bool`` refused) and wording (``"k='a' must be an
-    int"``, ``"k=0 must be >= 1"``), or, with ``message``, that one text for every refusal.
+    int"``, ``"k=0 must be >= 1"``), or, with ``message``, that one text for every refusal
+    (``"k=np.int64(0) must be an int >= 1"``).
     ``Real``: a ``numbers.Real`` (``bool`` refused unless ``bool_ok``; NaN never in range;
     ``finite`` also refuses +-inf), refused as ``"{name}={value!r} must be a float in
     [0, 10]"`` (``"... >= 0"``, ``"... > 0"`` for one bound) or ``message``.
@@ -172,7 +181,7 @@ class Interval:
         return ((self.left is None or (self.left < v if lo_open else self.left <= v))
                 and (self.right is None or (v < self.right if hi_open else v <= self.right)))
 
-    def _wording(self) -> str:
+    def _wording(self) -> str:  # Real only
         if self.message is not None:
             return self.message
         if self.right is None:
@@ -187,17 +196,12 @@ class Interval:
 
     def check(self, value, name, error=ParameterError):
         if self.type is int:
-            if self.message is None:
-                check_int(value, name, low=self.left, high=self.right, error=error)
-                return
-            ok = (not isinstance(value, bool) and isinstance(value, numbers.Integral)
-                  and self._in_range(value))
-        else:
-            ok = ((self.bool_ok or not isinstance(value, bool))
+            check_int(value, name, low=self.left, high=self.right, error=error,
+                      message=self.message)
+        elif not ((self.bool_ok or not isinstance(value, bool))
                   and isinstance(value, numbers.Real)
                   and (not self.finite or np.isfinite(value))
-                  and self._in_range(value))
-        if not ok:
+                  and self._in_range(value)):
             raise error(f"{name}={value!r} {self._wording()}", field=name)
 
     def __repr__(self):

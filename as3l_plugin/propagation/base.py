@@ -73,11 +73,9 @@ class BasePropagator(Configurable):
     Subclasses take their hyper-parameters as keyword-only ``__init__`` arguments, store
     them unchanged, declare their constraints in ``_parameter_constraints`` and implement
     :meth:`_propagate` (checks, ``get_params``, ``__repr__``:
-    :class:`as3l_plugin.registry.Configurable`).
+    :class:`as3l_plugin.registry.Configurable`, as is ``name``, set by
+    :func:`as3l_plugin.propagation.register_propagator`).
     """
-
-    #: registry name, set by :func:`as3l_plugin.propagation.register_propagator`
-    name: str = ""
 
     # ----------------------------------------------------------------- the verb
     def propagate(self, features, labeled_idx, labels, num_classes, seed=0) -> np.ndarray:
