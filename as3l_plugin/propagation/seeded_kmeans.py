@@ -209,15 +209,6 @@ class SeededKMeansPropagator(BasePropagator):
         Rows set to uniform because no run covered them.
     """
 
-    def __init__(self, *, ks=DEFAULT_KS, max_iter=50, tol=1e-4, uncovered="ignore",
-                 lockstep=True, backend="auto"):
-        self.ks = ks
-        self.max_iter = max_iter
-        self.tol = tol
-        self.uncovered = uncovered
-        self.lockstep = lockstep
-        self.backend = backend
-
     _parameter_constraints = {
         # ks: _ks() (a list, checked and normalised before the others)
         "max_iter": [Interval(int, 1, None, message="must be an int >= 1")],
@@ -226,6 +217,15 @@ class SeededKMeansPropagator(BasePropagator):
         "backend": [Options(BACKENDS)],
         "uncovered": [Options(UNCOVERED)],
     }
+
+    def __init__(self, *, ks=DEFAULT_KS, max_iter=50, tol=1e-4, uncovered="ignore",
+                 lockstep=True, backend="auto"):
+        self.ks = ks
+        self.max_iter = max_iter
+        self.tol = tol
+        self.uncovered = uncovered
+        self.lockstep = lockstep
+        self.backend = backend
 
     def _check_params(self):
         self._ks()
