@@ -41,44 +41,17 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 import numpy as np
 
+from .array_dataset import ArrayDataset
 from .errors import DatasetError
+from .user_datasets import load_arrays_dataset, load_folder_dataset
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_INSTALL = "apt-get update && apt-get install -y dataset-fashion-mnist"
-
-
-@dataclass(frozen=True)
-class ArrayDataset:
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-    mean: tuple
-    std: tuple
-    #: class names in class-id order (``()`` when the loader has none)
-    classes: tuple = ()
-    #: ``folder``: the train rows' image paths relative to ``data_dir`` (sorted), else None
-    paths: Optional[tuple] = None
-    #: ``folder``: the test rows' image paths, else None
-    test_paths: Optional[tuple] = None
-    #: ``folder``: :func:`as3l_plugin.io.sha256_file_list` of ``paths`` (the row order), else None
-    files_sha256: Optional[str] = None
-
-    @property
-    def image_size(self) -> int:
-        return int(self.x_train.shape[1])
-
-    @property
-    def in_channels(self) -> int:
-        return 1 if self.x_train.ndim == 3 else int(self.x_train.shape[-1])
 
 
 def _stats(x: np.ndarray) -> tuple:
@@ -209,21 +182,11 @@ DATA_DIR_LOADERS: Dict[str, Callable[..., ArrayDataset]] = {
 }
 
 
-def _folder(data_dir=None, **options) -> ArrayDataset:
-    from .user_datasets import load_folder_dataset
-    return load_folder_dataset(data_dir, **options)
-
-
-def _arrays(data_dir=None, **options) -> ArrayDataset:
-    from .user_datasets import load_arrays_dataset
-    return load_arrays_dataset(data_dir, **options)
-
-
 #: your own images (:mod:`as3l_plugin.user_datasets`): ``data_dir`` is the folder / the .npz,
 #: and they take the :data:`DATASET_OPTIONS`
 USER_LOADERS: Dict[str, Callable[..., ArrayDataset]] = {
-    "folder": _folder,
-    "arrays": _arrays,
+    "folder": load_folder_dataset,
+    "arrays": load_arrays_dataset,
 }
 #: options of the :data:`USER_LOADERS` (config keys / ``--img-size``, ``--channels``,
 #: ``--skip-bad-images``) and their defaults; the other loaders ignore them

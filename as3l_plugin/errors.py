@@ -54,6 +54,17 @@ class PriorError(AS3LError):
     """A prior matrix does not fit the dataset (length, classes, negative, rows not summing to 1)."""
 
 
+class ContractError(AS3LError):
+    """A sampler or propagator returned a result that breaks its documented contract (wrong
+    shape, negative or non-finite values): a bug in that code (e.g. a registered plug-in),
+    not in the user's input."""
+
+
+class TrainingError(AS3LError):
+    """Training went wrong on valid inputs (e.g. the loss became NaN or inf); the message
+    names the setting to change."""
+
+
 class StaleInputError(AS3LError):
     """A sidecar says the file was built from other inputs (checksum / size mismatch)."""
 

@@ -10,11 +10,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from .errors import InputError, LabelsError, ParameterError, PriorError
+from .errors import InputError, LabelsError, PriorError
+from .validate import check_int
 
 __all__ = ["prior_accuracy", "class_coverage", "expected_calibration_error", "check_prior"]
 
@@ -89,6 +88,14 @@ def _keep_mask(n, exclude):
     return keep
 
 
+def _scored_rows(prior, y_true, exclude):
+    """The checked prior (n, C) and labels (n,), without the ``exclude`` rows."""
+    P = check_prior(prior)
+    y = _check_labels(y_true, n=P.shape[0], num_classes=P.shape[1])
+    keep = _keep_mask(P.shape[0], exclude)
+    return P[keep], y[keep]
+
+
 def prior_accuracy(prior, y_true, exclude=None) -> float:
     """Argmax accuracy of ``prior`` against ``y_true`` on the rows not in ``exclude``.
 
@@ -108,10 +115,8 @@ def prior_accuracy(prior, y_true, exclude=None) -> float:
     >>> prior_accuracy([[0.9, 0.1], [0.2, 0.8], [1, 0]], [0, 0, 0], exclude=[2])
     0.5
     """
-    P = check_prior(prior)
-    y = _check_labels(y_true, n=P.shape[0], num_classes=P.shape[1])
-    keep = _keep_mask(P.shape[0], exclude)
-    return float((P[keep].argmax(axis=1) == y[keep]).mean())
+    P, y = _scored_rows(prior, y_true, exclude)
+    return float((P.argmax(axis=1) == y).mean())
 
 
 def class_coverage(labels_of_selected, num_classes) -> int:
@@ -128,10 +133,7 @@ def class_coverage(labels_of_selected, num_classes) -> int:
     >>> class_coverage([3, 1, 3, 0], 5)
     3
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) \
-            or num_classes < 1:
-        raise ParameterError(f"num_classes={num_classes!r} must be an int >= 1",
-                             field="num_classes")
+    check_int(num_classes, "num_classes", low=1, message="must be an int >= 1")
     y = _check_labels(labels_of_selected, num_classes=int(num_classes),
                       name="labels_of_selected")
     return int(np.unique(y).size)
@@ -161,12 +163,8 @@ def expected_calibration_error(prior, y_true, n_bins=15, exclude=None) -> float:
     >>> expected_calibration_error([[1.0, 0.0], [0.6, 0.4]], [0, 1], n_bins=10)
     0.3
     """
-    if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
-        raise ParameterError(f"n_bins={n_bins!r} must be an int >= 1", field="n_bins")
-    P = check_prior(prior)
-    y = _check_labels(y_true, n=P.shape[0], num_classes=P.shape[1])
-    keep = _keep_mask(P.shape[0], exclude)
-    P, y = P[keep], y[keep]
+    check_int(n_bins, "n_bins", low=1, message="must be an int >= 1")
+    P, y = _scored_rows(prior, y_true, exclude)
     conf = P.max(axis=1)
     correct = (P.argmax(axis=1) == y).astype(np.float64)
     edges = np.linspace(0.0, 1.0, int(n_bins) + 1)

@@ -10,16 +10,27 @@ from __future__ import annotations
 import inspect
 
 from .errors import ParameterError
+from .validate import check_params
 
 __all__ = ["Configurable", "Registry"]
 
 
 class Configurable:
-    """Hyper-parameters taken as keyword-only ``__init__`` arguments and stored unchanged;
-    validated by :meth:`_check_params` (override)."""
+    """Hyper-parameters taken as keyword-only ``__init__`` arguments and stored unchanged,
+    declared in ``_parameter_constraints`` and checked by :meth:`_check_params`.
+
+    ``_parameter_constraints`` maps a parameter name to its accepted kinds (``None``,
+    :class:`~as3l_plugin.validate.Interval`, :class:`~as3l_plugin.validate.Options`,
+    :class:`~as3l_plugin.validate.Boolean`), checked in the dict's order by
+    :func:`as3l_plugin.validate.check_params`; a parameter left out is not checked here (the
+    engine it is handed to checks it). A rule the spec cannot express goes in an override of
+    :meth:`_check_params` that also calls ``super()._check_params()``.
+    """
 
     #: registry name, set by :meth:`Registry.register`
     name: str = ""
+    #: parameter name -> accepted kinds (see the class docstring)
+    _parameter_constraints: dict = {}
 
     @classmethod
     def _param_names(cls) -> list[str]:
@@ -35,7 +46,9 @@ class Configurable:
         return out
 
     def _check_params(self) -> None:
-        """Raise :class:`ParameterError` for an invalid hyper-parameter (override)."""
+        """Raise :class:`ParameterError` for an invalid hyper-parameter (the first, in
+        ``_parameter_constraints`` order)."""
+        check_params(self, self._parameter_constraints)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -52,7 +65,14 @@ class Registry:
         self.classes: dict[str, type] = {}
 
     def register(self, name: str, cls: type | None = None):
-        """Register ``cls`` under ``name`` (also as a decorator); sets ``cls.name``."""
+        """Register ``cls`` under ``name`` (also as a decorator); sets ``cls.name``.
+
+        Raises
+        ------
+        ParameterError
+            ``name`` is already registered, ``cls`` is not a subclass of the base, or its
+            ``_parameter_constraints`` name a parameter ``__init__`` does not take.
+        """
         def _add(c):
             if name in self.classes:
                 old = self.classes[name]
@@ -61,6 +81,11 @@ class Registry:
             if not (isinstance(c, type) and issubclass(c, self.base)):
                 raise ParameterError(f"{c!r} is not a {self.base.__name__} subclass",
                                      field="cls")
+            stray = sorted(set(c._parameter_constraints) - set(c._param_names()))
+            if stray:
+                raise ParameterError(f"{c.__name__}._parameter_constraints names "
+                                     f"{', '.join(stray)}, not keyword-only arguments of "
+                                     "__init__", field="cls")
             c.name = name
             self.classes[name] = c
             return c
@@ -71,7 +96,13 @@ class Registry:
         return sorted(self.classes)
 
     def build(self, name: str, **params):
-        """An instance of the class ``name`` with ``params``, checked."""
+        """An instance of the class ``name`` with hyper-parameters ``params``, checked.
+
+        Raises
+        ------
+        ParameterError
+            Unknown name (the message lists the known ones), unknown or invalid parameter.
+        """
         if name not in self.classes:
             raise ParameterError(f"unknown {self.kind} {name!r}; known: "
                                  f"{', '.join(self.names())}", field=self.kind)

@@ -61,6 +61,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .array_dataset import ArrayDataset
 from .errors import ConfigError, DatasetError, OutputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -379,7 +380,6 @@ def load_folder_dataset(data_dir=None, *, img_size=None, channels=None,
     there is no ``test/``), ``classes``, ``paths``, ``test_paths``, ``files_sha256``.
     """
     from . import io
-    from .datasets import ArrayDataset
     if data_dir is None:
         raise ConfigError("is required for dataset folder (the folder holding train/)",
                           field="data_dir")
@@ -475,7 +475,6 @@ def load_arrays_dataset(data_dir=None, *, img_size=None, channels=None,
     ``x_train`` uint8 ``(n, S, S)`` / ``(n, S, S, 3)``; ``y_train`` int64 ``(n,)`` (-1 where
     unlabeled or when absent); ``x_test`` / ``y_test`` (empty when absent); ``classes``.
     """
-    from .datasets import ArrayDataset
     if data_dir is None:
         raise ConfigError("is required for dataset arrays (the .npz file)", field="data_dir")
     path = Path(data_dir)

@@ -1,5 +1,10 @@
 """Small argument checks shared by the library, the samplers, the propagators and the USB
-algorithm (one place for each rule; every caller keeps its own error type and wording)."""
+algorithm (one place for each rule; every caller keeps its own error type and wording).
+
+The samplers' and propagators' hyper-parameters are declared as data
+(``_parameter_constraints``, a dict ``name -> [None?, constraint]`` of :class:`Interval`,
+:class:`Options` and :class:`Boolean`) and checked by the one :func:`check_params`.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,13 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["check_device", "check_index_set", "check_int"]
+__all__ = ["Boolean", "Interval", "Options", "check_device", "check_index_set", "check_int",
+           "check_params"]
 
 
 def check_int(value, name: str, *, low: int | None = None, high: int | None = None,
-              error=ParameterError, named: bool = True, loose: bool = False) -> int:
+              error=ParameterError, named: bool = True, loose: bool = False,
+              message: str | None = None) -> int:
     """``value`` as an ``int``, or ``error`` (field ``name``) when it is not one or is out of
     ``[low, high]`` (either bound optional).
 
@@ -30,6 +37,9 @@ def check_int(value, name: str, *, low: int | None = None, high: int | None = No
         False: only integers (``int`` or numpy integers; ``bool`` refused). True: anything
         ``float()`` reads as a whole number (``"6900"``, ``6900.0``; Python ``bool``
         refused), as YAML config values may be.
+    message : str, optional
+        One wording for every refusal instead: ``"{name}={value!r} {message}"`` (e.g.
+        ``message="must be an int >= 1"``).
     """
     v = None
     if loose:
@@ -43,9 +53,13 @@ def check_int(value, name: str, *, low: int | None = None, high: int | None = No
     elif not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Integral):
         v = int(value)
     if v is None:
+        if message is not None:
+            raise error(f"{name}={value!r} {message}", field=name)
         msg = f"{name}={value!r} must be an int" if named else f"expected an integer, got {value!r}"
         raise error(msg, field=name)
     if (low is not None and v < low) or (high is not None and v > high):
+        if message is not None:
+            raise error(f"{name}={value!r} {message}", field=name)
         if high is None:
             rng = f">= {low}"
         elif low is None:
@@ -135,3 +149,112 @@ def check_index_set(idx, n: int | None, *, allow_empty: bool = True, typed_empty
         d = uniq[counts > 1]
         fail("duplicate", n_dup=int(d.size), dup=d[:5].tolist(), dup_one=int(d[0]))
     return a
+
+
+# ---------------------------------------------------------------- declared hyper-parameters
+class Interval:
+    """A number of ``type`` (``int`` or ``numbers.Real``) between ``left`` and ``right``
+    (``None``: unbounded); ``closed`` is ``'both'``, ``'left'``, ``'right'`` or ``'neither'``.
+
+    ``int``: :func:`check_int`'s rule (``bool`` refused) and wording (``"k='a' must be an
+    int"``, ``"k=0 must be >= 1"``), or, with ``message``, that one text for every refusal
+    (``"k=np.int64(0) must be an int >= 1"``).
+    ``Real``: a ``numbers.Real`` (``bool`` refused unless ``bool_ok``; NaN never in range;
+    ``finite`` also refuses +-inf), refused as ``"{name}={value!r} must be a float in
+    [0, 10]"`` (``"... >= 0"``, ``"... > 0"`` for one bound) or ``message``.
+    """
+
+    def __init__(self, type, left, right, *, closed="both", finite=False, bool_ok=False,
+                 message=None):
+        if type not in (int, numbers.Real):
+            raise TypeError(f"Interval type must be int or numbers.Real, got {type!r}")
+        if closed not in ("both", "left", "right", "neither"):
+            raise ValueError(f"closed={closed!r}")
+        if type is int and (closed != "both" or finite or bool_ok):
+            raise ValueError("an int Interval is closed, finite and refuses bool")
+        self.type, self.left, self.right, self.closed = type, left, right, closed
+        self.finite, self.bool_ok, self.message = finite, bool_ok, message
+
+    def _in_range(self, v) -> bool:
+        lo_open = self.closed in ("right", "neither")
+        hi_open = self.closed in ("left", "neither")
+        return ((self.left is None or (self.left < v if lo_open else self.left <= v))
+                and (self.right is None or (v < self.right if hi_open else v <= self.right)))
+
+    def _wording(self) -> str:  # Real only
+        if self.message is not None:
+            return self.message
+        if self.right is None:
+            return f"must be a float {'>' if self.closed in ('right', 'neither') else '>='} " \
+                   f"{self.left}"
+        if self.left is None:
+            return f"must be a float {'<' if self.closed in ('left', 'neither') else '<='} " \
+                   f"{self.right}"
+        lo = "(" if self.closed in ("right", "neither") else "["
+        hi = ")" if self.closed in ("left", "neither") else "]"
+        return f"must be a float in {lo}{self.left}, {self.right}{hi}"
+
+    def check(self, value, name, error=ParameterError):
+        if self.type is int:
+            check_int(value, name, low=self.left, high=self.right, error=error,
+                      message=self.message)
+        elif not ((self.bool_ok or not isinstance(value, bool))
+                  and isinstance(value, numbers.Real)
+                  and (not self.finite or np.isfinite(value))
+                  and self._in_range(value)):
+            raise error(f"{name}={value!r} {self._wording()}", field=name)
+
+    def __repr__(self):
+        t = "int" if self.type is int else "Real"
+        return f"Interval({t}, {self.left!r}, {self.right!r}, closed={self.closed!r})"
+
+
+class Options:
+    """One of ``values`` (a tuple, compared with ``in``), refused as ``"{name}={value!r}
+    must be one of {values}"``."""
+
+    def __init__(self, values):
+        self.values = tuple(values)
+
+    def check(self, value, name, error=ParameterError):
+        if value not in self.values:
+            raise error(f"{name}={value!r} must be one of {self.values}", field=name)
+
+    def __repr__(self):
+        return f"Options({self.values!r})"
+
+
+class Boolean:
+    """``True`` or ``False`` (Python or numpy bool), refused as ``"{name}={value!r} must be
+    true or false"``."""
+
+    def check(self, value, name, error=ParameterError):
+        if not isinstance(value, (bool, np.bool_)):
+            raise error(f"{name}={value!r} must be true or false", field=name)
+
+    def __repr__(self):
+        return "Boolean()"
+
+
+def check_params(obj, constraints: dict, *, error=ParameterError) -> None:
+    """Check the attributes of ``obj`` named by ``constraints``, in the dict's order.
+
+    ``constraints`` maps a name to a list of accepted kinds: ``None`` (the value ``None``)
+    and constraints (:class:`Interval`, :class:`Options`, :class:`Boolean`, anything with
+    ``check(value, name, error)``). A value is accepted when one kind accepts it; otherwise
+    the first constraint's error is raised. Names not in ``constraints`` are not checked.
+    """
+    for name, accepted in constraints.items():
+        value = getattr(obj, name)
+        if value is None and any(c is None for c in accepted):
+            continue
+        first = None
+        for rule in (c for c in accepted if c is not None):
+            try:
+                rule.check(value, name, error)
+                break
+            except error as exc:
+                first = first or exc
+        else:
+            if first is not None:
+                raise first

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from as3l_plugin.datasets import ArrayDataset
-from as3l_plugin.errors import AS3LError, InputError, ParameterError, StaleInputError
+from as3l_plugin.errors import (AS3LError, InputError, ParameterError, StaleInputError,
+                                TrainingError)
 from as3l_plugin.features import (FeatureFinetuner, NegativeCosineLoss, SimSiam,
                                   SimSiamPretrainer, extract_features, finetune_features,
                                   linear_eval)
@@ -183,6 +184,13 @@ def test_pretrain_parameter_errors(tmp_path):
         fast(net="nope").fit(tiny_gray(), tmp_path)
 
 
+def test_diverging_loss_is_a_training_error(tmp_path):
+    with pytest.raises(TrainingError) as err:
+        fast(base_lr=1e30).fit(tiny_gray(), tmp_path)
+    assert str(err.value) == "base_lr: SimSiam loss became nan in epoch 1; lower --lr"
+    assert isinstance(err.value, AS3LError)  # the CLI's one line, exit code 2
+
+
 # --------------------------------------------------------------------------- extraction
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
@@ -240,6 +248,14 @@ def test_finetune_lowers_eq1_loss_and_matches_its_definition(blobs):
     assert start == pytest.approx(ft.loss_history_[0], rel=1e-4)
     assert np.array_equal(Xf, finetune_features(X, k=6, runs=3, epochs=40, lr=0.01,
                                                 progress=False))
+
+
+def test_finetune_transform_of_other_width_is_an_input_error():
+    X = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    ft = FeatureFinetuner(n_clusters=2, n_runs=2, epochs=1, progress=False).fit(X)
+    with pytest.raises(InputError) as err:
+        ft.transform(X[:, :3])
+    assert str(err.value) == "X: X has 3 features, the layer was fitted on 4"
 
 
 def test_finetune_bad_features():

@@ -3,7 +3,8 @@ import warnings
 import numpy as np
 import pytest
 
-from as3l_plugin.errors import AS3LError, InputError, LabelsError, ParameterError
+from as3l_plugin.errors import (AS3LError, ContractError, InputError, LabelsError,
+                                ParameterError)
 from as3l_plugin.propagation import (BasePropagator, PropagationWarning, get_propagator,
                                      list_propagators, register_propagator)
 from as3l_plugin.propagation.seeded_kmeans import seed_groups
@@ -40,6 +41,25 @@ def test_registry_lists_and_rejects():
         get_propagator("seeded_kmeans", bogus=1)
     with pytest.raises(ParameterError, match="already registered"):
         register_propagator("knn", BasePropagator)
+
+
+@pytest.mark.parametrize("evidence, text", [
+    (np.ones((3, 2)), "returned shape (3, 2), expected (4, 2) (a bug in the propagator)"),
+    (-np.ones((4, 2)), "returned negative or non-finite evidence (a bug in the propagator)"),
+    (np.full((4, 2), np.nan), "returned negative or non-finite evidence (a bug in the "
+                              "propagator)"),
+])
+def test_broken_propagator_output_is_a_contract_error(evidence, text):
+    class Broken(BasePropagator):
+        def __init__(self):
+            pass
+
+        def _propagate(self, X, labeled_idx, labels, num_classes, seed):
+            return evidence
+
+    with pytest.raises(ContractError) as err:
+        Broken().propagate(np.zeros((4, 2)), [0], [1], 2)
+    assert str(err.value) == "Broken " + text and isinstance(err.value, AS3LError)
 
 
 @pytest.mark.parametrize("name,params,field", [

@@ -221,8 +221,8 @@ def _rotate_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 #: per-dataset augmentation (datasets not listed fall back on their channel count)
 DATASET_AUGMENTATIONS = {
-    # 8x8 digits: mild geometry (crops below 70% of the area cut strokes away); measured
-    # K-means purity 82% vs 75% with the Fashion-MNIST setting (README, feature stage)
+    # 8x8 digits: mild geometry (crops below 70% of the area cut strokes away); the
+    # Fashion-MNIST setting gave a lower K-means purity (README, feature stage)
     "digits": GrayAugment(scale=(0.7, 1.0), translate=0.0625, degrees=5.0, flip=0.0,
                           jitter=0.2, noise_std=0.0),
     "fashion_mnist": GrayAugment(),

@@ -14,7 +14,7 @@ with the highest mean centred score wins. No label is used.
 
 ``criterion='stability'`` (mean pairwise adjusted Rand index of K-means runs from independent
 seeds) is kept for comparison: it rewards any geometry with well-separated clusters and so
-ranks Eq. 1's output first (README, "Choosing features without labels").
+ranks Eq. 1's output first (README, "Which feature set").
 
 Public name: :func:`choose_features`.
 """

@@ -33,7 +33,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import InputError, ParameterError
 
 DEFAULT_K = 10
 
@@ -210,8 +210,8 @@ class FeatureFinetuner:
             raise ParameterError("FeatureFinetuner is not fitted; call fit first", field="fit")
         Xp = self._prep(X)
         if Xp.shape[1] != self.weight_.shape[1]:
-            raise ParameterError(f"X has {Xp.shape[1]} features, the layer was fitted on "
-                                 f"{self.weight_.shape[1]}", field="X")
+            raise InputError(f"X has {Xp.shape[1]} features, the layer was fitted on "
+                             f"{self.weight_.shape[1]}", field="X")
         return np.ascontiguousarray(Xp @ self.weight_.T + self.bias_, dtype=np.float32)
 
     def fit_transform(self, X) -> np.ndarray:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
-from ..errors import OutputError, ParameterError, StaleInputError
+from ..errors import OutputError, ParameterError, StaleInputError, TrainingError
 
 CHECKPOINT_FORMAT = "as3l-simsiam-checkpoint/1"
 
@@ -72,7 +72,8 @@ class InputPipeline:
     net_channels : int
         Channels the backbone wants; grayscale images are repeated to 3 channels if needed.
     channels_last : bool
-        Return channels-last tensors (2-3x faster convolutions on CPUs).
+        Return channels-last tensors (the layout the CPU convolutions prefer; timings in the
+        README, "Pretraining speed").
     """
 
     def __init__(self, mean, std, net_channels: int, channels_last: bool = True):
@@ -386,8 +387,8 @@ class SimSiamPretrainer:
                         bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.4f}")
                 bar.close()
                 if not torch.isfinite(loss_sum):
-                    raise ParameterError(f"SimSiam loss became {loss_sum.item()} in epoch "
-                                         f"{epoch + 1}; lower --lr", field="base_lr")
+                    raise TrainingError(f"SimSiam loss became {loss_sum.item()} in epoch "
+                                        f"{epoch + 1}; lower --lr", field="base_lr")
                 rec = {"epoch": epoch + 1, "loss": float(loss_sum) / steps,
                        "z_std": float(zstd_sum) / steps, "lr": lr,
                        "seconds": time.perf_counter() - t0,

@@ -22,32 +22,13 @@ from .base import BasePropagator, PropagationWarning
 
 _PROPAGATORS = Registry("propagator", BasePropagator)
 
-
-def register_propagator(name: str, cls: type | None = None):
-    """Register a :class:`BasePropagator` subclass under ``name`` (also as a decorator).
-
-    Raises
-    ------
-    ParameterError
-        ``name`` is already registered.
-    """
-    return _PROPAGATORS.register(name, cls)
-
-
-def list_propagators() -> list[str]:
-    """Names accepted by :func:`get_propagator`, sorted."""
-    return _PROPAGATORS.names()
-
-
-def get_propagator(name: str, **params) -> BasePropagator:
-    """Build the propagator ``name`` with hyper-parameters ``params``.
-
-    Raises
-    ------
-    ParameterError
-        Unknown name (the message lists the known ones), unknown or invalid parameter.
-    """
-    return _PROPAGATORS.build(name, **params)
+#: ``register_propagator(name, cls=None)``: register a :class:`BasePropagator` subclass under
+#: ``name`` (also as a decorator); ``list_propagators()``: the names, sorted;
+#: ``get_propagator(name, **params)``: an instance, hyper-parameters checked
+#: (:class:`as3l_plugin.registry.Registry`, its errors)
+register_propagator = _PROPAGATORS.register
+list_propagators = _PROPAGATORS.names
+get_propagator = _PROPAGATORS.build
 
 
 from .seeded_kmeans import SeededKMeansPropagator  # noqa: E402

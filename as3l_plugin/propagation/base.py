@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import InputError, LabelsError, ParameterError, PriorError
+from ..errors import ContractError, LabelsError
 from ..io import check_features
 from ..registry import Configurable
 from ..validate import check_index_set, check_int
@@ -85,13 +85,11 @@ class BasePropagator(Configurable):
     """Base class of the propagators; see the module docstring for the contract.
 
     Subclasses take their hyper-parameters as keyword-only ``__init__`` arguments, store
-    them unchanged, validate them in :meth:`_check_params` and implement
-    :meth:`_propagate` (``get_params``, ``__repr__``:
-    :class:`as3l_plugin.registry.Configurable`).
+    them unchanged, declare their constraints in ``_parameter_constraints`` and implement
+    :meth:`_propagate` (checks, ``get_params``, ``__repr__``:
+    :class:`as3l_plugin.registry.Configurable`, as is ``name``, set by
+    :func:`as3l_plugin.propagation.register_propagator`).
     """
-
-    #: registry name, set by :func:`as3l_plugin.propagation.register_propagator`
-    name: str = ""
 
     # ----------------------------------------------------------------- the verb
     def propagate(self, features, labeled_idx, labels, num_classes, seed=0) -> np.ndarray:
@@ -125,9 +123,9 @@ class BasePropagator(Configurable):
         if not isinstance(evidence, RowEvidence):
             evidence = np.asarray(evidence, dtype=np.float64)
             if evidence.shape != (X.shape[0], num_classes):
-                raise PriorError(f"{type(self).__name__} returned shape {evidence.shape}, "
-                                 f"expected {(X.shape[0], num_classes)} (a bug in the "
-                                 "propagator)")
+                raise ContractError(f"{type(self).__name__} returned shape {evidence.shape}, "
+                                    f"expected {(X.shape[0], num_classes)} (a bug in the "
+                                    "propagator)")
             evidence = RowEvidence(evidence.shape[0], lambda s, e, a=evidence: a[s:e])
         return self._finalize(evidence, idx, lab, num_classes)
 
@@ -145,8 +143,8 @@ class BasePropagator(Configurable):
             e = min(n, s + step)
             ev = np.asarray(evidence.rows(s, e), dtype=np.float64)
             if not np.isfinite(ev).all() or (ev < 0).any():
-                raise PriorError(f"{type(self).__name__} returned negative or non-finite "
-                                 "evidence (a bug in the propagator)")
+                raise ContractError(f"{type(self).__name__} returned negative or non-finite "
+                                    "evidence (a bug in the propagator)")
             a, b = np.searchsorted(idx_s, (s, e))
             li, ll = idx_s[a:b] - s, lab_s[a:b]
             totals = ev.sum(axis=1)

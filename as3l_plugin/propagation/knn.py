@@ -11,11 +11,9 @@ is ``O(chunk × m)`` on top of the features.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from ..errors import ParameterError
+from ..validate import Interval, Options
 from .base import BasePropagator
 
 WEIGHTS = ("distance", "uniform")
@@ -43,17 +41,15 @@ class KNNPropagator(BasePropagator):
     #: rows of the dataset per distance block
     CHUNK_ROWS = 8192
 
+    _parameter_constraints = {
+        "k": [Interval(int, 1, None, message="must be an int >= 1")],
+        "weights": [Options(WEIGHTS)],
+    }
+
     def __init__(self, *, k=3, weights="distance", backend="auto"):
         self.k = k
         self.weights = weights
         self.backend = backend
-
-    def _check_params(self):
-        if isinstance(self.k, bool) or not isinstance(self.k, numbers.Integral) or self.k < 1:
-            raise ParameterError(f"k={self.k!r} must be an int >= 1", field="k")
-        if self.weights not in WEIGHTS:
-            raise ParameterError(f"weights={self.weights!r} must be one of {WEIGHTS}",
-                                 field="weights")
 
     def _propagate(self, X, labeled_idx, labels, num_classes, seed):
         from ..clustering import pairwise_sqdist

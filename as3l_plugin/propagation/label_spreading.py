@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..validate import Boolean, Interval
 from .base import BasePropagator, PropagationWarning
 
 
@@ -57,6 +57,15 @@ class LabelSpreadingPropagator(BasePropagator):
         Rows without mass, set to uniform.
     """
 
+    # alpha and tol take a bool as 0 / 1, as they always have
+    _parameter_constraints = {
+        "n_neighbors": [Interval(int, 1, None, message="must be an int >= 1")],
+        "alpha": [Interval(numbers.Real, 0, 1, closed="neither", bool_ok=True)],
+        "max_iter": [Interval(int, 1, None, message="must be an int >= 1")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left", bool_ok=True)],
+        "symmetric": [Boolean()],
+    }
+
     def __init__(self, *, n_neighbors=10, alpha=0.99, max_iter=3000, tol=1e-9, symmetric=True,
                  n_jobs=None):
         self.n_neighbors = n_neighbors
@@ -65,24 +74,6 @@ class LabelSpreadingPropagator(BasePropagator):
         self.tol = tol
         self.symmetric = symmetric
         self.n_jobs = n_jobs
-
-    def _check_params(self):
-        if (isinstance(self.n_neighbors, bool) or not isinstance(self.n_neighbors, numbers.Integral)
-                or self.n_neighbors < 1):
-            raise ParameterError(f"n_neighbors={self.n_neighbors!r} must be an int >= 1",
-                                 field="n_neighbors")
-        if not isinstance(self.alpha, numbers.Real) or not 0 < self.alpha < 1:
-            raise ParameterError(f"alpha={self.alpha!r} must be a float in (0, 1)",
-                                 field="alpha")
-        if (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral)
-                or self.max_iter < 1):
-            raise ParameterError(f"max_iter={self.max_iter!r} must be an int >= 1",
-                                 field="max_iter")
-        if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
-            raise ParameterError(f"tol={self.tol!r} must be a float >= 0", field="tol")
-        if not isinstance(self.symmetric, (bool, np.bool_)):
-            raise ParameterError(f"symmetric={self.symmetric!r} must be true or false",
-                                 field="symmetric")
 
     def _propagate(self, X, labeled_idx, labels, num_classes, seed):
         from sklearn.exceptions import ConvergenceWarning

@@ -51,6 +51,7 @@ import numpy as np
 
 from ..clustering import BACKENDS
 from ..errors import ParameterError
+from ..validate import Boolean, Interval, Options
 from .base import BasePropagator, PropagationWarning, RowEvidence
 
 DEFAULT_KS = (10, 20, 30, 40, 50, 60)
@@ -190,8 +191,8 @@ class SeededKMeansPropagator(BasePropagator):
         module docstring).
     lockstep : bool, default=True
         Iterate the runs of all K together, one pass over the features per iteration
-        (:func:`as3l_plugin.clustering.constrained_kmeans_lockstep`; same algorithm,
-        several times faster on large data); ``False`` calls :func:`as3l_plugin.clustering.kmeans` once per K.
+        (:func:`as3l_plugin.clustering.constrained_kmeans_lockstep`; same algorithm);
+        ``False`` calls :func:`as3l_plugin.clustering.kmeans` once per K.
     backend : {'auto', 'torch', 'numpy', 'faiss'}, default='auto'
         Matrix-product backend (``'faiss'`` applies to ``lockstep=False`` only).
 
@@ -208,6 +209,15 @@ class SeededKMeansPropagator(BasePropagator):
         Rows set to uniform because no run covered them.
     """
 
+    _parameter_constraints = {
+        # ks: _ks() (a list, checked and normalised before the others)
+        "max_iter": [Interval(int, 1, None, message="must be an int >= 1")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left", bool_ok=True)],
+        "lockstep": [Boolean()],
+        "backend": [Options(BACKENDS)],
+        "uncovered": [Options(UNCOVERED)],
+    }
+
     def __init__(self, *, ks=DEFAULT_KS, max_iter=50, tol=1e-4, uncovered="ignore",
                  lockstep=True, backend="auto"):
         self.ks = ks
@@ -218,6 +228,11 @@ class SeededKMeansPropagator(BasePropagator):
         self.backend = backend
 
     def _check_params(self):
+        self._ks()
+        super()._check_params()
+
+    def _ks(self) -> tuple:
+        """``ks`` as a tuple of ints, or :class:`ParameterError`."""
         ks = self.ks
         if isinstance(ks, numbers.Integral) and not isinstance(ks, bool):
             ks = (ks,)
@@ -230,21 +245,6 @@ class SeededKMeansPropagator(BasePropagator):
                          for k in ks):
             raise ParameterError(f"ks={self.ks!r} must be a non-empty list of ints >= 1",
                                  field="ks")
-        if (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral)
-                or self.max_iter < 1):
-            raise ParameterError(f"max_iter={self.max_iter!r} must be an int >= 1",
-                                 field="max_iter")
-        if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
-            raise ParameterError(f"tol={self.tol!r} must be a float >= 0", field="tol")
-        if not isinstance(self.lockstep, (bool, np.bool_)):
-            raise ParameterError(f"lockstep={self.lockstep!r} must be true or false",
-                                 field="lockstep")
-        if self.backend not in BACKENDS:
-            raise ParameterError(f"backend={self.backend!r} must be one of {BACKENDS}",
-                                 field="backend")
-        if self.uncovered not in UNCOVERED:
-            raise ParameterError(f"uncovered={self.uncovered!r} must be one of {UNCOVERED}",
-                                 field="uncovered")
         return tuple(int(k) for k in ks)
 
     def get_params(self):
@@ -288,7 +288,7 @@ class SeededKMeansPropagator(BasePropagator):
         return out
 
     def _propagate(self, X, labeled_idx, labels, num_classes, seed):
-        ks = self._check_params()
+        ks = self._ks()
         n = X.shape[0]
         if max(ks) > n:
             warnings.warn(f"ks={list(ks)} has K > n_samples={n}; those runs use K={n}",

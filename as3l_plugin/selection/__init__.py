@@ -25,32 +25,13 @@ from .base import BaseSampler
 
 _SAMPLERS = Registry("sampler", BaseSampler)
 
-
-def register_sampler(name: str, cls: type | None = None):
-    """Register a :class:`BaseSampler` subclass under ``name`` (also as a decorator).
-
-    Raises
-    ------
-    ParameterError
-        ``name`` is already registered, or ``cls`` is not a BaseSampler subclass.
-    """
-    return _SAMPLERS.register(name, cls)
-
-
-def list_samplers() -> list[str]:
-    """Names accepted by :func:`get_sampler`, sorted."""
-    return _SAMPLERS.names()
-
-
-def get_sampler(name: str, **params) -> BaseSampler:
-    """Build the sampler ``name`` with hyper-parameters ``params``.
-
-    Raises
-    ------
-    ParameterError
-        Unknown name (the message lists the known ones), unknown or invalid parameter.
-    """
-    return _SAMPLERS.build(name, **params)
+#: ``register_sampler(name, cls=None)``: register a :class:`BaseSampler` subclass under
+#: ``name`` (also as a decorator); ``list_samplers()``: the names, sorted;
+#: ``get_sampler(name, **params)``: an instance, hyper-parameters checked
+#: (:class:`as3l_plugin.registry.Registry`, its errors)
+register_sampler = _SAMPLERS.register
+list_samplers = _SAMPLERS.names
+get_sampler = _SAMPLERS.build
 
 
 from .as3l import AS3LSampler  # noqa: E402

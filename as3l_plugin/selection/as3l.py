@@ -51,15 +51,11 @@ candidate (ties: earlier in rank; the largest group gets its farthest distance),
 & Laio's density-peak rule, 2014). Large groups lying next to a larger one — two halves of
 one class that some runs split — score low, so the picks spread over distinct dense regions
 instead of following run 0's partition. Then the same fill passes. Its default
-representative is ``'typical'`` (the density mode of the group), which measured better than
-the medoid with this variant on Fashion-MNIST (+2.5 points at 1 label/class, 8 seeds) and
-equal on digits.
+representative is ``'typical'`` (the density mode of the group).
 
-Measured (``python -m as3l_plugin.benchmarks.offline_quality``, PCA-50 pixel features,
-seeded-K-means prior): ``density`` is ahead of ``faithful`` at 1 label per class on both data
-sets and level at 4; on fixed pixel features neither is clearly ahead of TypiClust at
-1 label per class (differences of 1–3 points are within the seed-to-seed spread of which
-K-means local optimum is reached). Both are offered; ``faithful`` stays the default.
+Both variants are offered; ``faithful`` stays the default. How they compare with each other
+and with the peers: the README, "Offline stage" → "Quality"
+(``python -m as3l_plugin.benchmarks.offline_quality``).
 
 Attributes
 ----------
@@ -76,8 +72,7 @@ import numbers
 import numpy as np
 
 from ..clustering import kmeans, pairwise_sqdist
-from ..errors import ParameterError
-from ..validate import check_int
+from ..validate import Interval, Options
 from .base import BaseSampler
 from ._utils import kcenter_fill, typicality
 
@@ -156,6 +151,18 @@ class AS3LSampler(BaseSampler):
         Passed to :func:`as3l_plugin.clustering.kmeans`.
     """
 
+    _parameter_constraints = {
+        "n_runs": [Interval(int, 1, None)],
+        "n_clusters": [None, Interval(int, 1, None)],
+        "representative": [None, Options(REPRESENTATIVES)],
+        "variant": [Options(VARIANTS)],
+        "min_group_size": [Interval(int, 1, None)],
+        "candidates": [Interval(int, 1, None)],
+        "density_power": [Interval(numbers.Real, 0, 10)],
+        "k_nn": [Interval(int, 1, None)],
+        "max_iter": [Interval(int, 1, None)],
+    }
+
     def __init__(self, *, n_runs=6, n_clusters=None, representative=None,
                  variant="faithful", min_group_size=2, candidates=5, density_power=0.5,
                  k_nn=20, max_iter=50, backend="auto"):
@@ -169,26 +176,6 @@ class AS3LSampler(BaseSampler):
         self.k_nn = k_nn
         self.max_iter = max_iter
         self.backend = backend
-
-    def _check_params(self):
-        check_int(self.n_runs, "n_runs", low=1)
-        if self.n_clusters is not None:
-            check_int(self.n_clusters, "n_clusters", low=1)
-        if self.representative is not None and self.representative not in REPRESENTATIVES:
-            raise ParameterError(f"representative={self.representative!r} must be one of "
-                                 f"{REPRESENTATIVES}", field="representative")
-        if self.variant not in VARIANTS:
-            raise ParameterError(f"variant={self.variant!r} must be one of {VARIANTS}",
-                                 field="variant")
-        check_int(self.min_group_size, "min_group_size", low=1)
-        check_int(self.candidates, "candidates", low=1)
-        if (isinstance(self.density_power, bool)
-                or not isinstance(self.density_power, numbers.Real)
-                or not 0 <= self.density_power <= 10):
-            raise ParameterError(f"density_power={self.density_power!r} must be a float in "
-                                 "[0, 10]", field="density_power")
-        check_int(self.k_nn, "k_nn", low=1)
-        check_int(self.max_iter, "max_iter", low=1)
 
     # ----------------------------------------------------------------- pieces
     def _runs(self, X, K, seed):

@@ -37,12 +37,11 @@ class BaseSampler(Configurable):
     """Base class of the samplers; see the module docstring for the contract.
 
     Subclasses take their hyper-parameters as keyword-only ``__init__`` arguments, store
-    them unchanged, validate them in :meth:`_check_params` and implement :meth:`_select`
-    (``get_params``, ``__repr__``: :class:`as3l_plugin.registry.Configurable`).
+    them unchanged, declare their constraints in ``_parameter_constraints`` and implement
+    :meth:`_select` (checks, ``get_params``, ``__repr__``:
+    :class:`as3l_plugin.registry.Configurable`, as is ``name``, set by
+    :func:`as3l_plugin.selection.register_sampler`).
     """
-
-    #: registry name, set by :func:`as3l_plugin.selection.register_sampler`
-    name: str = ""
 
     # ----------------------------------------------------------------- the verb
     def select(self, features, budget, seed=0, labeled_idx=None) -> np.ndarray:

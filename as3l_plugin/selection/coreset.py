@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..validate import Options
 from .base import BaseSampler
 from ._utils import kcenter_fill
 
@@ -28,12 +28,10 @@ class CoresetSampler(BaseSampler):
         unused) or uniform at random from ``seed``.
     """
 
+    _parameter_constraints = {"start": [Options(STARTS)]}
+
     def __init__(self, *, start="mean"):
         self.start = start
-
-    def _check_params(self):
-        if self.start not in STARTS:
-            raise ParameterError(f"start={self.start!r} must be one of {STARTS}", field="start")
 
     def _select(self, X, budget, seed, labeled_idx):
         chosen = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..clustering import kmeans
-from ..validate import check_int
+from ..validate import Interval
 from .base import BaseSampler
 from ._utils import kcenter_fill, nearest_to_centre
 
@@ -36,14 +36,13 @@ class KMedoidsSampler(BaseSampler):
         The K-means partition of the last call.
     """
 
+    _parameter_constraints = {"n_init": [Interval(int, 1, None)],
+                              "max_iter": [Interval(int, 1, None)]}
+
     def __init__(self, *, n_init=1, max_iter=50, backend="auto"):
         self.n_init = n_init
         self.max_iter = max_iter
         self.backend = backend
-
-    def _check_params(self):
-        check_int(self.n_init, "n_init", low=1)
-        check_int(self.max_iter, "max_iter", low=1)
 
     def _select(self, X, budget, seed, labeled_idx):
         n = X.shape[0]

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..clustering import kmeans, pairwise_sqdist
 from ..errors import ParameterError
-from ..validate import check_int
+from ..validate import Interval
 from .base import BaseSampler
 
 
@@ -119,6 +119,17 @@ class ProbCoverSampler(BaseSampler):
     n_edges_ : int
     """
 
+    _parameter_constraints = {
+        "delta": [None, Interval(numbers.Real, 0, None, closed="neither", finite=True,
+                                 message="must be a float > 0 or None")],
+        # a bool passes as 0 / 1, as it always has
+        "purity": [Interval(numbers.Real, 0, 1, closed="right", bool_ok=True,
+                            message="must be in (0, 1]")],
+        "n_clusters": [None, Interval(int, 2, None)],
+        "chunk": [None, Interval(int, 1, None)],
+        "max_edges": [Interval(int, 1, None)],
+    }
+
     def __init__(self, *, delta=None, purity=0.95, n_clusters=None, chunk=None,
                  max_edges=300_000_000):
         self.delta = delta
@@ -126,20 +137,6 @@ class ProbCoverSampler(BaseSampler):
         self.n_clusters = n_clusters
         self.chunk = chunk
         self.max_edges = max_edges
-
-    def _check_params(self):
-        if self.delta is not None and not (isinstance(self.delta, numbers.Real)
-                                           and not isinstance(self.delta, bool)
-                                           and np.isfinite(self.delta) and self.delta > 0):
-            raise ParameterError(f"delta={self.delta!r} must be a float > 0 or None",
-                                 field="delta")
-        if not (isinstance(self.purity, numbers.Real) and 0 < self.purity <= 1):
-            raise ParameterError(f"purity={self.purity!r} must be in (0, 1]", field="purity")
-        if self.n_clusters is not None:
-            check_int(self.n_clusters, "n_clusters", low=2)
-        if self.chunk is not None:
-            check_int(self.chunk, "chunk", low=1)
-        check_int(self.max_edges, "max_edges", low=1)
 
     def _select(self, X, budget, seed, labeled_idx):
         n = X.shape[0]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..clustering import kmeans
-from ..validate import check_int
+from ..validate import Interval
 from .base import BaseSampler
 from ._utils import typicality
 
@@ -52,6 +52,14 @@ class TypiClustSampler(BaseSampler):
         Typicality of the members of every visited cluster (in member index order).
     """
 
+    _parameter_constraints = {
+        "k_nn": [Interval(int, 1, None)],
+        "min_cluster_size": [Interval(int, 0, None)],
+        "max_clusters": [Interval(int, 1, None)],
+        "n_init": [Interval(int, 1, None)],
+        "max_iter": [Interval(int, 1, None)],
+    }
+
     def __init__(self, *, k_nn=20, min_cluster_size=5, max_clusters=500, n_init=1,
                  max_iter=50, backend="auto"):
         self.k_nn = k_nn
@@ -60,13 +68,6 @@ class TypiClustSampler(BaseSampler):
         self.n_init = n_init
         self.max_iter = max_iter
         self.backend = backend
-
-    def _check_params(self):
-        check_int(self.k_nn, "k_nn", low=1)
-        check_int(self.min_cluster_size, "min_cluster_size", low=0)
-        check_int(self.max_clusters, "max_clusters", low=1)
-        check_int(self.n_init, "n_init", low=1)
-        check_int(self.max_iter, "max_iter", low=1)
 
     def _select(self, X, budget, seed, labeled_idx):
         n = X.shape[0]
