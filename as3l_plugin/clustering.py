@@ -735,14 +735,7 @@ def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, inertia_to
         if isinstance(v, bool) or not (isinstance(v, (int, float, np.floating)) and v >= 0):
             raise ParameterError(f"{name}={v!r} must be a float >= 0", field=name)
     be = _resolve_backend(backend)
-    if device is not None:
-        from .validate import check_device
-        device = check_device(device, "device")
-        if device.type == "cpu":
-            device = None
-        elif be != "torch":
-            raise ParameterError(f"device={str(device)!r} needs backend 'torch' or 'auto', got "
-                                 f"{backend!r}", field="device")
+    device = _check_kmeans_device(device, be, backend)
     fixed = None
     if fixed_labels is not None:
         fixed = np.asarray(fixed_labels)
@@ -791,6 +784,20 @@ def kmeans(X, n_clusters, *, seed=0, n_init=1, max_iter=50, tol=1e-4, inertia_to
     return best
 
 
+def _check_kmeans_device(device, be, backend):
+    """``device`` as a torch device for the products, or None for the CPU path."""
+    if device is None:
+        return None
+    from .validate import check_device
+    device = check_device(device, "device")
+    if device.type == "cpu":
+        return None
+    if be != "torch":
+        raise ParameterError(f"device={str(device)!r} needs backend 'torch' or 'auto', got "
+                             f"{backend!r}", field="device")
+    return device
+
+
 def _seeded_init(X, K, fixed, seed, init_size, be):
     """Clusters with fixed members start at their mean; the rest by k-means++ around them."""
     d = X.shape[1]
@@ -811,7 +818,8 @@ def _seeded_init(X, K, fixed, seed, init_size, be):
 
 
 def constrained_kmeans_lockstep(X, specs, *, max_iter=50, tol=1e-4, inertia_tol=1e-4,
-                                backend="auto", progress=None, fit_rows="auto", seed=0):
+                                backend="auto", progress=None, fit_rows="auto", seed=0,
+                                device=None):
     """Several constrained seeded K-means runs on the same ``X``, iterated in lockstep.
 
     The prior of :mod:`as3l_plugin.propagation.seeded_kmeans` runs constrained K-means at
@@ -849,33 +857,39 @@ def constrained_kmeans_lockstep(X, specs, *, max_iter=50, tol=1e-4, inertia_tol=
         assigned once to each run's centres.
     seed : int
         Seeds the subsample only.
+    device : str or torch.device, optional
+        As :func:`kmeans`: torch device of the assignment products (torch backend); the
+        incremental cluster sums stay on the CPU.
 
     Returns
     -------
     list of (labels int64 (n,), n_iter int), one per spec.
     """
     be = "numpy" if _resolve_backend(backend) == "numpy" else _resolve_backend("auto")
+    device = _check_kmeans_device(device, be, backend)
     X = np.ascontiguousarray(X, dtype=np.float32)
     n = X.shape[0]
     fixed = [_fixed_rows(f) for _, f in specs]
     inits = [np.array(init, dtype=np.float32) for init, _ in specs]
     m = fit_size(n, max(c.shape[0] for c in inits), fit_rows)
     if m >= n:
-        runs = _lockstep_runs(X, inits, fixed, max_iter, tol, inertia_tol, be, progress)
+        runs = _lockstep_runs(X, inits, fixed, max_iter, tol, inertia_tol, be, progress,
+                              device)
         return [(r.labels, r.n_iter) for r in runs]
     keep = [f[0] for f in fixed if f is not None]
     rows = fit_subsample(n, m, check_int(seed, "seed", low=0),
                          np.unique(np.concatenate(keep)) if keep else None)
     sub_fixed = [None if f is None else (np.searchsorted(rows, f[0]), f[1]) for f in fixed]
-    sub = _lockstep_runs(X[rows], inits, sub_fixed, max_iter, tol, inertia_tol, be, progress)
+    sub = _lockstep_runs(X[rows], inits, sub_fixed, max_iter, tol, inertia_tol, be, progress,
+                         device)
     del rows
-    runs = _finish_all_rows(X, [_Run(r.centers, f) for r, f in zip(sub, fixed)], be)
+    runs = _finish_all_rows(X, [_Run(r.centers, f) for r, f in zip(sub, fixed)], be, device)
     return [(r.labels, s.n_iter) for r, s in zip(runs, sub)]
 
 
-def _lockstep_runs(X, inits, fixed, max_iter, tol, inertia_tol, be, progress):
+def _lockstep_runs(X, inits, fixed, max_iter, tol, inertia_tol, be, progress, device=None):
     xsq = _sqnorms(X)
     tol_abs = float(tol) * _mean_feature_variance(X, xsq, "float64")
     runs = [_Run(init, f) for init, f in zip(inits, fixed)]
-    return _lloyd_runs(X, xsq, runs, max_iter, tol_abs, float(inertia_tol), be,
+    return _lloyd_runs(X, xsq, runs, max_iter, tol_abs, float(inertia_tol), be, device=device,
                        incremental=True, progress=progress)

@@ -236,6 +236,21 @@ class Boolean:
         return "Boolean()"
 
 
+class Device:
+    """A torch device this machine has (:func:`check_device`'s rule and wording)."""
+
+    def check(self, value, name, error=ParameterError):
+        check_device(value, name, error=error)
+
+    def __repr__(self):
+        return "Device()"
+
+
+#: the ``fit_rows`` hyper-parameter of the K-means based estimators
+#: (:func:`as3l_plugin.clustering.fit_size`): ``'auto'``, ``None`` (every row) or an int
+FIT_ROWS = [None, Options(("auto",)), Interval(int, 1, None)]
+
+
 def check_params(obj, constraints: dict, *, error=ParameterError) -> None:
     """Check the attributes of ``obj`` named by ``constraints``, in the dict's order.
 

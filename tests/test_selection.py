@@ -255,3 +255,50 @@ def test_kmedoids_picks_nearest_to_centres(blobs):
         mu = X[members].mean(0)
         d = ((X[members] - mu) ** 2).sum(1)
         assert i == members[np.argmin(d)]
+
+
+def test_fit_rows_device_and_typiclust_cluster_guard():
+    """fit_rows reaches the K-means of as3l / typiclust / seeded_kmeans (None and 'auto' are
+    the same below the floor; a small fit_rows still selects valid, deterministic rows);
+    a CUDA device where none exists is a one-field error; typiclust's max_cluster_rows only
+    changes clusters larger than it, deterministically."""
+    import torch
+
+    from as3l_plugin.propagation import get_propagator
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=8.0, size=(5, 6))
+    y = rng.integers(0, 5, 3000)
+    X = (centers[y] + rng.normal(size=(3000, 6))).astype(np.float32)
+    for name in ("as3l", "typiclust"):
+        a = get_sampler(name).select(X, 5, seed=1)
+        assert (get_sampler(name, fit_rows=None).select(X, 5, seed=1) == a).all()
+        b = get_sampler(name, fit_rows=400).select(X, 5, seed=1)
+        assert (get_sampler(name, fit_rows=400).select(X, 5, seed=1) == b).all()
+        assert np.unique(b).size == 5 and set(y[b]) == set(range(5))
+        if not torch.cuda.is_available():
+            with pytest.raises(ParameterError) as ei:
+                get_sampler(name, device="cuda").select(X, 5)
+            assert ei.value.field == "device"
+    for bad in (0, "all", 2.5):
+        with pytest.raises(ParameterError, match="fit_rows"):
+            get_sampler("as3l", fit_rows=bad)
+    p = get_propagator("seeded_kmeans", ks=(5, 8)).propagate(X, a, y[a], 5, seed=0)
+    q = get_propagator("seeded_kmeans", ks=(5, 8), fit_rows=None).propagate(X, a, y[a], 5,
+                                                                            seed=0)
+    assert p.tobytes() == q.tobytes()
+    r = get_propagator("seeded_kmeans", ks=(5, 8), fit_rows=500).propagate(X, a, y[a], 5,
+                                                                           seed=0)
+    assert (r.argmax(1) == y).mean() > 0.95
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError) as ei:
+            get_propagator("seeded_kmeans", device="cuda:0").propagate(X, a, y[a], 5)
+        assert ei.value.field == "device"
+    # typiclust: clusters of ~600 members; a guard above that changes nothing
+    t = get_sampler("typiclust", max_cluster_rows=10_000).select(X, 5, seed=2)
+    assert (get_sampler("typiclust").select(X, 5, seed=2) == t).all()
+    s = get_sampler("typiclust", max_cluster_rows=50)
+    g = s.select(X, 5, seed=2)
+    assert (get_sampler("typiclust", max_cluster_rows=50).select(X, 5, seed=2) == g).all()
+    assert all(v.size == 50 for v in s.typicality_.values())
+    assert set(y[g]) == set(range(5))

@@ -51,7 +51,7 @@ import numpy as np
 
 from ..clustering import BACKENDS
 from ..errors import ParameterError
-from ..validate import Boolean, Interval, Options
+from ..validate import FIT_ROWS, Boolean, Device, Interval, Options
 from .base import BasePropagator, PropagationWarning, RowEvidence
 
 DEFAULT_KS = (10, 20, 30, 40, 50, 60)
@@ -195,6 +195,12 @@ class SeededKMeansPropagator(BasePropagator):
         ``False`` calls :func:`as3l_plugin.clustering.kmeans` once per K.
     backend : {'auto', 'torch', 'numpy', 'faiss'}, default='auto'
         Matrix-product backend (``'faiss'`` applies to ``lockstep=False`` only).
+    fit_rows : 'auto', int or None, default='auto'
+        Rows the runs iterate on before every row is assigned to their centres
+        (:func:`as3l_plugin.clustering.constrained_kmeans_lockstep`; ``'auto'``: all rows up
+        to ``max(65536, 256 max(ks))``, ``None``: always all rows).
+    device : str, optional
+        Torch device of the runs' products (``'cuda'``); default the CPU.
 
     Attributes
     ----------
@@ -216,16 +222,20 @@ class SeededKMeansPropagator(BasePropagator):
         "lockstep": [Boolean()],
         "backend": [Options(BACKENDS)],
         "uncovered": [Options(UNCOVERED)],
+        "fit_rows": FIT_ROWS,
+        "device": [None, Device()],
     }
 
     def __init__(self, *, ks=DEFAULT_KS, max_iter=50, tol=1e-4, uncovered="ignore",
-                 lockstep=True, backend="auto"):
+                 lockstep=True, backend="auto", fit_rows="auto", device=None):
         self.ks = ks
         self.max_iter = max_iter
         self.tol = tol
         self.uncovered = uncovered
         self.lockstep = lockstep
         self.backend = backend
+        self.fit_rows = fit_rows
+        self.device = device
 
     def _check_params(self):
         self._ks()
@@ -271,7 +281,7 @@ class SeededKMeansPropagator(BasePropagator):
                 return constrained_kmeans_lockstep(
                     X, specs, max_iter=int(self.max_iter), tol=float(self.tol),
                     backend="numpy" if self.backend == "numpy" else "auto",
-                    progress=progress, seed=seed)
+                    progress=progress, seed=seed, fit_rows=self.fit_rows, device=self.device)
             finally:
                 bar.close()
         from ..clustering import kmeans
@@ -283,7 +293,7 @@ class SeededKMeansPropagator(BasePropagator):
             fixed[rows] = clusters
             res = kmeans(X, init.shape[0], seed=seed, n_init=1, max_iter=int(self.max_iter),
                          tol=float(self.tol), init=init, fixed_labels=fixed,
-                         backend=self.backend)
+                         backend=self.backend, fit_rows=self.fit_rows, device=self.device)
             out.append((res.labels, int(res.n_iter)))
         return out
 

@@ -72,7 +72,7 @@ import numbers
 import numpy as np
 
 from ..clustering import kmeans, pairwise_sqdist
-from ..validate import Interval, Options
+from ..validate import FIT_ROWS, Device, Interval, Options
 from .base import BaseSampler
 from ._utils import kcenter_fill, typicality
 
@@ -149,6 +149,12 @@ class AS3LSampler(BaseSampler):
         Neighbours for ``representative='typical'``.
     max_iter, backend
         Passed to :func:`as3l_plugin.clustering.kmeans`.
+    fit_rows : 'auto', int or None, default='auto'
+        Rows each K-means run is fitted on before every row is assigned
+        (:func:`as3l_plugin.clustering.kmeans`; ``'auto'``: all rows up to
+        ``max(65536, 256 K)``, ``None``: always all rows).
+    device : str, optional
+        Torch device of the K-means products (``'cuda'``); default the CPU.
     """
 
     _parameter_constraints = {
@@ -161,11 +167,13 @@ class AS3LSampler(BaseSampler):
         "density_power": [Interval(numbers.Real, 0, 10)],
         "k_nn": [Interval(int, 1, None)],
         "max_iter": [Interval(int, 1, None)],
+        "fit_rows": FIT_ROWS,
+        "device": [None, Device()],
     }
 
     def __init__(self, *, n_runs=6, n_clusters=None, representative=None,
                  variant="faithful", min_group_size=2, candidates=5, density_power=0.5,
-                 k_nn=20, max_iter=50, backend="auto"):
+                 k_nn=20, max_iter=50, backend="auto", fit_rows="auto", device=None):
         self.n_runs = n_runs
         self.n_clusters = n_clusters
         self.representative = representative
@@ -176,6 +184,8 @@ class AS3LSampler(BaseSampler):
         self.k_nn = k_nn
         self.max_iter = max_iter
         self.backend = backend
+        self.fit_rows = fit_rows
+        self.device = device
 
     # ----------------------------------------------------------------- pieces
     def _runs(self, X, K, seed):
@@ -185,8 +195,8 @@ class AS3LSampler(BaseSampler):
         out = np.empty((self.n_runs, X.shape[0]), dtype=np.int64)
         for c, s in enumerate(tqdm(seeds, desc=f"as3l k-means runs (K={K})", unit="run",
                                    disable=None, leave=False)):
-            out[c] = kmeans(X, K, seed=int(s), max_iter=self.max_iter,
-                            backend=self.backend).labels
+            out[c] = kmeans(X, K, seed=int(s), max_iter=self.max_iter, backend=self.backend,
+                            fit_rows=self.fit_rows, device=self.device).labels
         return out
 
     def _rep_kind(self):
