@@ -167,3 +167,8 @@ def test_every_module_imports_alone(chunk):
     with ThreadPoolExecutor(max_workers=4) as pool:
         failed = [f"{n}: {err[0]}" for n, rc, err in pool.map(one, names) if rc != 0]
     assert not failed, "modules that fail to import alone:\n" + "\n".join(failed)
+
+
+def test_stage_runner_knows_no_job():
+    """The cached-stage runner is generic: it reads files and raises errors, nothing more."""
+    assert import_graph()["as3l_plugin.stages"] <= {"as3l_plugin.errors", "as3l_plugin.io"}

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from as3l_plugin import pipeline as pl
+from as3l_plugin import stages as sr
 from as3l_plugin.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,7 +116,7 @@ def test_pipeline_budget_above_pool_size(exported, tmp_path):
                                        prior={"features": "pixels"}))
     stages = [s for s in pl.build_stages(cfg) if s.name == "select"]
     with pytest.raises(DatasetError, match="fewer than the labeling budget") as e:
-        pl.run_stages(stages, tmp_path / "r", log=lambda m: None)
+        sr.run_stages(stages, tmp_path / "r", log=lambda m: None)
     assert str(exported) in str(e.value)
 
 
@@ -134,8 +135,8 @@ def test_train_stage_without_labels_stage_on_folder(exported, tmp_path, monkeypa
     sdir = tmp_path / "baseline_select"
     sdir.mkdir()
     (sdir / pl.LABELS).write_text("row,label\n0,1\n")
-    sel = pl.StageRecord("baseline_select", sdir, "k", "f", {}, {"index_file": "idx.npy"}, 0.0)
-    ctx = pl.StageContext("train_baseline", tmp_path / "t",
+    sel = sr.StageRecord("baseline_select", sdir, "k", "f", {}, {"index_file": "idx.npy"}, 0.0)
+    ctx = sr.StageContext("train_baseline", tmp_path / "t",
                           {"usb": {"algorithm": "flexmatch"}, "managed": {}},
                           {"baseline_select": sel}, False, lambda m: None, env)
     with pytest.raises(RuntimeError, match="stop here"):
