@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from as3l_plugin import troubleshooting as ts
+import bad_inputs as ts  # tests/bad_inputs.py: the table of bad inputs
 from as3l_plugin.errors import AS3LError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def test_readme_troubleshooting_table_is_generated_from_the_cases():
     assert block, "README.md lacks the generated troubleshooting table markers"
     assert block.group(0) == ts.readme_block(), (
         "README troubleshooting table is stale: run "
-        "`.venv/bin/python -m as3l_plugin.troubleshooting --write-readme README.md`")
+        "`.venv/bin/python tests/bad_inputs.py --write-readme README.md`")
     section = readme.split("<!-- section: troubleshooting -->", 1)[1].split("<!-- section:", 1)[0]
     assert ts.README_BEGIN in section
 
