@@ -58,7 +58,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from .config import deep_merge, read_yaml
+from .config import deep_merge
 from .errors import ConfigError
 from . import pipeline as pl
 from .stages import Stage, StageRecord, cache_key, run_lock, run_stage, run_stages
@@ -125,14 +125,8 @@ def load_bench_config(source, *, quick: bool = False,
     In the ``quick`` block, ``samplers``, ``algorithms`` and ``propagators`` may be lists of
     names picked from the full grid. USB base configs are resolved against the YAML's folder.
     """
-    if isinstance(source, Mapping):
-        raw, where, base_dir = dict(source), None, Path.cwd()
-    else:
-        where = Path(source)
-        raw, base_dir = read_yaml(where), where.resolve().parent
-    raw = deep_merge(raw, overrides or {})
-    from .config import check_base_config, check_config
-    check_config(raw, "bench", path=where)  # the kind of file, and every key at every level
+    from .config import check_base_config, read_job_config
+    raw, where, base_dir = read_job_config(source, "bench", overrides=overrides)
     cfg = dict(BENCH_DEFAULTS)
     cfg.update(raw)
     from .datasets import list_datasets

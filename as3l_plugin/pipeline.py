@@ -82,14 +82,8 @@ def load_config(source, *, overrides: Optional[Mapping[str, Any]] = None) -> Dic
     ``labels.path``) are resolved against the config file's directory; the result holds
     them as absolute paths. ``overrides`` are merged on top (nested dicts merge).
     """
-    if isinstance(source, Mapping):
-        raw, where, base_dir = dict(source), None, Path.cwd()
-    else:
-        where = Path(source)
-        raw, base_dir = read_yaml(where), where.resolve().parent
-    raw = deep_merge(raw, overrides or {})
-    from .config import check_base_config, check_config
-    check_config(raw, "run", path=where)  # the kind of file, and every key at every level
+    from .config import check_base_config, read_job_config
+    raw, where, base_dir = read_job_config(source, "run", overrides=overrides)
     cfg = deep_merge(CONFIG_DEFAULTS, raw)
     for sec, d in SECTION_DEFAULTS.items():
         if not isinstance(cfg[sec], Mapping):
