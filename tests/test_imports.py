@@ -157,6 +157,7 @@ def test_no_import_cycles():
 
 
 @pytest.mark.parametrize("chunk", range(2))
+@pytest.mark.slow
 def test_every_module_imports_alone(chunk):
     """Each module in a fresh interpreter of its own (an import-order bug shows only there)."""
     # __main__ is the console entry: importing it runs the CLI (tests/test_reliability_cases.py)

@@ -69,6 +69,7 @@ def run1(tmp_path_factory):
     return {"tmp": tmp, "cfg": cfg, "root": tmp / "run1", "log": out}
 
 
+@pytest.mark.slow
 def test_run_end_to_end_outputs(run1):
     root, log = run1["root"], run1["log"]
     for i, s in enumerate(STAGES, 1):
@@ -103,6 +104,7 @@ def test_run_end_to_end_outputs(run1):
     assert set(ev["runs"]) == {"as3l_flexmatch", "flexmatch_random"}
 
 
+@pytest.mark.slow
 def test_rerun_is_a_cache_hit(run1):
     root = run1["root"]
     before = {s: (root / s / "stage.json").stat().st_mtime_ns for s in STAGES}
@@ -113,6 +115,7 @@ def test_rerun_is_a_cache_hit(run1):
     assert {s: (root / s / "stage.json").stat().st_mtime_ns for s in STAGES} == before
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_mid_training(run1):
     tmp, root = run1["tmp"], run1["tmp"] / "killed"
     cfg = tiny_config(tmp, iters=40, baseline={"enabled": False})
@@ -145,6 +148,7 @@ def test_killed_run_resumes_mid_training(run1):
         assert (root / f).read_bytes() == (run1["root"] / f).read_bytes(), f
 
 
+@pytest.mark.slow
 def test_user_labels_csv(run1, tmp_path):
     """labels.source: csv — the run stops after `select` until the file exists, then the
     prior uses the user's labels (cached stages of the copied run are reused)."""
@@ -173,6 +177,7 @@ def test_user_labels_csv(run1, tmp_path):
     assert prior[wrong].argmax() == (y[wrong] + 1) % 10  # labeled rows are the user's one-hot
 
 
+@pytest.mark.slow
 def test_annotate_source_stops_after_select_then_continues(run1, tmp_path):
     """labels.source: annotate — `as3l run` writes the page into <run>/annotate/, says what to
     do and exits 0 without training; an incomplete or bad CSV keeps it there (bad: exit 2,
@@ -265,6 +270,7 @@ def test_config_errors(tmp_path):
         assert [s.name for s in stages] == STAGES
 
 
+@pytest.mark.slow
 def test_feature_sets_pixels_and_auto(tmp_path):
     """``auto`` adds finetune + choose and records its pick and scores in the selection
     sidecar; ``pixels`` is PCA of the pixels; a self-only job has neither extra stage."""

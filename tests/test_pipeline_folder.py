@@ -89,6 +89,7 @@ def test_stage_keys_follow_the_folder_files(exported, tmp_path):
     assert "data" not in {s.name: s.params for s in pl.build_stages(digits)}["pretrain"]
 
 
+@pytest.mark.slow
 def test_as3l_run_on_exported_folder(exported, tmp_path):
     cfg = folder_config(tmp_path, exported)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -154,6 +155,7 @@ def test_bench_config_takes_folder(exported, tmp_path):
     assert b.env["dataset_options"]["img_size"] == 8 and b.num_classes() == 10
 
 
+@pytest.mark.slow
 def test_as3l_run_on_unlabeled_pool_with_annotations(exported, tmp_path):
     """An unlabeled pool (images directly in train/) + classes.txt + test/: the run stops at
     the labels stage until the CSV exists, then trains on the annotations."""
@@ -193,6 +195,7 @@ def test_as3l_run_on_unlabeled_pool_with_annotations(exported, tmp_path):
     assert np.load(tmp_path / "run" / "prior" / "prior.npy").shape == (300, 10)
 
 
+@pytest.mark.slow
 def test_cli_pretrain_features_select_prior_on_folder(exported, tmp_path):
     """The feature and offline commands on a folder; the file list reaches every sidecar."""
     from as3l_plugin.datasets import load_dataset

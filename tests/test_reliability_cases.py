@@ -77,6 +77,7 @@ def test_update_readme_rewrites_only_the_table(tmp_path):
 
 @pytest.mark.parametrize("case_id", ["features-truncated", "budget-not-integer",
                                      "labels-duplicate", "output-missing-dir"])
+@pytest.mark.slow
 def test_real_process_prints_one_line_and_exits_2(case_id, tmp_path):
     """The console entry (`python -m as3l_plugin`) in a real process, not just cli.run."""
     case = ts.get_case(case_id)

@@ -14,6 +14,8 @@ from as3l_plugin.cli import main
 
 from procs import kill_when
 
+pytestmark = pytest.mark.slow  # trainings and other processes
+
 REPO = Path(__file__).resolve().parents[1]
 
 # one process: the CLI (select + prior) and every sampler / propagator through the API

@@ -98,6 +98,7 @@ main(sys.argv[1:])
 
 
 @pytest.mark.parametrize("how", ["sigkill", "error"])
+@pytest.mark.slow
 def test_rerun_of_select_never_leaves_a_sidecar_vouching_for_other_data(feats, how,
                                                                         monkeypatch, capsys):
     """Re-running `as3l select` (same file names, another sampler): killed right before its
