@@ -123,6 +123,12 @@ def _filled(idx, y):
     return ["index,label"] + [f"{i},{y[i]}" for i in idx]
 
 
+def _second_label(label, *extra):
+    """A filled to_annotate.csv whose second sample (line 3) is labeled ``label``."""
+    return lambda ws: _csv(ws, lambda idx, y: _filled(idx, y)[:2] + [f"{idx[1]},{label}"]
+                           + _filled(idx, y)[3:]) + list(extra)
+
+
 # --------------------------------------------------------------------------- training inputs
 TRAIN_CONFIG = {
     "algorithm": "as3l_flexmatch", "save_dir": "runs", "save_name": "tiny", "resume": False,
@@ -358,32 +364,26 @@ CASES = (
          "sel/to_annotate.csv:1: header: header 'index;label' uses ';' as separator; save "
          "with commas (CSV, comma-separated)", "save as CSV with commas"),
     Case("labels-not-integer", "labels", "a class is a name but no class names are known",
-         lambda ws: _csv(ws, lambda idx, y: _filled(idx, y)[:2] + [f"{idx[1]},cat"]
-                         + _filled(idx, y)[3:]), E.LabelsError,
+         _second_label("cat"), E.LabelsError,
          "sel/to_annotate.csv:3: label: 'cat' for sample … is not a class id in [0, 3) and "
          "no class names are known (pass --dataset to name them)",
          "use class ids 0..C-1, or name the dataset (`as3l select/prior --dataset`)"),
     Case("labels-unknown-class-name", "labels", "a class name that is not one of the classes",
-         lambda ws: _csv(ws, lambda idx, y: _filled(idx, y)[:2] + [f"{idx[1]},Coatt"]
-                         + _filled(idx, y)[3:]) + ["--dataset", "fashion_mnist"],
-         E.LabelsError,
+         _second_label("Coatt", "--dataset", "fashion_mnist"), E.LabelsError,
          "sel/to_annotate.csv:3: label: 'Coatt' for sample … is not a class name "
          "(T-shirt/top, Trouser, Pullover) nor an id in [0, 3)",
          "use one of the listed names (or its id)"),
     Case("labels-skipped", "labels", "a sample still marked skip / unsure in the page",
-         lambda ws: _csv(ws, lambda idx, y: _filled(idx, y)[:2] + [f"{idx[1]},skip"]
-                         + _filled(idx, y)[3:]), E.LabelsError,
+         _second_label("skip"), E.LabelsError,
          "sel/to_annotate.csv:3: label: sample … is marked 'skip' (unsure); give it a class "
          "(your best guess) before computing the prior",
          "decide a class (`as3l annotate sel --serve`)"),
     Case("labels-class-out-of-range", "labels", "a class id >= --num-classes",
-         lambda ws: _csv(ws, lambda idx, y: _filled(idx, y)[:2] + [f"{idx[1]},7"]
-                         + _filled(idx, y)[3:]), E.LabelsError,
+         _second_label("7"), E.LabelsError,
          "sel/to_annotate.csv:3: label: class id 7 for sample … is out of range [0, 3); "
          "check --num-classes", "fix the id or --num-classes"),
     Case("labels-negative-class", "labels", "a negative class id",
-         lambda ws: _csv(ws, lambda idx, y: _filled(idx, y)[:2] + [f"{idx[1]},-1"]
-                         + _filled(idx, y)[3:]), E.LabelsError,
+         _second_label("-1"), E.LabelsError,
          "sel/to_annotate.csv:3: label: class id -1 for sample … is out of range [0, 3); "
          "check --num-classes", "fix the id"),
     Case("labels-index-not-selected", "labels", "a line labels a sample that was not selected",
