@@ -3,8 +3,9 @@
 Grid and cells
 --------------
 A *cell* is one USB training: ``(sampler, algorithm, labels per class, seed)`` at the same
-number of iterations for every cell. Around the cells, everything is a cached stage of
-:mod:`as3l_plugin.pipeline` (same code, same cache keys):
+number of iterations for every cell. Around the cells, everything is a cached stage
+(:mod:`as3l_plugin.stages`) running the stage functions of :mod:`as3l_plugin.pipeline` (same
+code, same cache keys):
 
 - per seed: ``pretrain → features`` under ``<out>/shared/seed<S>/`` (shared by every cell
   of that seed), or once under ``<out>/shared/pretrain_seed<P>/`` for every seed when
@@ -50,7 +51,6 @@ Report
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -58,10 +58,10 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from . import __version__
-from .config import deep_merge, read_yaml
+from .config import deep_merge
 from .errors import ConfigError
 from . import pipeline as pl
+from .stages import Stage, StageRecord, cache_key, run_lock, run_stage, run_stages
 
 CELLS_CSV = "cells.csv"
 PRIORS_CSV = "priors.csv"
@@ -125,14 +125,8 @@ def load_bench_config(source, *, quick: bool = False,
     In the ``quick`` block, ``samplers``, ``algorithms`` and ``propagators`` may be lists of
     names picked from the full grid. USB base configs are resolved against the YAML's folder.
     """
-    if isinstance(source, Mapping):
-        raw, where, base_dir = dict(source), None, Path.cwd()
-    else:
-        where = Path(source)
-        raw, base_dir = read_yaml(where), where.resolve().parent
-    raw = deep_merge(raw, overrides or {})
-    from .config import check_base_config, check_config
-    check_config(raw, "bench", path=where)  # the kind of file, and every key at every level
+    from .config import check_base_config, read_job_config
+    raw, where, base_dir = read_job_config(source, "bench", overrides=overrides)
     cfg = dict(BENCH_DEFAULTS)
     cfg.update(raw)
     from .datasets import list_datasets
@@ -265,9 +259,9 @@ class Bench:
         self.out = Path(out)
         self.log = log
         self.env = pl.dataset_env(cfg)
-        self._shared: Dict[int, Dict[str, pl.StageRecord]] = {}
-        self._finetuned: Dict[Tuple[int, int], Dict[str, pl.StageRecord]] = {}
-        self._labels: Dict[Tuple[int, str, int], Dict[str, pl.StageRecord]] = {}
+        self._shared: Dict[int, Dict[str, StageRecord]] = {}
+        self._finetuned: Dict[Tuple[int, int], Dict[str, StageRecord]] = {}
+        self._labels: Dict[Tuple[int, str, int], Dict[str, StageRecord]] = {}
         self._usb: Dict[str, Dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- stages
@@ -279,26 +273,26 @@ class Bench:
                 "num_labels": budget, "pretrain": self.cfg["pretrain"],
                 "features": self.cfg["features"], "finetune": self.cfg["finetune"]}
 
-    def shared(self, seed: int, budget: int) -> Dict[str, pl.StageRecord]:
+    def shared(self, seed: int, budget: int) -> Dict[str, StageRecord]:
         """pretrain → features per seed, finetune per seed and budget (cached on disk):
         the clusters of Eq. 1 follow the budget unless ``finetune.k`` is set."""
         if seed not in self._shared:
             p = self.cfg["pretrain_seed"]
             pseed, where = (seed, f"seed{seed}") if p is None else (p, f"pretrain_seed{p}")
             stages = pl.feature_stages(self._feature_cfg(pseed, budget), self.env)[:2]
-            self._shared[seed] = pl.run_stages(stages, self.out / "shared" / where,
-                                               log=self._sub(f"seed {seed}"))
+            self._shared[seed] = run_stages(stages, self.out / "shared" / where,
+                                            log=self._sub(f"seed {seed}"))
         key = (seed, budget)
         if key not in self._finetuned:
             stages = pl.feature_stages(self._feature_cfg(seed, budget), self.env,
                                        uses=(self.cfg["select_features"],
                                              self.cfg["prior_features"]))[2:]
-            self._finetuned[key] = pl.run_stages(
+            self._finetuned[key] = run_stages(
                 stages, self.out / "shared" / f"seed{seed}" / f"b{budget}",
                 upstream=self._shared[seed], log=self._sub(f"seed {seed} b{budget}"))
         return self._finetuned[key]
 
-    def labels(self, seed: int, sampler: str, budget: int) -> Dict[str, pl.StageRecord]:
+    def labels(self, seed: int, sampler: str, budget: int) -> Dict[str, StageRecord]:
         """select → labels (oracle) → one prior per propagator, for one labeled set."""
         k = (seed, sampler, budget)
         if k in self._labels:
@@ -310,23 +304,23 @@ class Bench:
         feat_in = pl.feature_inputs(self.cfg["select_features"])
         prior_in = pl.feature_inputs(self.cfg["prior_features"])
         stages = [
-            pl.Stage("select", pl.stage_select, inputs=feat_in,
-                     params={"sampler": base, "params": params,
-                             "features": self.cfg["select_features"], "budget": budget,
-                             "seed": seed},
-                     outputs=(index_filename(budget, seed),), env=self.env),
-            pl.Stage("labels", pl.stage_labels, inputs=("select",),
-                     params={"dataset": self.cfg["dataset"], "source": "dataset", "file": None},
-                     outputs=(pl.LABELS,), env=self.env),
+            Stage("select", pl.stage_select, inputs=feat_in,
+                  params={"sampler": base, "params": params,
+                          "features": self.cfg["select_features"], "budget": budget,
+                          "seed": seed},
+                  outputs=(index_filename(budget, seed),), env=self.env),
+            Stage("labels", pl.stage_labels, inputs=("select",),
+                  params={"dataset": self.cfg["dataset"], "source": "dataset", "file": None},
+                  outputs=(pl.LABELS,), env=self.env),
         ]
         for prop, params in self.cfg["propagators"].items():
-            stages.append(pl.Stage(
+            stages.append(Stage(
                 f"prior_{prop}", pl.stage_prior, inputs=("labels",) + prior_in,
                 params={"propagator": prop, "params": params,
                         "features": self.cfg["prior_features"], "seed": seed},
                 outputs=(pl.PRIOR,), env=self.env))
-        recs = pl.run_stages(stages, self.out / "labels" / f"seed{seed}" / f"{sampler}_b{budget}",
-                             upstream=up, log=self._sub(f"seed {seed} {sampler} b{budget}"))
+        recs = run_stages(stages, self.out / "labels" / f"seed{seed}" / f"{sampler}_b{budget}",
+                          upstream=up, log=self._sub(f"seed {seed} {sampler} b{budget}"))
         lpc = budget // max(1, self.num_classes_)
         for prop in self.cfg["propagators"]:
             r = recs[f"prior_{prop}"]
@@ -346,7 +340,7 @@ class Bench:
                                            {k: v for k, v in spec.items() if k != "config"})
         return self._usb[alg]
 
-    def cell_stage(self, cell: Mapping[str, Any]) -> Tuple[pl.Stage, Dict[str, pl.StageRecord]]:
+    def cell_stage(self, cell: Mapping[str, Any]) -> Tuple[Stage, Dict[str, StageRecord]]:
         seed, budget = cell["seed"], cell["budget"]
         shared = self.shared(seed, budget)
         labels = self.labels(seed, cell["sampler"], budget)
@@ -362,9 +356,9 @@ class Bench:
             inputs.append("pretrain")
         managed = {"dataset": self.cfg["dataset"], "net": self.cfg["net"],
                    "num_labels": budget, "seed": seed}
-        st = pl.Stage("train", pl.stage_train, inputs=tuple(inputs),
-                      params={"usb": conf, "managed": managed},
-                      outputs=(f"{pl.SAVE_NAME}/{pl.METRICS}",), resumable=True, env=self.env)
+        st = Stage("train", pl.stage_train, inputs=tuple(inputs),
+                   params={"usb": conf, "managed": managed},
+                   outputs=(f"{pl.SAVE_NAME}/{pl.METRICS}",), resumable=True, env=self.env)
         return st, ups
 
     # ----------------------------------------------------------------- main loop
@@ -372,7 +366,7 @@ class Bench:
         """Run the missing cells (at most ``max_cells``), then write the report."""
         from tqdm.auto import tqdm
         self.out.mkdir(parents=True, exist_ok=True)
-        with pl.run_lock(self.out):
+        with run_lock(self.out):
             self.num_classes_ = self.num_classes()
             cells = plan_cells(self.cfg, self.num_classes_)
             done = {r["cell"]: r for r in read_rows(self.out / CELLS_CSV)}
@@ -388,8 +382,8 @@ class Bench:
                             for sampler in self.cfg["samplers"]:
                                 self.labels(cell["seed"], sampler, lpc * self.num_classes_)
                     st, ups = self.cell_stage(cell)
-                    key = pl.cache_key(st.name, dict(st.params),
-                                       {n: ups[n].fingerprint for n in st.inputs})
+                    key = cache_key(st.name, dict(st.params),
+                                    {n: ups[n].fingerprint for n in st.inputs})
                     if cell["cell"] in done and done[cell["cell"]].get("key") == key:
                         continue
                     if max_cells is not None and ran >= max_cells:
@@ -405,7 +399,7 @@ class Bench:
     def _run_cell(self, cell, st, ups) -> None:
         from . import report as rp
         root = self.out / "cells" / cell["cell"]
-        rec = pl.run_stage(st, root, ups, log=self._sub(cell["cell"]))
+        rec = run_stage(st, root, ups, log=self._sub(cell["cell"]))
         curve = rp.read_metrics(rec.path(f"{pl.SAVE_NAME}/{pl.METRICS}"))
         best, best_it = rp.best_accuracy(curve)
         first_prop = next(iter(self.cfg["propagators"]))
@@ -470,7 +464,7 @@ class Bench:
                 cells[r["cell"]], origin[r["cell"]] = r, src
             for r in read_rows(src / PRIORS_CSV):
                 priors[tuple(r[k] for k in _PRIOR_KEYS)] = r
-        with pl.run_lock(self.out):
+        with run_lock(self.out):
             upsert_rows(self.out / CELLS_CSV, CELL_COLUMNS, cells.values(), ("cell",))
             upsert_rows(self.out / PRIORS_CSV, PRIOR_COLUMNS, priors.values(), _PRIOR_KEYS)
         self.log(f"merged {len(cells)} cell(s) and {len(priors)} prior row(s) from "

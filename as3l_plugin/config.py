@@ -475,6 +475,29 @@ def check_config(data: Mapping[str, Any], kind: str, *, path=None) -> None:
     check_schema(data, SCHEMAS[kind], path=path)
 
 
+def read_job_config(source, kind: str, *, overrides: Optional[Mapping[str, Any]] = None):
+    """Read an ``as3l run`` / ``as3l bench`` config (``kind`` ``'run'`` or ``'bench'``): a YAML
+    file or a mapping, with ``overrides`` merged on top (nested dicts merge), checked by
+    :func:`check_config`.
+
+    Returns
+    -------
+    (data, path, base_dir) : (dict, Path or None, Path)
+        The checked mapping (defaults not filled in), the file (None for a mapping) and the
+        folder that relative paths inside it are resolved against (the file's, else the
+        current directory).
+    """
+    from pathlib import Path
+    if isinstance(source, Mapping):
+        raw, where, base_dir = dict(source), None, Path.cwd()
+    else:
+        where = Path(source)
+        raw, base_dir = read_yaml(where), where.resolve().parent
+    raw = deep_merge(raw, overrides or {})
+    check_config(raw, kind, path=where)  # the kind of file, and every key at every level
+    return raw, where, base_dir
+
+
 # =========================================================================== training configs
 def _is_plugin_key(key: str) -> bool:
     return key.startswith("prior_") or key.startswith("lb_")

@@ -7,6 +7,12 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: spawns a process, trains USB or pretrains, or takes more than about "
+        "3 s; `pytest -m 'not slow' tests` is the quick loop")
+
+
 @pytest.fixture
 def blobs():
     """Four well-separated Gaussian blobs: X float32 (400, 8), y int64 (400,)."""

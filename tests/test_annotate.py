@@ -114,6 +114,7 @@ def _post(url, body, token):
         return exc.code, json.loads(exc.read())
 
 
+@pytest.mark.slow
 def test_server_saves_each_label_and_rejects_bad_ones(sel):
     tmp, f, idx, y = sel
     proc, url = _start_server(tmp)
@@ -173,6 +174,7 @@ def _wait(cond, timeout=20):
     raise AssertionError("timed out waiting")
 
 
+@pytest.mark.slow
 def test_browser_labels_by_keyboard_and_click_undo_reload_done(sel, capsys):
     tmp, f, idx, y = sel
     browser = _chrome()
@@ -238,6 +240,7 @@ def test_browser_labels_by_keyboard_and_click_undo_reload_done(sel, capsys):
     assert np.load(tmp / "prior.npy")[idx].argmax(1).tolist() == y[idx].tolist()
 
 
+@pytest.mark.slow
 def test_browser_file_page_search_reopen_and_download(tmp_path):
     """The file:// page: more than 10 classes → a search box (Enter picks), clicks survive a
     reload (localStorage), and the download button saves a to_annotate.csv that reads back."""

@@ -12,6 +12,7 @@ import yaml
 
 from as3l_plugin import artifacts
 from as3l_plugin import pipeline as pl
+from as3l_plugin import stages as sr
 from as3l_plugin.offline import prior_from_selection, select_to_dir
 from as3l_plugin.datasets import load_dataset
 from as3l_plugin.errors import StaleInputError
@@ -46,7 +47,7 @@ def both(tmp_path_factory):
     keep = [stages[k] for k in ("select", "labels", "prior")]
     assert all(not s.inputs or set(s.inputs) <= {"select", "labels"} for s in keep)
     run = tmp / "run"
-    pl.run_stages(keep, run, log=lambda m: None)
+    sr.run_stages(keep, run, log=lambda m: None)
 
     ds = load_dataset("digits")
     atomic_save_npy(tmp / "pix.npy", pixel_features(ds.x_train))

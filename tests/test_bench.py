@@ -211,6 +211,7 @@ def test_upsert_row_replaces_by_key(tmp_path):
     assert bn.read_rows(p) == [{"a": "2", "b": "3"}, {"a": "1", "b": "5"}]
 
 
+@pytest.mark.slow
 def test_bench_resumes_skips_done_cells_and_writes_tables(fakes, tmp_path):
     out = tmp_path / "bench"
     res = bn.run_bench(fakes, out=out, max_cells=3, log=quiet)
@@ -249,6 +250,7 @@ def test_bench_resumes_skips_done_cells_and_writes_tables(fakes, tmp_path):
     assert list((out / "plots").glob("*.png"))
 
 
+@pytest.mark.slow
 def test_merge_split_benches_into_one_report(fakes, tmp_path):
     """Two processes ran one seed each (as bench_{1,4}perclass split a grid): --merge gives
     the full grid's tables, the curves are read where they are, and a run of the full config
@@ -275,6 +277,7 @@ def test_merge_split_benches_into_one_report(fakes, tmp_path):
     assert sorted(before.splitlines()) == sorted((out / bn.CELLS_CSV).read_text().splitlines())
 
 
+@pytest.mark.slow
 def test_seeds_option_runs_a_subset(fakes, tmp_path):
     res = bn.run_bench(fakes, out=tmp_path / "s1", seeds=[1], log=quiet)
     assert res["cells"] == 4 and res["ran"] == 4
@@ -285,6 +288,7 @@ def test_seeds_option_runs_a_subset(fakes, tmp_path):
     assert not (tmp_path / "s2").exists()
 
 
+@pytest.mark.slow
 def test_pretrain_seed_shares_one_model_across_seeds_and_bench_dirs(fakes, tmp_path,
                                                                     monkeypatch):
     """`pretrain_seed: P`: one pretrain -> features for every seed, under
@@ -314,6 +318,7 @@ def test_pretrain_seed_shares_one_model_across_seeds_and_bench_dirs(fakes, tmp_p
             bn.load_bench_config({**cfg, "pretrain_seed": bad})
 
 
+@pytest.mark.slow
 def test_sampler_variant_under_its_own_name(fakes, tmp_path):
     """`alias: {sampler: good}` selects with the registered `good` under the name `alias`:
     same labeled set as `good`, its own stage folder, cells and table rows."""
@@ -332,6 +337,7 @@ def test_sampler_variant_under_its_own_name(fakes, tmp_path):
         bn.load_bench_config({**cfg, "samplers": {"alias": {"sampler": 3}}})
 
 
+@pytest.mark.slow
 def test_merge_refuses_what_it_cannot_merge(fakes, tmp_path):
     part = tmp_path / "part"
     bn.run_bench({**fakes, "seeds": [0]}, out=part, log=quiet)
@@ -383,6 +389,7 @@ def test_read_metrics_dedupes_resumed_rows(tmp_path):
 
 
 # --------------------------------------------------------------------------- the real command
+@pytest.mark.slow
 def test_as3l_bench_quick_two_cells(tmp_path):
     import os
     import subprocess

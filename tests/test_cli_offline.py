@@ -256,6 +256,7 @@ def test_read_labels_csv_accepts_bom_and_blank_lines(tmp_path):
         read_labels_csv(tmp_path / "nope.csv", [2], 2)
 
 
+@pytest.mark.slow
 def test_offline_cli_imports_stay_light():
     code = ("import sys, argparse, as3l_plugin.commands.offline as o; "
             "o.register(argparse.ArgumentParser().add_subparsers()); "

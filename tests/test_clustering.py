@@ -77,6 +77,7 @@ print(h.hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_byte_identical_across_processes_and_thread_counts():
     outs = [subprocess.run([sys.executable, "-c", _SCRIPT, str(t)], capture_output=True,
                            text=True, check=True).stdout.strip() for t in (1, 2, 1)]

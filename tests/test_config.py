@@ -36,7 +36,7 @@ def usb():
 
 def _cli(argv, cwd, monkeypatch, capsys):
     """``as3l ARGV`` in ``cwd``: (exit code, stderr lines, files changed under cwd)."""
-    from as3l_plugin import troubleshooting as ts
+    import bad_inputs as ts
     from as3l_plugin.cli import run
     monkeypatch.chdir(cwd)
     before = ts.snapshot(Path("."))

@@ -82,6 +82,7 @@ def test_no_gradient_reaches_projector_through_targets():
     assert all(p.grad is None for p in model.projector.parameters())
 
 
+@pytest.mark.slow
 def test_a_few_simsiam_steps_lower_the_loss():
     torch.manual_seed(0)
     ds = tiny_gray(n=32)
@@ -120,6 +121,7 @@ def test_augment_range_shape_and_seed(aug, c):
 
 
 # --------------------------------------------------------------------------- pretraining
+@pytest.mark.slow
 def test_pretrain_writes_usb_checkpoint_that_cnn4_loads_unchanged(tmp_path):
     tr = fast().fit(tiny_gray(), tmp_path)
     ckpt = torch.load(tmp_path / "backbone.pth", weights_only=False)
@@ -136,6 +138,7 @@ def test_pretrain_writes_usb_checkpoint_that_cnn4_loads_unchanged(tmp_path):
     assert tr.history_[0]["epoch"] == 1 and np.isfinite(tr.history_[0]["loss"])
 
 
+@pytest.mark.slow
 def test_wrn_checkpoint_arrives_unchanged_in_usb_builder(tmp_path):
     snets = pytest.importorskip("semilearn.nets")
     SimSiamPretrainer(net="wrn_28_2", epochs=1, batch_size=4, progress=False,
@@ -149,6 +152,7 @@ def test_wrn_checkpoint_arrives_unchanged_in_usb_builder(tmp_path):
         assert torch.equal(got[k], v), k
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     ds = tiny_gray()
     full = fast(epochs=2).fit(ds, tmp_path / "a")
@@ -170,6 +174,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused(tmp_path):
     ds = tiny_gray()
     fast().fit(ds, tmp_path)
@@ -301,6 +306,7 @@ def test_usb_cv_datasets_read_from_data_dir_never_downloaded(tmp_path, monkeypat
 
 
 # --------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_pretrain_features_finetune_linear_eval_on_digits(tmp_path, capsys):
     from as3l_plugin.cli import main
     from as3l_plugin.io import load_features, read_sidecar
@@ -330,6 +336,7 @@ def test_cli_pretrain_features_finetune_linear_eval_on_digits(tmp_path, capsys):
     assert "bad.pth: cannot read backbone checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_duel_criterion_prefers_pixels_over_a_random_init_backbone_and_its_twin(tmp_path):
     """Issue 14: on digits with a random-init cnn4, ``self`` and its Eq. 1 copy ``fine`` vouch
     for each other under cross-view agreement, which picks ``fine`` at 4 labels/class

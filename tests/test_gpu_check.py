@@ -12,6 +12,8 @@ pytest.importorskip("semilearn")
 
 from as3l_plugin.benchmarks import gpu_check  # noqa: E402
 
+pytestmark = pytest.mark.slow  # runs the GPU check script (subprocesses, a tiny training)
+
 
 def test_tiny_cpu_run_reports_every_stage_and_device_check(tmp_path):
     out = tmp_path / "gc"

@@ -54,11 +54,16 @@ def _top_level(body):
             yield from _top_level(node.body)
 
 
-def _imports(name: str, path: Path) -> set:
+def _imports(name: str, path: Path, *, late: bool = False) -> set:
+    """The package modules ``name`` imports at module level (``late``: anywhere, also inside
+    functions)."""
     is_pkg = path.name == "__init__.py"
     package = name if is_pkg else name.rpartition(".")[0]
     out = set()
-    for node in _top_level(ast.parse(path.read_text(), str(path)).body):
+    tree = ast.parse(path.read_text(), str(path))
+    nodes = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))] \
+        if late else _top_level(tree.body)
+    for node in nodes:
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         else:
@@ -152,6 +157,7 @@ def test_no_import_cycles():
 
 
 @pytest.mark.parametrize("chunk", range(2))
+@pytest.mark.slow
 def test_every_module_imports_alone(chunk):
     """Each module in a fresh interpreter of its own (an import-order bug shows only there)."""
     # __main__ is the console entry: importing it runs the CLI (tests/test_reliability_cases.py)
@@ -167,3 +173,30 @@ def test_every_module_imports_alone(chunk):
     with ThreadPoolExecutor(max_workers=4) as pool:
         failed = [f"{n}: {err[0]}" for n, rc, err in pool.map(one, names) if rc != 0]
     assert not failed, "modules that fail to import alone:\n" + "\n".join(failed)
+
+
+def test_stage_runner_knows_no_job():
+    """The cached-stage runner is generic: it reads files and raises errors, nothing more."""
+    assert import_graph()["as3l_plugin.stages"] <= {"as3l_plugin.errors", "as3l_plugin.io"}
+
+
+WORKFLOW = {"as3l_plugin.stages", "as3l_plugin.pipeline", "as3l_plugin.bench",
+            "as3l_plugin.report"}
+
+
+def _layer(name: str) -> int:
+    """0: library, 1: workflow, 2: CLI, 3: benchmark scripts (may use any layer below)."""
+    if name.startswith("as3l_plugin.benchmarks"):
+        return 3
+    if name in ("as3l_plugin.cli", "as3l_plugin.__main__") or \
+            name.startswith("as3l_plugin.commands"):
+        return 2
+    return 1 if name in WORKFLOW else 0
+
+
+def test_layers_point_down():
+    """library ← workflow (stages, pipeline, bench, report) ← CLI (cli, commands/): no module
+    imports one of a higher layer, not even inside a function."""
+    up = sorted(f"{m} -> {t}" for m, p in MODULES.items() for t in _imports(m, p, late=True)
+                if _layer(t) > _layer(m))
+    assert not up, "imports that point up a layer:\n" + "\n".join(up)

@@ -197,6 +197,7 @@ def patched_run(patched_semilearn, tmp_path_factory):
     return run_with(patched_semilearn, SCRIPT, cwd=work), work, idx
 
 
+@pytest.mark.slow
 def test_patched_split_honours_lb_index_file(patched_semilearn, patched_run):
     out, work, _ = patched_run
     assert out["file"].startswith(str(patched_semilearn))  # the patched copy was imported
@@ -211,6 +212,7 @@ def test_patched_split_honours_lb_index_file(patched_semilearn, patched_run):
     assert not (patched_semilearn / "data").exists()
 
 
+@pytest.mark.slow
 def test_patched_flexmatch_trains_and_resumes_on_cpu(patched_run):
     """USB's own FlexMatch (no plugin imported) on a synthetic CIFAR-10 folder, on CPU:
     2 iterations, evaluation, checkpoint, then a new instance resumes from it."""
@@ -244,6 +246,7 @@ def _usb_train_py() -> str | None:
 
 @pytest.mark.skipif(_usb_train_py() is None,
                     reason="USB's train.py not available: set AS3L_USB_CHECKOUT to a USB checkout")
+@pytest.mark.slow
 def test_train_py_patch_runs_as3l_flexmatch_on_cpu(patched_semilearn, tmp_path):
     """The patched USB train.py, with the patched semilearn and the plugin importable, trains
     as3l_flexmatch on digits on CPU from our config (a few iterations, a prior refresh)."""

@@ -1,149 +1,7 @@
-"""`as3l run`: the stage runner (cache keys, skip, invalidation, resume) and the real job."""
+"""`as3l run`: the real AS3L job (the stage runner itself: tests/test_stages.py)."""
 
 import csv
 import json
-
-import numpy as np
-import pytest
-
-from as3l_plugin import pipeline as pl
-from as3l_plugin.errors import ConfigError, OutputError
-from as3l_plugin.io import atomic_save_npy
-
-
-# --------------------------------------------------------------------------- stand-in stages
-class Calls:
-    def __init__(self):
-        self.n = {}
-
-    def hit(self, name):
-        self.n[name] = self.n.get(name, 0) + 1
-
-
-def make_stages(calls, *, scale=1.0, fail_in=None):
-    """a (writes a.npy from params) → b (doubles a, resumable) → c (sums b)."""
-    def fa(ctx):
-        calls.hit("a")
-        atomic_save_npy(ctx.dir / "a.npy", np.arange(5, dtype=np.float32) * ctx.params["scale"])
-        return {"n": 5}
-
-    def fb(ctx):
-        calls.hit("b")
-        part = ctx.dir / "partial.txt"
-        if ctx.resuming:
-            assert part.read_text() == "half"
-        else:
-            assert not part.exists()
-        part.write_text("half")
-        if fail_in == "b":
-            raise KeyboardInterrupt  # a kill in the middle of the stage
-        a = np.load(ctx.inputs["a"].path("a.npy"))
-        atomic_save_npy(ctx.dir / "b.npy", 2 * a)
-        return {"resumed": ctx.resuming}
-
-    def fc(ctx):
-        calls.hit("c")
-        b = np.load(ctx.inputs["b"].path("b.npy"))
-        atomic_save_npy(ctx.dir / "c.npy", np.array([b.sum()]))
-        return {"sum": float(b.sum())}
-
-    return [pl.Stage("a", fa, params={"scale": scale}, outputs=("a.npy",)),
-            pl.Stage("b", fb, inputs=("a",), outputs=("b.npy",), resumable=True),
-            pl.Stage("c", fc, inputs=("b",), outputs=("c.npy",))]
-
-
-def quiet(_msg):
-    pass
-
-
-def test_runs_then_all_cached(tmp_path):
-    calls = Calls()
-    recs = pl.run_stages(make_stages(calls), tmp_path, log=quiet)
-    assert calls.n == {"a": 1, "b": 1, "c": 1}
-    assert recs["c"].result == {"sum": 20.0}
-    for s in "abc":
-        d = json.loads((tmp_path / s / "stage.json").read_text())
-        assert d["key"] == recs[s].key and d["outputs"]
-        assert not (tmp_path / s / pl.RUNNING_FILE).exists()
-    mtimes = {s: (tmp_path / s / "stage.json").stat().st_mtime_ns for s in "abc"}
-    recs2 = pl.run_stages(make_stages(calls), tmp_path, log=quiet)
-    assert calls.n == {"a": 1, "b": 1, "c": 1}
-    assert all(recs2[s].cached for s in "abc")
-    assert recs2["c"].result == {"sum": 20.0}
-    assert {s: (tmp_path / s / "stage.json").stat().st_mtime_ns for s in "abc"} == mtimes
-
-
-def test_changed_param_reruns_downstream_only(tmp_path):
-    calls = Calls()
-    pl.run_stages(make_stages(calls), tmp_path, log=quiet)
-    (tmp_path / "c" / "stray.txt").write_text("left by an older run")
-    recs = pl.run_stages(make_stages(calls, scale=3.0), tmp_path, log=quiet)
-    assert calls.n == {"a": 2, "b": 2, "c": 2}
-    assert recs["c"].result == {"sum": 60.0}
-    assert not (tmp_path / "c" / "stray.txt").exists()  # a re-run starts from an empty dir
-
-
-def test_forced_stage_with_same_bytes_keeps_dependants(tmp_path):
-    calls = Calls()
-    pl.run_stages(make_stages(calls), tmp_path, log=quiet)
-    recs = pl.run_stages(make_stages(calls), tmp_path, force=["a"], log=quiet)
-    assert calls.n == {"a": 2, "b": 1, "c": 1}
-    assert not recs["a"].cached and recs["b"].cached
-    pl.run_stages(make_stages(calls), tmp_path, force=["all"], log=quiet)
-    assert calls.n == {"a": 3, "b": 2, "c": 2}
-    with pytest.raises(ConfigError, match="unknown stage"):
-        pl.run_stages(make_stages(calls), tmp_path, force=["nope"], log=quiet)
-
-
-def test_tampered_output_reruns_stage_and_dependants(tmp_path):
-    calls = Calls()
-    pl.run_stages(make_stages(calls), tmp_path, log=quiet)
-    atomic_save_npy(tmp_path / "a" / "a.npy", np.ones(5, dtype=np.float32))
-    recs = pl.run_stages(make_stages(calls), tmp_path, log=quiet)
-    assert calls.n == {"a": 2, "b": 1, "c": 1}  # a rewrote the same bytes → b, c still valid
-    assert recs["b"].cached
-    (tmp_path / "b" / "b.npy").unlink()
-    pl.run_stages(make_stages(calls), tmp_path, log=quiet)
-    assert calls.n == {"a": 2, "b": 2, "c": 1}
-
-
-def test_killed_resumable_stage_resumes_and_others_restart(tmp_path):
-    calls = Calls()
-    with pytest.raises(KeyboardInterrupt):
-        pl.run_stages(make_stages(calls, fail_in="b"), tmp_path, log=quiet)
-    assert (tmp_path / "b" / pl.RUNNING_FILE).is_file()
-    assert not (tmp_path / "b" / "stage.json").exists()
-    recs = pl.run_stages(make_stages(calls), tmp_path, log=quiet)
-    assert recs["a"].cached and recs["b"].result == {"resumed": True}
-    assert calls.n == {"a": 1, "b": 2, "c": 1}
-    # a resumable stage whose key changed starts from an empty directory
-    with pytest.raises(KeyboardInterrupt):
-        pl.run_stages(make_stages(calls, fail_in="b"), tmp_path, force=["b"], log=quiet)
-    recs = pl.run_stages(make_stages(calls, scale=2.0), tmp_path, log=quiet)
-    assert recs["b"].result == {"resumed": False}
-
-
-def test_missing_output_and_lock_are_errors(tmp_path):
-    st = pl.Stage("x", lambda ctx: {}, outputs=("never.npy",))
-    with pytest.raises(OutputError, match="never.npy"):
-        pl.run_stages([st], tmp_path, log=quiet)
-    assert not (tmp_path / "x" / "stage.json").exists()
-    with pl.run_lock(tmp_path):
-        with pytest.raises(OutputError, match="another as3l process"):
-            with pl.run_lock(tmp_path):
-                pass
-
-
-def test_cache_key_depends_on_everything():
-    k = pl.cache_key("s", {"a": 1}, {"up": "f"}, version="1")
-    assert k == pl.cache_key("s", {"a": 1}, {"up": "f"}, version="1")
-    assert len({k, pl.cache_key("t", {"a": 1}, {"up": "f"}, version="1"),
-                pl.cache_key("s", {"a": 2}, {"up": "f"}, version="1"),
-                pl.cache_key("s", {"a": 1}, {"up": "g"}, version="1"),
-                pl.cache_key("s", {"a": 1}, {"up": "f"}, version="2")}) == 5
-
-
-# --------------------------------------------------------------------------- the real job
 import os
 import shutil
 import signal
@@ -152,11 +10,23 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 import yaml
 
+from as3l_plugin import pipeline as pl
+from as3l_plugin import stages as sr
+from as3l_plugin.errors import ConfigError
+
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "usb_configs" / "digits"
+
+
+def quiet(_msg):
+    pass
+
+
 STAGES = ["pretrain", "features", "select", "labels", "prior", "train_as3l",
           "baseline_select", "train_baseline", "evaluate"]
 
@@ -199,6 +69,7 @@ def run1(tmp_path_factory):
     return {"tmp": tmp, "cfg": cfg, "root": tmp / "run1", "log": out}
 
 
+@pytest.mark.slow
 def test_run_end_to_end_outputs(run1):
     root, log = run1["root"], run1["log"]
     for i, s in enumerate(STAGES, 1):
@@ -233,6 +104,7 @@ def test_run_end_to_end_outputs(run1):
     assert set(ev["runs"]) == {"as3l_flexmatch", "flexmatch_random"}
 
 
+@pytest.mark.slow
 def test_rerun_is_a_cache_hit(run1):
     root = run1["root"]
     before = {s: (root / s / "stage.json").stat().st_mtime_ns for s in STAGES}
@@ -243,6 +115,7 @@ def test_rerun_is_a_cache_hit(run1):
     assert {s: (root / s / "stage.json").stat().st_mtime_ns for s in STAGES} == before
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_mid_training(run1):
     tmp, root = run1["tmp"], run1["tmp"] / "killed"
     cfg = tiny_config(tmp, iters=40, baseline={"enabled": False})
@@ -261,7 +134,7 @@ def test_killed_run_resumes_mid_training(run1):
     proc.communicate()
     assert ckpt.exists(), "the run ended before its first checkpoint"
     assert not (root / "train_as3l" / "stage.json").exists(), "killed too late to test resume"
-    assert (root / "train_as3l" / pl.RUNNING_FILE).exists()
+    assert (root / "train_as3l" / sr.RUNNING_FILE).exists()
     log = finish(as3l("run", "--config", cfg, "--out", root))
     assert "train_as3l: resuming" in log and "resuming USB training from" in log
     for s in STAGES[:STAGES.index("train_as3l")]:
@@ -275,6 +148,7 @@ def test_killed_run_resumes_mid_training(run1):
         assert (root / f).read_bytes() == (run1["root"] / f).read_bytes(), f
 
 
+@pytest.mark.slow
 def test_user_labels_csv(run1, tmp_path):
     """labels.source: csv — the run stops after `select` until the file exists, then the
     prior uses the user's labels (cached stages of the copied run are reused)."""
@@ -294,7 +168,7 @@ def test_user_labels_csv(run1, tmp_path):
                                for r in todo]
     (tmp_path / "mine.csv").write_text("\n".join(lines) + "\n")
     stages = pl.build_stages(pl.load_config(cfg))
-    recs = pl.run_stages(stages[:6], root, log=quiet)
+    recs = sr.run_stages(stages[:6], root, log=quiet)
     assert recs["select"].cached and not recs["labels"].cached
     assert recs["labels"].result["disagree_with_dataset"] == 1
     lab = pl._read_labels(recs["labels"])
@@ -303,6 +177,7 @@ def test_user_labels_csv(run1, tmp_path):
     assert prior[wrong].argmax() == (y[wrong] + 1) % 10  # labeled rows are the user's one-hot
 
 
+@pytest.mark.slow
 def test_annotate_source_stops_after_select_then_continues(run1, tmp_path):
     """labels.source: annotate — `as3l run` writes the page into <run>/annotate/, says what to
     do and exits 0 without training; an incomplete or bad CSV keeps it there (bad: exit 2,
@@ -395,6 +270,7 @@ def test_config_errors(tmp_path):
         assert [s.name for s in stages] == STAGES
 
 
+@pytest.mark.slow
 def test_feature_sets_pixels_and_auto(tmp_path):
     """``auto`` adds finetune + choose and records its pick and scores in the selection
     sidecar; ``pixels`` is PCA of the pixels; a self-only job has neither extra stage."""
@@ -411,7 +287,7 @@ def test_feature_sets_pixels_and_auto(tmp_path):
     stages = [s for s in pl.build_stages(cfg) if s.name in keep]
     assert [s.name for s in stages] == list(keep)
     root = tmp_path / "auto"
-    pl.run_stages(stages, root, log=quiet)
+    sr.run_stages(stages, root, log=quiet)
     choice = json.loads((root / "choose" / pl.CHOICE).read_text())
     assert set(choice["scores"]) == set(pl.AUTO_CANDIDATES)
     assert choice["pick"] in pl.AUTO_CANDIDATES

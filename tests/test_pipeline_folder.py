@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from as3l_plugin import pipeline as pl
+from as3l_plugin import stages as sr
 from as3l_plugin.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +89,7 @@ def test_stage_keys_follow_the_folder_files(exported, tmp_path):
     assert "data" not in {s.name: s.params for s in pl.build_stages(digits)}["pretrain"]
 
 
+@pytest.mark.slow
 def test_as3l_run_on_exported_folder(exported, tmp_path):
     cfg = folder_config(tmp_path, exported)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -115,7 +117,7 @@ def test_pipeline_budget_above_pool_size(exported, tmp_path):
                                        prior={"features": "pixels"}))
     stages = [s for s in pl.build_stages(cfg) if s.name == "select"]
     with pytest.raises(DatasetError, match="fewer than the labeling budget") as e:
-        pl.run_stages(stages, tmp_path / "r", log=lambda m: None)
+        sr.run_stages(stages, tmp_path / "r", log=lambda m: None)
     assert str(exported) in str(e.value)
 
 
@@ -134,8 +136,8 @@ def test_train_stage_without_labels_stage_on_folder(exported, tmp_path, monkeypa
     sdir = tmp_path / "baseline_select"
     sdir.mkdir()
     (sdir / pl.LABELS).write_text("row,label\n0,1\n")
-    sel = pl.StageRecord("baseline_select", sdir, "k", "f", {}, {"index_file": "idx.npy"}, 0.0)
-    ctx = pl.StageContext("train_baseline", tmp_path / "t",
+    sel = sr.StageRecord("baseline_select", sdir, "k", "f", {}, {"index_file": "idx.npy"}, 0.0)
+    ctx = sr.StageContext("train_baseline", tmp_path / "t",
                           {"usb": {"algorithm": "flexmatch"}, "managed": {}},
                           {"baseline_select": sel}, False, lambda m: None, env)
     with pytest.raises(RuntimeError, match="stop here"):
@@ -153,6 +155,7 @@ def test_bench_config_takes_folder(exported, tmp_path):
     assert b.env["dataset_options"]["img_size"] == 8 and b.num_classes() == 10
 
 
+@pytest.mark.slow
 def test_as3l_run_on_unlabeled_pool_with_annotations(exported, tmp_path):
     """An unlabeled pool (images directly in train/) + classes.txt + test/: the run stops at
     the labels stage until the CSV exists, then trains on the annotations."""
@@ -192,6 +195,7 @@ def test_as3l_run_on_unlabeled_pool_with_annotations(exported, tmp_path):
     assert np.load(tmp_path / "run" / "prior" / "prior.npy").shape == (300, 10)
 
 
+@pytest.mark.slow
 def test_cli_pretrain_features_select_prior_on_folder(exported, tmp_path):
     """The feature and offline commands on a folder; the file list reaches every sidecar."""
     from as3l_plugin.datasets import load_dataset

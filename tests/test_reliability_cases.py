@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from as3l_plugin import troubleshooting as ts
+import bad_inputs as ts  # tests/bad_inputs.py: the table of bad inputs
 from as3l_plugin.errors import AS3LError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def test_readme_troubleshooting_table_is_generated_from_the_cases():
     assert block, "README.md lacks the generated troubleshooting table markers"
     assert block.group(0) == ts.readme_block(), (
         "README troubleshooting table is stale: run "
-        "`.venv/bin/python -m as3l_plugin.troubleshooting --write-readme README.md`")
+        "`.venv/bin/python tests/bad_inputs.py --write-readme README.md`")
     section = readme.split("<!-- section: troubleshooting -->", 1)[1].split("<!-- section:", 1)[0]
     assert ts.README_BEGIN in section
 
@@ -77,6 +77,7 @@ def test_update_readme_rewrites_only_the_table(tmp_path):
 
 @pytest.mark.parametrize("case_id", ["features-truncated", "budget-not-integer",
                                      "labels-duplicate", "output-missing-dir"])
+@pytest.mark.slow
 def test_real_process_prints_one_line_and_exits_2(case_id, tmp_path):
     """The console entry (`python -m as3l_plugin`) in a real process, not just cli.run."""
     case = ts.get_case(case_id)

@@ -14,6 +14,8 @@ import pytest
 
 from procs import kill_when
 
+pytestmark = pytest.mark.slow  # SIGKILLs real jobs in subprocesses
+
 torch = pytest.importorskip("torch")
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}

@@ -14,6 +14,8 @@ from as3l_plugin.cli import main
 
 from procs import kill_when
 
+pytestmark = pytest.mark.slow  # trainings and other processes
+
 REPO = Path(__file__).resolve().parents[1]
 
 # one process: the CLI (select + prior) and every sampler / propagator through the API
@@ -131,7 +133,7 @@ def _loss_recorder(stop_after=None):
 
 def tiny_training(ws: Path, **cfg):
     """as3l_flexmatch on digits: config tiny.yaml, lb.npy, prior.npy in ``ws``."""
-    from as3l_plugin import troubleshooting as ts
+    import bad_inputs as ts
     ws.mkdir(parents=True, exist_ok=True)
     cwd = os.getcwd()
     os.chdir(ws)

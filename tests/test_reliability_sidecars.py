@@ -98,6 +98,7 @@ main(sys.argv[1:])
 
 
 @pytest.mark.parametrize("how", ["sigkill", "error"])
+@pytest.mark.slow
 def test_rerun_of_select_never_leaves_a_sidecar_vouching_for_other_data(feats, how,
                                                                         monkeypatch, capsys):
     """Re-running `as3l select` (same file names, another sampler): killed right before its
@@ -141,17 +142,17 @@ def test_rerun_of_select_never_leaves_a_sidecar_vouching_for_other_data(feats, h
 
 
 def test_pipeline_stage_file_is_written_last(tmp_path, writes):
-    from as3l_plugin import pipeline as pl
+    from as3l_plugin import stages as sr
 
     def fn(ctx):
         aio.atomic_save_npy(ctx.dir / "a.npy", np.arange(3))
         aio.atomic_write_json(ctx.dir / "b.json", {"x": 1})
         return {"ok": True}
 
-    pl.run_stages([pl.Stage("s", fn, outputs=("a.npy", "b.json"))], tmp_path,
+    sr.run_stages([sr.Stage("s", fn, outputs=("a.npy", "b.json"))], tmp_path,
                   log=lambda m: None)
-    assert writes[-1] == pl.STAGE_FILE and writes.index(pl.STAGE_FILE) > writes.index("a.npy")
-    rec = json.loads((tmp_path / "s" / pl.STAGE_FILE).read_text())
+    assert writes[-1] == sr.STAGE_FILE and writes.index(sr.STAGE_FILE) > writes.index("a.npy")
+    rec = json.loads((tmp_path / "s" / sr.STAGE_FILE).read_text())
     assert rec["stage"] == "s"
 
 

@@ -92,6 +92,7 @@ print(";".join(get_sampler(n).select(X, 15, seed=2).tobytes().hex() for n in lis
 """
 
 
+@pytest.mark.slow
 def test_byte_identical_across_processes_and_threads():
     outs = {subprocess.run([sys.executable, "-c", _SCRIPT, str(t)], capture_output=True,
                            text=True, check=True).stdout for t in (1, 2)}

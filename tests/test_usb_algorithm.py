@@ -12,7 +12,7 @@ pytest.importorskip("semilearn")
 import as3l_plugin.usb  # noqa: E402,F401
 from as3l_plugin.errors import ConfigError, PriorError  # noqa: E402
 from as3l_plugin.usb.algorithm import AS3LFlexMatch, check_prior_args, int_list  # noqa: E402
-from as3l_plugin.usb.dataset import PriorDataset, check_prior_file  # noqa: E402
+from as3l_plugin.usb.prior_data import PriorDataset, check_prior_file  # noqa: E402
 from as3l_plugin.usb.hooks import PriorHook  # noqa: E402
 from as3l_plugin.usb.train import build_algorithm, get_config  # noqa: E402
 

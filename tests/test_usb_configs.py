@@ -264,6 +264,7 @@ TINY = dict(num_train_iter=2, epoch=1, num_eval_iter=2, num_log_iter=1, batch_si
 
 
 @pytest.mark.parametrize("path", GPU_CONFIGS, ids=[p.stem for p in GPU_CONFIGS])
+@pytest.mark.slow
 def test_gpu_config_trains_on_synthetic_folder(path, tmp_path, monkeypatch, offline_host, usb):
     """Each CIFAR/STL config, as written (data_dir, index/prior/pretrain paths relative to
     the run directory), with only sizes and the net made tiny: 2 iterations + evaluation."""

@@ -21,6 +21,8 @@ import pytest
 import torch
 from semilearn.core.hooks import Hook
 
+pytestmark = pytest.mark.slow  # two training processes
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "usb_configs" / "digits" / "as3l_flexmatch_digits_10_0.yaml"
 

@@ -110,6 +110,7 @@ class _Snapshot(Hook):
                         self.dst)
 
 
+@pytest.mark.slow
 def test_as3l_flexmatch_digits_end_to_end_and_exact_resume(tmp_path, prior_file):
     """20 iterations, update mode (T=10, refresh every 5): a run resumed from the checkpoint at
     iteration 10 (an epoch end) ends bit for bit where the continuous run ends."""
@@ -144,6 +145,7 @@ def test_as3l_flexmatch_digits_end_to_end_and_exact_resume(tmp_path, prior_file)
     assert b["final_acc"] == a["final_acc"]
 
 
+@pytest.mark.slow
 def test_resume_in_place_keeps_metrics_rows(tmp_path, prior_file):
     common = dict(save_dir=str(tmp_path), save_name="run", prior_file=prior_file, gpu="cpu",
                   prior_mode="remove", num_train_iter=8, num_eval_iter=4, epoch=2)

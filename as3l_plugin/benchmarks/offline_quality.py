@@ -18,8 +18,7 @@ Data and features (fixed, no learning; the same for every sampler)
 - ``digits``: the plugin's digits training split (1,437 8×8 images, 10 classes);
 - ``fashion_mnist``: Fashion-MNIST training images; by default a fixed random subsample of
   ``--fmnist-n`` = 10,000 images (``numpy.random.default_rng(0)``), ``--fmnist-n 0`` for all
-  60,000. (Label spreading alone needs minutes per call on all 60,000 rows on a shared
-  2-core machine, and the grid has 70 such calls.)
+  60,000 (why the subsample: README, "Quality").
 
 Learned features instead: ``--features DATASET=FILE`` (float32 ``.npy`` of the whole training
 split, dataset order; ``{seed}`` in FILE is replaced by each seed), e.g. the f_fine of every
@@ -27,10 +26,8 @@ seed of an ``as3l bench`` run:
 ``--features fashion_mnist=results/bench_fashion_mnist_reduced/shared/seed{seed}/b10/finetune/f_fine.npy``.
 
 Features: pixels scaled to [0, 1], centred, projected on the top 50 principal components
-(float64 eigen-decomposition of the covariance), not whitened. We compared K-means purity of
-a few fixed recipes (raw / standardised / whitened PCA-50, L2-normalised, HOG): whitening
-hurt clearly, the others were within ~3 points of each other; raw PCA-50 is the simplest
-that is good on both data sets.
+(float64 eigen-decomposition of the covariance), not whitened (why this recipe: README,
+"Quality").
 
 Peers (configured as their papers, documented in their modules)
 ---------------------------------------------------------------

@@ -10,7 +10,7 @@ Config keys (also command-line flags)
 -------------------------------------
 ``prior_file`` (str, required)
     ``.npy`` float32 ``(n, num_classes)``, rows sum to 1, in the pool's original order
-    (:mod:`as3l_plugin.usb.dataset`). Checked at start-up.
+    (:mod:`as3l_plugin.usb.prior_data`). Checked at start-up.
 ``prior_T`` (int >= 0, default 6900)
     Change point: the prior is mixed for iterations 1..T.
 ``prior_mode`` (``remove`` | ``update``, default ``remove``)
@@ -40,7 +40,7 @@ from semilearn.core.utils import ALGORITHMS
 
 from ..errors import ConfigError
 from ..validate import check_int
-from .dataset import PriorDataset, load_prior
+from .prior_data import PriorDataset, load_prior
 from .hooks import PRIOR_MODES, PRIOR_UPDATE_FEATURES, PriorHook, check_bank_world
 
 DEFAULT_KS = (10, 20, 30, 40, 50, 60)

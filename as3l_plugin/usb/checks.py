@@ -125,7 +125,7 @@ def check_run_inputs(args) -> dict:
     prior = None
     if getattr(args, "algorithm", None) == "as3l_flexmatch":
         from .algorithm import check_prior_args
-        from .dataset import check_prior_file
+        from .prior_data import check_prior_file
         from ..errors import InputError
         from ..io import load_npy
         cfg = check_prior_args(args)

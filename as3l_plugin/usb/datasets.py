@@ -131,7 +131,7 @@ class PadCropFlip:
 
     The same random numbers, drawn from torch in the same order, and the same pixels as
     ``RandomCrop(size, padding=pad, padding_mode='reflect')`` followed by
-    ``RandomHorizontalFlip()``, without PIL's round trips (≈ 10× faster on 8×8 images).
+    ``RandomHorizontalFlip()``, without PIL's round trips.
 
     Parameters
     ----------

@@ -1,0 +1,143 @@
+"""The cached-stage runner (:mod:`as3l_plugin.stages`): cache keys, skip, invalidation, resume,
+the run lock; on stand-in stages (the real job: tests/test_pipeline.py)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from as3l_plugin import stages as sr
+from as3l_plugin.errors import ConfigError, OutputError
+from as3l_plugin.io import atomic_save_npy
+
+
+# --------------------------------------------------------------------------- stand-in stages
+class Calls:
+    def __init__(self):
+        self.n = {}
+
+    def hit(self, name):
+        self.n[name] = self.n.get(name, 0) + 1
+
+
+def make_stages(calls, *, scale=1.0, fail_in=None):
+    """a (writes a.npy from params) → b (doubles a, resumable) → c (sums b)."""
+    def fa(ctx):
+        calls.hit("a")
+        atomic_save_npy(ctx.dir / "a.npy", np.arange(5, dtype=np.float32) * ctx.params["scale"])
+        return {"n": 5}
+
+    def fb(ctx):
+        calls.hit("b")
+        part = ctx.dir / "partial.txt"
+        if ctx.resuming:
+            assert part.read_text() == "half"
+        else:
+            assert not part.exists()
+        part.write_text("half")
+        if fail_in == "b":
+            raise KeyboardInterrupt  # a kill in the middle of the stage
+        a = np.load(ctx.inputs["a"].path("a.npy"))
+        atomic_save_npy(ctx.dir / "b.npy", 2 * a)
+        return {"resumed": ctx.resuming}
+
+    def fc(ctx):
+        calls.hit("c")
+        b = np.load(ctx.inputs["b"].path("b.npy"))
+        atomic_save_npy(ctx.dir / "c.npy", np.array([b.sum()]))
+        return {"sum": float(b.sum())}
+
+    return [sr.Stage("a", fa, params={"scale": scale}, outputs=("a.npy",)),
+            sr.Stage("b", fb, inputs=("a",), outputs=("b.npy",), resumable=True),
+            sr.Stage("c", fc, inputs=("b",), outputs=("c.npy",))]
+
+
+def quiet(_msg):
+    pass
+
+
+def test_runs_then_all_cached(tmp_path):
+    calls = Calls()
+    recs = sr.run_stages(make_stages(calls), tmp_path, log=quiet)
+    assert calls.n == {"a": 1, "b": 1, "c": 1}
+    assert recs["c"].result == {"sum": 20.0}
+    for s in "abc":
+        d = json.loads((tmp_path / s / "stage.json").read_text())
+        assert d["key"] == recs[s].key and d["outputs"]
+        assert not (tmp_path / s / sr.RUNNING_FILE).exists()
+    mtimes = {s: (tmp_path / s / "stage.json").stat().st_mtime_ns for s in "abc"}
+    recs2 = sr.run_stages(make_stages(calls), tmp_path, log=quiet)
+    assert calls.n == {"a": 1, "b": 1, "c": 1}
+    assert all(recs2[s].cached for s in "abc")
+    assert recs2["c"].result == {"sum": 20.0}
+    assert {s: (tmp_path / s / "stage.json").stat().st_mtime_ns for s in "abc"} == mtimes
+
+
+def test_changed_param_reruns_downstream_only(tmp_path):
+    calls = Calls()
+    sr.run_stages(make_stages(calls), tmp_path, log=quiet)
+    (tmp_path / "c" / "stray.txt").write_text("left by an older run")
+    recs = sr.run_stages(make_stages(calls, scale=3.0), tmp_path, log=quiet)
+    assert calls.n == {"a": 2, "b": 2, "c": 2}
+    assert recs["c"].result == {"sum": 60.0}
+    assert not (tmp_path / "c" / "stray.txt").exists()  # a re-run starts from an empty dir
+
+
+def test_forced_stage_with_same_bytes_keeps_dependants(tmp_path):
+    calls = Calls()
+    sr.run_stages(make_stages(calls), tmp_path, log=quiet)
+    recs = sr.run_stages(make_stages(calls), tmp_path, force=["a"], log=quiet)
+    assert calls.n == {"a": 2, "b": 1, "c": 1}
+    assert not recs["a"].cached and recs["b"].cached
+    sr.run_stages(make_stages(calls), tmp_path, force=["all"], log=quiet)
+    assert calls.n == {"a": 3, "b": 2, "c": 2}
+    with pytest.raises(ConfigError, match="unknown stage"):
+        sr.run_stages(make_stages(calls), tmp_path, force=["nope"], log=quiet)
+
+
+def test_tampered_output_reruns_stage_and_dependants(tmp_path):
+    calls = Calls()
+    sr.run_stages(make_stages(calls), tmp_path, log=quiet)
+    atomic_save_npy(tmp_path / "a" / "a.npy", np.ones(5, dtype=np.float32))
+    recs = sr.run_stages(make_stages(calls), tmp_path, log=quiet)
+    assert calls.n == {"a": 2, "b": 1, "c": 1}  # a rewrote the same bytes → b, c still valid
+    assert recs["b"].cached
+    (tmp_path / "b" / "b.npy").unlink()
+    sr.run_stages(make_stages(calls), tmp_path, log=quiet)
+    assert calls.n == {"a": 2, "b": 2, "c": 1}
+
+
+def test_killed_resumable_stage_resumes_and_others_restart(tmp_path):
+    calls = Calls()
+    with pytest.raises(KeyboardInterrupt):
+        sr.run_stages(make_stages(calls, fail_in="b"), tmp_path, log=quiet)
+    assert (tmp_path / "b" / sr.RUNNING_FILE).is_file()
+    assert not (tmp_path / "b" / "stage.json").exists()
+    recs = sr.run_stages(make_stages(calls), tmp_path, log=quiet)
+    assert recs["a"].cached and recs["b"].result == {"resumed": True}
+    assert calls.n == {"a": 1, "b": 2, "c": 1}
+    # a resumable stage whose key changed starts from an empty directory
+    with pytest.raises(KeyboardInterrupt):
+        sr.run_stages(make_stages(calls, fail_in="b"), tmp_path, force=["b"], log=quiet)
+    recs = sr.run_stages(make_stages(calls, scale=2.0), tmp_path, log=quiet)
+    assert recs["b"].result == {"resumed": False}
+
+
+def test_missing_output_and_lock_are_errors(tmp_path):
+    st = sr.Stage("x", lambda ctx: {}, outputs=("never.npy",))
+    with pytest.raises(OutputError, match="never.npy"):
+        sr.run_stages([st], tmp_path, log=quiet)
+    assert not (tmp_path / "x" / "stage.json").exists()
+    with sr.run_lock(tmp_path):
+        with pytest.raises(OutputError, match="another as3l process"):
+            with sr.run_lock(tmp_path):
+                pass
+
+
+def test_cache_key_depends_on_everything():
+    k = sr.cache_key("s", {"a": 1}, {"up": "f"}, version="1")
+    assert k == sr.cache_key("s", {"a": 1}, {"up": "f"}, version="1")
+    assert len({k, sr.cache_key("t", {"a": 1}, {"up": "f"}, version="1"),
+                sr.cache_key("s", {"a": 2}, {"up": "f"}, version="1"),
+                sr.cache_key("s", {"a": 1}, {"up": "g"}, version="1"),
+                sr.cache_key("s", {"a": 1}, {"up": "f"}, version="2")}) == 5
