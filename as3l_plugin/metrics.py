@@ -23,7 +23,7 @@ def check_prior(prior, *, n_samples: int | None = None, num_classes: int | None 
     """Validate a prior matrix: 2-D, finite, non-negative, rows summing to 1 (±1e-3).
 
     The check of a prior to be scored (error field ``prior``). A training run's
-    ``prior_file`` is checked by :func:`as3l_plugin.usb.dataset.check_prior_file` instead
+    ``prior_file`` is checked by :func:`as3l_plugin.usb.prior_data.check_prior_file` instead
     (float32, with its own messages).
 
     Returns
