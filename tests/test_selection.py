@@ -303,3 +303,14 @@ def test_fit_rows_device_and_typiclust_cluster_guard():
     assert (get_sampler("typiclust", max_cluster_rows=50).select(X, 5, seed=2) == g).all()
     assert all(v.size == 50 for v in s.typicality_.values())
     assert set(y[g]) == set(range(5))
+
+
+def test_a_sampler_breaking_its_contract_is_a_contract_error():
+    from as3l_plugin.errors import ContractError
+
+    class Dup(BaseSampler):
+        def _select(self, X, budget, seed, labeled_idx):
+            return np.zeros(budget, dtype=np.int64)
+
+    with pytest.raises(ContractError, match="duplicate indices .a bug in the sampler"):
+        Dup().select(np.eye(5, dtype=np.float32), 2)

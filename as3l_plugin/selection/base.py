@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import ContractError, ParameterError
 from ..io import check_features
 from ..registry import Configurable
 from ..validate import check_index_set, check_int
@@ -83,15 +83,15 @@ class BaseSampler(Configurable):
     def _check_output(self, out, budget, n, labeled):
         who = type(self).__name__
         if out.shape != (budget,) or not np.issubdtype(out.dtype, np.integer):
-            raise RuntimeError(f"{who} returned {out.dtype} {out.shape}, expected int64 "
-                               f"({budget},) (a bug in the sampler)")
+            raise ContractError(f"{who} returned {out.dtype} {out.shape}, expected int64 "
+                                f"({budget},) (a bug in the sampler)")
         if out.size and (out.min() < 0 or out.max() >= n):
-            raise RuntimeError(f"{who} returned out-of-range indices (a bug in the sampler)")
+            raise ContractError(f"{who} returned out-of-range indices (a bug in the sampler)")
         if np.unique(out).size != out.size:
-            raise RuntimeError(f"{who} returned duplicate indices (a bug in the sampler)")
+            raise ContractError(f"{who} returned duplicate indices (a bug in the sampler)")
         if labeled.size and np.isin(out, labeled).any():
-            raise RuntimeError(f"{who} re-selected already labeled samples (a bug in the "
-                               "sampler)")
+            raise ContractError(f"{who} re-selected already labeled samples (a bug in the "
+                                "sampler)")
 
     def _select(self, X, budget, seed, labeled_idx) -> np.ndarray:
         """Return ``budget`` unique int indices not in ``labeled_idx``.

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from semilearn.core.hooks import CheckpointHook, Hook
 
-from ..errors import ConfigError, PriorError
+from ..errors import ConfigError, ContractError, PriorError
 
 PRIOR_MODES = ("remove", "update")
 #: where an ``update`` refresh takes the pool's features from (``prior_update_features``)
@@ -218,13 +218,13 @@ class PriorHook(Hook):
         feats = feats.detach().to("cpu", torch.float32)
         rows = self.orig_index[idx_ulb.detach().to("cpu").long()]
         if feats.ndim != 2 or feats.shape[0] != rows.shape[0]:
-            raise PriorError(f"feature batch of shape {tuple(feats.shape)} for {rows.shape[0]} "
-                             "unlabeled items")
+            raise ContractError(f"feature batch of shape {tuple(feats.shape)} for "
+                                f"{rows.shape[0]} unlabeled items")
         if self.bank_ is None:
             self.bank_ = torch.zeros((self.prior_.shape[0], feats.shape[1]), dtype=torch.float32)
         elif feats.shape[1] != self.bank_.shape[1]:
-            raise PriorError(f"feature batch has {feats.shape[1]} dimensions, the bank "
-                             f"{self.bank_.shape[1]}")
+            raise ContractError(f"feature batch has {feats.shape[1]} dimensions, the bank "
+                                f"{self.bank_.shape[1]}")
         self.bank_[rows] = feats
         self.bank_seen_[rows] = int(it)
 
@@ -249,8 +249,8 @@ class PriorHook(Hook):
         if len(rows):
             fresh = np.asarray(algorithm.extract_pool_features(rows), np.float32)
             if fresh.shape != (len(rows), feats.shape[1]):
-                raise PriorError(f"extracted features of shape {fresh.shape} for {len(rows)} "
-                                 f"rows, the bank has {feats.shape[1]} dimensions")
+                raise ContractError(f"extracted features of shape {fresh.shape} for "
+                                    f"{len(rows)} rows, the bank has {feats.shape[1]} dimensions")
             feats[rows] = fresh
         self.last_refresh_extracted_ = int(len(rows))
         return feats
@@ -280,8 +280,8 @@ class PriorHook(Hook):
             feats = self.pool_features(algorithm)
             new = torch.as_tensor(np.asarray(self._propagate(feats, num_classes), np.float32))
             if tuple(new.shape) != tuple(self.prior_.shape):
-                raise PriorError(f"propagation returned shape {tuple(new.shape)}, expected "
-                                 f"{tuple(self.prior_.shape)}")
+                raise ContractError(f"propagation returned shape {tuple(new.shape)}, expected "
+                                    f"{tuple(self.prior_.shape)}")
         else:
             new = torch.empty_like(self.prior_)
         if ddp:
