@@ -37,7 +37,8 @@ import numpy as np
 from .annotations import (ANNOTATION_FILENAME, HEADER, SKIPPED, UNLABELED, annotation_rows,
                           parse_label, read_annotations)
 from .errors import InputError, LabelsError, StaleInputError
-from .io import atomic_write_bytes, atomic_write_csv, atomic_write_text, find_index, read_sidecar
+from .artifacts import read_artifact_sidecar
+from .io import atomic_write_bytes, atomic_write_csv, atomic_write_text, find_index
 
 __all__ = ["PAGE_FILENAME", "CONTACT_SHEET", "Annotation", "open_selection", "write_page",
            "write_contact_sheet", "serve"]
@@ -114,7 +115,7 @@ def open_selection(select_dir, *, dataset=None, data_dir=None, index=None) -> An
 
     select_dir = Path(select_dir)
     index = Path(index) if index is not None else find_index(select_dir)
-    side = read_sidecar(index)
+    side = read_artifact_sidecar(index)
     if dataset is None or isinstance(dataset, str):
         name = dataset or side.get("dataset")
         if not name:

@@ -13,7 +13,8 @@ Selection sidecar (``lb_labels{B}_1_seed{S}_idx.npy.json``, ``kind: as3l-selecti
 --------------------------------------------------------------------------------------
 Always present (``null`` where the producer does not know the value):
 
-- ``kind``, ``package_version``, ``dataset`` (name or null), ``n`` (pool size),
+- ``kind``, ``format_version`` (:data:`FORMAT_VERSION`; read by
+  :func:`read_artifact_sidecar`, which refuses a newer one), ``package_version``, ``dataset`` (name or null), ``n`` (pool size),
   ``num_features``, ``num_classes`` (when known: simulation labels, the features' sidecar).
 - ``sampler``, ``params`` (as given), ``params_effective`` (the sampler's hyper-parameters;
   null for ``stratified``), ``budget``, ``seed``, ``lb_imb_ratio`` (1), ``index_order``.
@@ -31,7 +32,8 @@ file list the rows follow).
 
 Prior sidecar (``prior.npy.json``, ``kind: as3l-prior``)
 --------------------------------------------------------
-Always present: ``kind``, ``package_version``, ``dataset``, ``n``, ``num_classes``,
+Always present: ``kind``, ``format_version``, ``package_version``, ``dataset``, ``n``,
+``num_classes``,
 ``budget``, ``propagator``, ``params``, ``params_effective``, ``seed``, ``coverage``,
 ``n_uniform``, ``sampler`` / ``selection_seed`` (of the selection, from its sidecar),
 ``features`` / ``features_file`` / ``features_sha256`` (as above), ``index_file`` (absolute
@@ -42,7 +44,8 @@ path) and the labeled set's identity (:data:`LABELED_SET_KEYS`): ``labeled_idx_s
 ``labels_sha256``, ``labeled_per_class``. Present only when they apply:
 ``features_choice``, ``dataset_files_sha256``.
 
-Older sidecars: ``as3l prior`` before this schema wrote no ``labeled_idx_sha256`` (its
+Older sidecars: releases before ``format_version`` wrote none (version 0: the same keys);
+``as3l prior`` before this schema wrote no ``labeled_idx_sha256`` (its
 ``index_sha256`` names the labeled set), ``as3l run`` wrote neither ``features_file`` nor
 the selection's ``sampler``; readers treat a missing key as null, so those files still pass.
 """
@@ -57,6 +60,10 @@ import numpy as np
 SELECTION_KIND = "as3l-selection"
 PRIOR_KIND = "as3l-prior"
 
+#: version of the index / prior sidecar schema written by this release; a sidecar without the
+#: key is version 0 (written before it existed: same keys, read the same way)
+FORMAT_VERSION = 1
+
 FEATURES_CHECKSUM = ("io.sha256_array of the float32 C-order feature matrix "
                      "(dtype, shape and bytes)")
 
@@ -67,13 +74,13 @@ LABELED_SET_KEYS = ("labeled_idx_sha256", "index_sha256")
 OPTIONAL_KEYS = frozenset({"features_choice", "class_coverage", "dataset_files_sha256"})
 
 SELECTION_KEYS = frozenset({
-    "kind", "package_version", "dataset", "n", "num_features", "num_classes", "sampler",
+    "kind", "format_version", "package_version", "dataset", "n", "num_features", "num_classes", "sampler",
     "params", "params_effective", "budget", "seed", "lb_imb_ratio", "index_order", "features",
     "features_file", "features_sha256", "features_checksum", "lb_index_file", "ulb_index_file",
     "annotation_file", "labels_prefilled", "labels_file"})
 
 PRIOR_KEYS = frozenset({
-    "kind", "package_version", "dataset", "n", "num_classes", "budget", "propagator", "params",
+    "kind", "format_version", "package_version", "dataset", "n", "num_classes", "budget", "propagator", "params",
     "params_effective", "seed", "coverage", "n_uniform", "sampler", "selection_seed",
     "features", "features_file", "features_sha256", "index_file", "labeled_idx_sha256",
     "index_sha256", "labels_source", "labels_file", "labels_sha256", "labeled_per_class"})
@@ -114,6 +121,24 @@ def _version() -> str:
     return __version__
 
 
+def read_artifact_sidecar(path, *, required: bool = True) -> Optional[dict]:
+    """The sidecar of a label index or prior ``path`` (:func:`~as3l_plugin.io.read_sidecar`:
+    missing = unfinished when ``required``), refused when its ``format_version`` is newer
+    than this release reads (:data:`FORMAT_VERSION`; none = 0, the files of earlier
+    releases, which read as they are)."""
+    from .errors import StaleInputError
+    from .io import read_sidecar, sidecar_path
+    side = read_sidecar(path, required=required)
+    if side is None:
+        return None
+    v = side.get("format_version", 0)
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= FORMAT_VERSION:
+        raise StaleInputError(f"format_version={v!r}: this as3l_plugin reads sidecars up to "
+                              f"version {FORMAT_VERSION}; upgrade as3l_plugin or re-run the step "
+                              "that wrote it", path=sidecar_path(path), field="format_version")
+    return side
+
+
 def names_labeled_set(side: Mapping[str, Any]) -> bool:
     """Whether a prior's sidecar names the labeled set it was propagated from."""
     return any(side.get(k) for k in LABELED_SET_KEYS)
@@ -130,7 +155,8 @@ def selection_meta(*, sampler: str, params: Mapping[str, Any], budget: int, seed
     from .io import index_filename
     params = dict(params or {})
     meta = {
-        "kind": SELECTION_KIND, "package_version": _version(), "dataset": dataset,
+        "kind": SELECTION_KIND, "format_version": FORMAT_VERSION, "package_version": _version(),
+        "dataset": dataset,
         "n": int(n), "num_features": int(num_features),
         "num_classes": None if num_classes is None else int(num_classes),
         "sampler": sampler, "params": jsonable(params),
@@ -186,7 +212,8 @@ def prior_meta(*, n: int, num_classes: int, idx, labels, propagator: str,
     idx = np.asarray(idx, dtype=np.int64)
     sel = selection or {}
     meta = {
-        "kind": PRIOR_KIND, "package_version": _version(), "dataset": dataset, "n": int(n),
+        "kind": PRIOR_KIND, "format_version": FORMAT_VERSION, "package_version": _version(),
+        "dataset": dataset, "n": int(n),
         "num_classes": int(num_classes), "budget": int(idx.size), "propagator": propagator,
         "params": jsonable(params),
         "params_effective": None if prop_obj is None else effective_params(prop_obj, params),

@@ -276,43 +276,21 @@ def _assign_runs(X, xsq, runs, backend, device=None):
     offs = np.cumsum([0] + [r.K for r in runs])
     step = _chunk_rows(n, C.shape[0])
     out = [(np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float32)) for _ in runs]
+    if backend == "torch" and device is not None and _device_type(device) != "cpu":
+        return _assign_runs_device(X, xsq, runs, C, csq, offs, step, out, device)
+    buf = np.empty((min(n, step), C.shape[0]), dtype=np.float32)
     if backend == "torch":
         import torch
-        dev = torch.device("cpu" if device is None else device)
-        Ct = torch.from_numpy(C).to(dev)
-        csq_t = torch.from_numpy(csq).to(dev)
-        xsq_t = torch.from_numpy(xsq)
-        # one distance buffer reused for every chunk: repeated 16 MB allocations fragment
-        # the heap and make the resident size creep up over the iterations
-        buf = torch.empty((min(n, step), C.shape[0]), dtype=torch.float32, device=dev)
-        fixed_t = [None if r.fixed is None else
-                   (r.fixed[0], torch.from_numpy(r.fixed[1]).to(dev)) for r in runs]
-        out_t = [(torch.from_numpy(lab), torch.from_numpy(sqd)) for lab, sqd in out]
-        for s in range(0, n, step):
-            e = min(n, s + step)
-            D = torch.addmm(csq_t[None, :], _tensor(X[s:e]).to(dev), Ct.T, alpha=-2.0,
-                            out=buf[:e - s])
-            for j in range(len(runs)):
-                Dj = D[:, offs[j]:offs[j + 1]]
-                vals, lab = Dj.min(dim=1)        # first index on ties
-                if fixed_t[j] is not None:
-                    frows, fcl = fixed_t[j]
-                    a, b = np.searchsorted(frows, (s, e))
-                    if b > a:
-                        loc = torch.from_numpy(frows[a:b] - s).to(dev)
-                        lab[loc] = fcl[a:b]
-                        vals[loc] = Dj[loc, fcl[a:b]]
-                lab_t, sqd_t = out_t[j]
-                lab_t[s:e] = lab.cpu()
-                torch.clamp_min(vals.cpu() + xsq_t[s:e], 0.0, out=sqd_t[s:e])
-        return out
-    buf = np.empty((min(n, step), C.shape[0]), dtype=np.float32)
+        Ct, csq_t, buf_t = torch.from_numpy(C), torch.from_numpy(csq), torch.from_numpy(buf)
     for s in range(0, n, step):
         e = min(n, s + step)
         D = buf[:e - s]
-        np.matmul(X[s:e], C.T, out=D)       # (chunk, sum K)
-        D *= -2.0
-        D += csq[None, :]
+        if backend == "torch":  # the product by torch (MKL); the argmin by numpy (faster)
+            torch.addmm(csq_t[None, :], _tensor(X[s:e]), Ct.T, alpha=-2.0, out=buf_t[:e - s])
+        else:
+            np.matmul(X[s:e], C.T, out=D)       # (chunk, sum K)
+            D *= -2.0
+            D += csq[None, :]
         rows = np.arange(e - s)
         for j, r in enumerate(runs):
             Dj = D[:, offs[j]:offs[j + 1]]
@@ -325,6 +303,46 @@ def _assign_runs(X, xsq, runs, backend, device=None):
             labels, sqd = out[j]
             labels[s:e] = lab
             np.maximum(Dj[rows, lab] + xsq[s:e], 0.0, out=sqd[s:e])
+    return out
+
+
+def _device_type(device) -> str:
+    """``'cpu'``, ``'cuda'``, … of a device given as a string or ``torch.device``."""
+    return getattr(device, "type", None) or str(device).split(":")[0]
+
+
+def _assign_runs_device(X, xsq, runs, C, csq, offs, step, out, device):
+    """:func:`_assign_runs` with the products and argmins on a torch ``device`` (CUDA):
+    chunks of ``X`` are copied there one at a time, ``X`` stays in host memory."""
+    import torch
+    n = X.shape[0]
+    dev = torch.device(device)
+    Ct = torch.from_numpy(C).to(dev)
+    csq_t = torch.from_numpy(csq).to(dev)
+    xsq_t = torch.from_numpy(xsq)
+    # one distance buffer reused for every chunk: repeated 16 MB allocations fragment
+    # the heap and make the resident size creep up over the iterations
+    buf = torch.empty((min(n, step), C.shape[0]), dtype=torch.float32, device=dev)
+    fixed_t = [None if r.fixed is None else
+               (r.fixed[0], torch.from_numpy(r.fixed[1]).to(dev)) for r in runs]
+    out_t = [(torch.from_numpy(lab), torch.from_numpy(sqd)) for lab, sqd in out]
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        D = torch.addmm(csq_t[None, :], _tensor(X[s:e]).to(dev), Ct.T, alpha=-2.0,
+                        out=buf[:e - s])
+        for j in range(len(runs)):
+            Dj = D[:, offs[j]:offs[j + 1]]
+            vals, lab = Dj.min(dim=1)        # first index on ties
+            if fixed_t[j] is not None:
+                frows, fcl = fixed_t[j]
+                a, b = np.searchsorted(frows, (s, e))
+                if b > a:
+                    loc = torch.from_numpy(frows[a:b] - s).to(dev)
+                    lab[loc] = fcl[a:b]
+                    vals[loc] = Dj[loc, fcl[a:b]]
+            lab_t, sqd_t = out_t[j]
+            lab_t[s:e] = lab.cpu()
+            torch.clamp_min(vals.cpu() + xsq_t[s:e], 0.0, out=sqd_t[s:e])
     return out
 
 

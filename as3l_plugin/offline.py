@@ -245,7 +245,7 @@ def prior_from_selection(features, *, index, labels_csv=None, oracle_labels=None
     out = Path(out)
     if out.suffix != ".npy":
         raise ParameterError(f"{out} should end in .npy", field="--out")
-    sel = io.read_sidecar(index)
+    sel = artifacts.read_artifact_sidecar(index)
     X = io.load_features(features)
     n = X.shape[0]
     if sel.get("n") != n or sel.get("features_sha256") != io.sha256_array(X):
@@ -329,7 +329,8 @@ def evaluate_prior(prior_path, labels_path, exclude=None, n_bins=15) -> dict:
         ex = io.load_npy(exclude, what="index")
         ex_source = str(exclude)
     else:
-        side = io.read_sidecar(prior_path, required=False) or {}
+        from .artifacts import read_artifact_sidecar
+        side = read_artifact_sidecar(prior_path, required=False) or {}
         f = side.get("index_file")
         if f and Path(f).is_file() and io.sha256_file(f) == side.get("index_sha256"):
             ex = io.load_npy(f, what="index")

@@ -440,8 +440,8 @@ def prior_diagnostics(prior: np.ndarray, y: np.ndarray, idx: np.ndarray,
 def stage_prior(ctx: StageContext) -> Dict[str, Any]:
     """Prior from the labels stage's labels; sidecar as ``as3l prior`` writes it (the index
     checksum lets ``as3l train`` refuse a prior made for another labeled set)."""
-    from .artifacts import prior_meta, write_prior
-    from .io import read_sidecar, sha256_array
+    from .artifacts import prior_meta, read_artifact_sidecar, write_prior
+    from .io import sha256_array
     from .propagation import get_propagator
     p = ctx.params
     data = env_dataset(ctx.env)
@@ -455,8 +455,8 @@ def stage_prior(ctx: StageContext) -> Dict[str, Any]:
     write_prior(ctx.dir / PRIOR, prior, prior_meta(
         n=prior.shape[0], num_classes=data.num_classes, idx=lab[:, 0], labels=lab[:, 1],
         propagator=p["propagator"], params=p["params"], prop_obj=prop, seed=p["seed"],
-        dataset=ctx.env.get("dataset"), selection=read_sidecar(sel["index_file"],
-                                                               required=False),
+        dataset=ctx.env.get("dataset"), selection=read_artifact_sidecar(sel["index_file"],
+                                                                        required=False),
         features_sha256=sha256_array(X), index_file=sel["index_file"],
         index_sha256=sel["index_sha256"], labels_source=sel["source"],
         labels_file=rec.path(LABELS), labels_sha256=sha256_file(rec.path(LABELS)),

@@ -126,3 +126,40 @@ def test_new_sidecars_pass_the_train_checks_from_either_producer(both):
     as32 = tmp / "idx32.npy"
     atomic_save_npy(as32, np.load(both["index"]).astype(np.int32))
     check_run_inputs(_train_args(tmp, as32, both["prior"]))
+
+
+FIXTURE_V0 = Path(__file__).parent / "fixtures" / "sidecars_v0"
+
+
+def test_files_of_the_release_before_format_version_still_read(tmp_path):
+    """tests/fixtures/sidecars_v0: an index, to_annotate.csv and a prior written by commit
+    14007a0 (no format_version). Today's `as3l prior` reads the selection and makes the same
+    prior bytes (now with format_version 1), evaluate-prior and the `as3l train` start-up
+    checks read the old prior, and a sidecar from a newer format is refused by name."""
+    import shutil
+
+    from as3l_plugin.cli import main
+    from as3l_plugin.usb.checks import check_run_inputs
+
+    ws = tmp_path / "ws"
+    shutil.copytree(FIXTURE_V0, ws)
+    old_sel = artifacts.read_artifact_sidecar(ws / "sel" / "lb_labels10_1_seed0_idx.npy")
+    old_prior = artifacts.read_artifact_sidecar(ws / "prior.npy")
+    assert "format_version" not in old_sel and "format_version" not in old_prior
+    assert main(["prior", "--features", str(ws / "X.npy"), "--select-dir", str(ws / "sel"),
+                 "--num-classes", "10", "--out", str(ws / "new.npy")]) == 0
+    assert np.load(ws / "new.npy").tobytes() == np.load(ws / "prior.npy").tobytes()
+    assert read_sidecar(ws / "new.npy")["format_version"] == artifacts.FORMAT_VERSION
+    assert main(["evaluate-prior", "--prior", str(ws / "prior.npy"), "--labels",
+                 str(ws / "y.npy"), "--exclude", str(ws / "sel" / "lb_labels10_1_seed0_idx.npy"),
+                 "--json"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = check_run_inputs(_train_args(tmp_path, ws / "sel" / "lb_labels10_1_seed0_idx.npy",
+                                           ws / "prior.npy"))
+    np.testing.assert_array_equal(out["lb"], np.load(ws / "sel" / "lb_labels10_1_seed0_idx.npy"))
+    side = dict(old_prior, format_version=artifacts.FORMAT_VERSION + 1)
+    Path(str(ws / "prior.npy") + ".json").write_text(json.dumps(side))
+    with pytest.raises(StaleInputError, match="reads sidecars up to version") as ei:
+        artifacts.read_artifact_sidecar(ws / "prior.npy")
+    assert ei.value.field == "format_version"

@@ -227,13 +227,24 @@ def faiss_prior(X, idx, labels, num_classes, seed=0, ks=KS, max_iter=50, tol=1e-
     for K, centers, groups in sub:
         lab = _faiss_argmin_min(X, centers)[0]
         lab[idx] = groups
-        hist = np.zeros((K, num_classes))
-        np.add.at(hist, (lab[idx], labels), 1.0)
-        tot = hist.sum(axis=1, keepdims=True)
-        votes += np.divide(hist, tot, out=np.zeros_like(hist), where=tot > 0)[lab]
+        _add_votes(votes, lab, idx, labels, K)
+    return _votes_to_prior(votes, idx, labels)
+
+
+def _add_votes(votes, lab, idx, labels, K):
+    """Add one run's normalised cluster label histograms to every row's ``votes``."""
+    hist = np.zeros((K, votes.shape[1]))
+    np.add.at(hist, (lab[idx], labels), 1.0)
+    tot = hist.sum(axis=1, keepdims=True)
+    votes += np.divide(hist, tot, out=np.zeros_like(hist), where=tot > 0)[lab]
+
+
+def _votes_to_prior(votes, idx, labels):
+    """Rows normalised (uniform without votes), labeled rows one-hot, float32."""
+    C = votes.shape[1]
     tot = votes.sum(axis=1, keepdims=True)
-    prior = np.where(tot > 0, votes / np.where(tot > 0, tot, 1), 1.0 / num_classes)
-    prior[idx] = np.eye(num_classes)[labels]
+    prior = np.where(tot > 0, votes / np.where(tot > 0, tot, 1), 1.0 / C)
+    prior[idx] = np.eye(C)[labels]
     return prior.astype(np.float32)
 
 
@@ -290,16 +301,10 @@ def sklearn_prior(X, idx, labels, num_classes, seed=0, ks=KS, max_iter=50, tol=1
         if not final:
             lab = argmin_min(X, centers)[0]
             lab[idx] = groups
-        hist = np.zeros((K, num_classes))
-        np.add.at(hist, (lab[idx], labels), 1.0)
-        tot = hist.sum(axis=1, keepdims=True)
-        votes += np.divide(hist, tot, out=np.zeros_like(hist), where=tot > 0)[lab]
+        _add_votes(votes, lab, idx, labels, K)
     if centers_out is not None:
         return centers_out
-    tot = votes.sum(axis=1, keepdims=True)
-    prior = np.where(tot > 0, votes / np.where(tot > 0, tot, 1), 1.0 / num_classes)
-    prior[idx] = np.eye(num_classes)[labels]
-    return prior.astype(np.float32)
+    return _votes_to_prior(votes, idx, labels)
 
 
 SIDES = {"ours": (ours_select, ours_prior), "faiss": (faiss_select, faiss_prior),

@@ -26,11 +26,12 @@ PAGE_IMG_SIZE = 96
 
 def cmd_annotate(args) -> int:
     from .. import annotate as an
-    from ..io import find_index, read_sidecar
+    from ..artifacts import read_artifact_sidecar
+    from ..io import find_index
 
     from ..datasets import USER_LOADERS
     index = args.index or find_index(args.select_dir)
-    side = read_sidecar(index)
+    side = read_artifact_sidecar(index)
     dataset = args.dataset
     if (dataset or side.get("dataset")) in USER_LOADERS:  # folder / arrays: their options
         from .features import load_dataset_args

@@ -98,8 +98,8 @@ def check_run_inputs(args) -> dict:
     ------
     ConfigError, InputError, PriorError, StaleInputError
     """
-    from ..artifacts import names_labeled_set
-    from ..io import read_sidecar, sidecar_path
+    from ..artifacts import names_labeled_set, read_artifact_sidecar
+    from ..io import sidecar_path
     from ..artifacts import load_lb_index
     from ..config import USB_NUM_CLASSES
     ds = pool_dataset(args)
@@ -114,7 +114,7 @@ def check_run_inputs(args) -> dict:
     lb = None
     if lb_file:
         lb = load_lb_index(lb_file, n_samples=n, num_labels=args.num_labels)
-        side = read_sidecar(lb_file, required=False) or {}
+        side = read_artifact_sidecar(lb_file, required=False) or {}
         if n is not None and side.get("n") not in (None, n):
             raise StaleInputError(
                 f"was selected from {side['n']} samples but the {args.dataset} training pool "
@@ -136,7 +136,7 @@ def check_run_inputs(args) -> dict:
         rows = n if n is not None else (p.shape[0] if p.ndim == 2 else -1)
         prior = check_prior_file(p, n_samples=rows, num_classes=int(args.num_classes),
                                  path=cfg.file)
-        side = read_sidecar(cfg.file, required=False)
+        side = read_artifact_sidecar(cfg.file, required=False)
         if side is None:
             warnings.warn(f"{cfg.file}: prior_file has no sidecar {sidecar_path(cfg.file).name}; "
                           "its shape and values are checked, not which labeled set or features "

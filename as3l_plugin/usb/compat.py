@@ -113,17 +113,20 @@ def split_injection(args, lb_index_file=None):
         finally:
             dutils.base_dir = old
 
+    def _lb_ulb(args_, data, target, *sample_args, load_exist):
+        """The index file's labeled set and its complement, else USB's own draw (its split
+        files written under the run folder, not site-packages)."""
+        if lb_index_file:
+            lb = load_lb_index(lb_index_file, n_samples=len(data), num_labels=args.num_labels)
+            return lb, np.setdiff1d(np.arange(len(data)), lb)
+        with _usb_dump_dir():
+            return orig_sample(args_, data, target, *sample_args, load_exist=load_exist)
+
     def sample_labeled_unlabeled_data(args_, data, target, num_classes, lb_num_labels,
                                       ulb_num_labels=None, lb_imbalance_ratio=1.0,
                                       ulb_imbalance_ratio=1.0, load_exist=True):
-        if lb_index_file:
-            lb = load_lb_index(lb_index_file, n_samples=len(data), num_labels=args.num_labels)
-            ulb = np.setdiff1d(np.arange(len(data)), lb)
-        else:
-            with _usb_dump_dir():
-                lb, ulb = orig_sample(args_, data, target, num_classes, lb_num_labels,
-                                      ulb_num_labels, lb_imbalance_ratio, ulb_imbalance_ratio,
-                                      load_exist=load_exist)
+        lb, ulb = _lb_ulb(args_, data, target, num_classes, lb_num_labels, ulb_num_labels,
+                          lb_imbalance_ratio, ulb_imbalance_ratio, load_exist=load_exist)
         if rec.kind is None:
             rec.kind, rec.n, rec.lb, rec.ulb = "sample", len(data), np.asarray(lb, np.int64), None
             rec.data, rec.targets = data, np.asarray(target)
@@ -133,14 +136,8 @@ def split_injection(args, lb_index_file=None):
                        lb_imbalance_ratio=1.0, ulb_imbalance_ratio=1.0, lb_index=None,
                        ulb_index=None, include_lb_to_ulb=True, load_exist=True):
         data, targets = np.array(data), np.array(targets)
-        if lb_index_file:
-            lb = load_lb_index(lb_index_file, n_samples=len(data), num_labels=args.num_labels)
-            ulb = np.setdiff1d(np.arange(len(data)), lb)
-        else:
-            with _usb_dump_dir():
-                lb, ulb = orig_sample(args_, data, targets, num_classes, lb_num_labels,
-                                      ulb_num_labels, lb_imbalance_ratio, ulb_imbalance_ratio,
-                                      load_exist=False)
+        lb, ulb = _lb_ulb(args_, data, targets, num_classes, lb_num_labels, ulb_num_labels,
+                          lb_imbalance_ratio, ulb_imbalance_ratio, load_exist=False)
         if lb_index is not None:  # USB's debug override, kept
             lb = lb_index
         if ulb_index is not None:

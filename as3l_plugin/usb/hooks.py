@@ -29,6 +29,14 @@ def check_bank_world(features: str, world_size) -> None:
                           "under distributed training", field="prior_update_features")
 
 
+def _model_device(algorithm):
+    """The device of the run's EMA model weights, or None where there is none to ask."""
+    try:
+        return next(algorithm.ema_model.parameters()).device
+    except (AttributeError, StopIteration, TypeError):
+        return None
+
+
 class PriorHook(Hook):
     """Holds the prior ``y_prior`` and turns weak-view probabilities into ``y_posterior``.
 
@@ -260,12 +268,16 @@ class PriorHook(Hook):
         if self.refresh_due(algorithm.it):
             self.refresh(algorithm)
 
-    def _propagate(self, features, num_classes):
+    def _propagate(self, features, num_classes, device=None):
+        """The refreshed prior; its seeded K-means runs on ``device`` when that is CUDA (the
+        run's device), else on the CPU."""
         if self.propagate_fn is not None:
             return self.propagate_fn(features, self.labeled_index, self.labeled_targets,
                                      num_classes, self.seed)
         from ..propagation import get_propagator
-        return get_propagator("seeded_kmeans", ks=self.update_ks).propagate(
+        cuda = device is not None and torch.device(device).type == "cuda"
+        return get_propagator("seeded_kmeans", ks=self.update_ks,
+                              device=str(device) if cuda else None).propagate(
             features, self.labeled_index, self.labeled_targets, num_classes, seed=self.seed)
 
     def refresh(self, algorithm) -> None:
@@ -278,7 +290,8 @@ class PriorHook(Hook):
             check_bank_world(self.features, dist.get_world_size())
         if not ddp or dist.get_rank() == 0:
             feats = self.pool_features(algorithm)
-            new = torch.as_tensor(np.asarray(self._propagate(feats, num_classes), np.float32))
+            new = torch.as_tensor(np.asarray(
+                self._propagate(feats, num_classes, _model_device(algorithm)), np.float32))
             if tuple(new.shape) != tuple(self.prior_.shape):
                 raise ContractError(f"propagation returned shape {tuple(new.shape)}, expected "
                                     f"{tuple(self.prior_.shape)}")
