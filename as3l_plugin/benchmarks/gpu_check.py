@@ -439,7 +439,7 @@ def stage_features(size, ctx):
 def stage_select(size, ctx):
     from ..selection import get_sampler
     ctx["budget"] = size["per_class"] * NUM_CLASSES
-    idx = get_sampler("as3l").select(ctx["X"], ctx["budget"], seed=0)
+    idx = get_sampler("as3l", device=str(ctx["device"])).select(ctx["X"], ctx["budget"], seed=0)
     ctx["lb"] = np.asarray(idx, np.int64)
     ctx["lb_file"] = ctx["out"] / "lb_idx.npy"
     np.save(ctx["lb_file"], ctx["lb"])
@@ -449,8 +449,8 @@ def stage_select(size, ctx):
 def stage_propagate(size, ctx):
     from ..metrics import prior_accuracy
     from ..propagation import get_propagator
-    P = get_propagator("seeded_kmeans").propagate(ctx["X"], ctx["lb"], ctx["y"][ctx["lb"]],
-                                                  NUM_CLASSES, seed=0)
+    P = get_propagator("seeded_kmeans", device=str(ctx["device"])).propagate(
+        ctx["X"], ctx["lb"], ctx["y"][ctx["lb"]], NUM_CLASSES, seed=0)
     ctx["prior_file"] = ctx["out"] / "prior.npy"
     np.save(ctx["prior_file"], np.asarray(P, np.float32))
     return {"shape": list(P.shape), "prior_acc": round(float(prior_accuracy(P, ctx["y"])), 4)}

@@ -178,6 +178,11 @@ def _groups_and_medoids(X, L, budget):
     _, inv, counts = np.unique(L, axis=0, return_inverse=True, return_counts=True)
     inv = inv.ravel()
     order = np.lexsort((np.arange(counts.size), -counts))
+    by_group = np.argsort(inv, kind="stable")  # each group's members, ascending
+    starts = np.concatenate([[0], np.cumsum(counts)])
+
+    def members_of(g):
+        return by_group[starts[g]:starts[g + 1]]
 
     def medoid(members):
         Xm = X[members]
@@ -190,9 +195,11 @@ def _groups_and_medoids(X, L, budget):
 
     picks, covered, used = [], set(), set()
     for g in order:  # coverage pass: one group per run-0 cluster
-        if len(picks) == budget or counts[g] < 2:
+        if len(picks) == budget:
+            break
+        if counts[g] < 2:
             continue
-        members = np.flatnonzero(inv == g)
+        members = members_of(g)
         if L[members[0], 0] in covered:
             continue
         covered.add(L[members[0], 0])
@@ -202,7 +209,7 @@ def _groups_and_medoids(X, L, budget):
         if len(picks) == budget:
             break
         if g not in used:
-            picks.append(medoid(np.flatnonzero(inv == g)))
+            picks.append(medoid(members_of(g)))
     return np.asarray(picks, dtype=np.int64)
 
 

@@ -26,8 +26,8 @@ from ..registry import Configurable
 from ..validate import check_index_set, check_int
 
 
-#: float64 evidence entries turned into prior rows at a time (8 MB)
-_FINALIZE_ENTRIES = 1 << 20
+#: float64 evidence entries turned into prior rows at a time (2 MB)
+_FINALIZE_ENTRIES = 1 << 18
 
 
 class RowEvidence:

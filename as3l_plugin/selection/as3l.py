@@ -59,7 +59,7 @@ and with the peers: the README, "Offline stage" → "Quality"
 
 Attributes
 ----------
-After :meth:`~as3l_plugin.selection.base.BaseSampler.select`: ``run_labels_`` int64
+After :meth:`~as3l_plugin.selection.base.BaseSampler.select`: ``run_labels_`` int32
 ``(C, n)``, ``group_ids_`` int64 ``(n,)`` (group of every sample), ``group_sizes_`` int64
 ``(G,)``, ``n_groups_``, ``chosen_groups_`` (group of every pick, ``-1`` for k-center fill),
 ``n_filled_`` (picks made by the fill passes).
@@ -95,9 +95,9 @@ def consistent_groups(run_labels):
         Group of every sample; groups numbered in order of their smallest member.
     sizes : ndarray of int64, shape (G,)
     """
-    run_labels = np.asarray(run_labels, dtype=np.int64)
-    key = run_labels[0]
-    for lab in run_labels[1:]:
+    key = np.asarray(run_labels[0], dtype=np.int64)
+    for lab in run_labels[1:]:  # one run at a time: no int64 copy of all C runs
+        lab = np.asarray(lab)
         _, key = np.unique(key * (int(lab.max()) + 1) + lab, return_inverse=True)
         key = key.astype(np.int64).ravel()
     # renumber by first occurrence so ids do not depend on label values
@@ -192,7 +192,7 @@ class AS3LSampler(BaseSampler):
         from tqdm.auto import tqdm
 
         seeds = np.random.SeedSequence(seed).generate_state(self.n_runs)
-        out = np.empty((self.n_runs, X.shape[0]), dtype=np.int64)
+        out = np.empty((self.n_runs, X.shape[0]), dtype=np.int32)  # K < 2**31
         for c, s in enumerate(tqdm(seeds, desc=f"as3l k-means runs (K={K})", unit="run",
                                    disable=None, leave=False)):
             out[c] = kmeans(X, K, seed=int(s), max_iter=self.max_iter, backend=self.backend,
