@@ -321,7 +321,7 @@ class SeededKMeansPropagator(BasePropagator):
             tot = hist.sum(axis=1)
             has = tot > 0
             hist[has] /= tot[has, None]
-            runs.append((lab_all, hist, has))
+            runs.append((lab_all.astype(np.int32), hist, has))  # K < 2**31; half the memory
             self.coverage_per_k_[int(K)] = float(np.count_nonzero(has[lab_all]) / n)
             self.n_iter_per_k_[int(K)] = int(n_iter)
         uniform = self.uncovered == "uniform"
