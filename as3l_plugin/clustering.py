@@ -20,17 +20,19 @@ The test-suite checks byte-identical labels across runs, processes and thread co
 
 Backends
 --------
-``'torch'`` (the default, ``'auto'``) runs the matrix products with torch on the CPU (MKL);
-``'numpy'`` uses numpy's BLAS (no torch needed); ``'faiss'`` uses ``faiss.knn`` /
-``IndexFlatL2`` for the nearest-centre and kNN searches (useful at millions of rows, where its
-blocked search keeps memory flat). All backends return the same types.
+``'torch'`` (the default, ``'auto'``) runs the matrix products with torch on the CPU (MKL)
+and takes the argmins with numpy on the same buffer, or everything on a torch ``device``
+(CUDA); ``'numpy'`` uses numpy's BLAS (no torch needed); ``'faiss'`` uses ``faiss.knn`` /
+``IndexFlatL2`` for the nearest-centre and kNN searches. All backends return the same types.
 
 Scaling
 -------
-One Lloyd iteration costs ``2 n d K`` flops plus one pass over ``X`` for the sums (about
-0.1 s for n=50,000, d=512, K=100 on 2 cores). Memory is ``X`` plus ``O(chunk*K + K*d)``,
-so 1M x 512 float32 (2 GB) clusters in place; ``knn`` is ``O(n^2 d)`` and is meant for
-per-cluster or moderate ``n`` (use ``backend='faiss'`` beyond that).
+One Lloyd iteration costs ``2 n d K`` flops plus one pass over ``X`` for the sums. Beyond
+``fit_rows`` rows (default ``max(FIT_ROWS_MIN, FIT_ROWS_PER_CLUSTER * K)``) the iterations
+run on a seeded subsample and every row is assigned once at the end (:func:`kmeans`).
+Memory is ``X`` (which may be a read-only memmap) plus ``O(chunk*K + K*d)`` plus the labels;
+fixed samples are held as ``(rows, clusters)`` pairs. ``knn`` is ``O(n^2 d)`` and is meant
+for per-cluster or moderate ``n`` (use ``backend='faiss'`` beyond that).
 """
 
 from __future__ import annotations
