@@ -278,6 +278,21 @@ def _pixel_features(env: Mapping[str, Any]) -> np.ndarray:
     return _PIXELS[key]
 
 
+_HOG: Dict[Any, np.ndarray] = {}
+
+
+def _hog_features(env: Mapping[str, Any]) -> np.ndarray:
+    """HOG of the training images (float32 ``(n, d)``), the ``auto`` choice's judge,
+    computed once per process."""
+    from .features.choose import hog_features
+    key = (env.get("dataset"), env.get("data_dir"), str(env.get("dataset_options")),
+           env.get("dataset_fingerprint"))
+    if key not in _HOG:
+        _HOG.clear()
+        _HOG[key] = hog_features(env_dataset(env).x_train, progress=True)
+    return _HOG[key]
+
+
 def _resolve(ctx: StageContext, which: str) -> str:
     """``auto`` → the feature set the ``choose`` stage picked; other names unchanged."""
     return ctx.inputs["choose"].result["pick"] if which == "auto" else which
@@ -307,12 +322,14 @@ def _choice_meta(ctx: StageContext, which: str) -> Dict[str, Any]:
 def stage_choose(ctx: StageContext) -> Dict[str, Any]:
     """``auto``: score every candidate with :func:`~as3l_plugin.features.choose_features`
     (no labels) and record the pick in ``choice.json`` (and in this stage's result)."""
-    from .features.choose import CRITERION, choose_features
+    from .features.choose import choose_features
     p = ctx.params
     cand = {c: _features_of(ctx, c) for c in p["candidates"]}
-    pick, scores = choose_features(cand, p["budget"], seed=p["seed"])
+    judge = _hog_features(ctx.env) if p["criterion"] == "judge" else None
+    pick, scores = choose_features(cand, p["budget"], seed=p["seed"],
+                                   criterion=p["criterion"], judge=judge)
     out = {"pick": pick, "scores": {k: float(v) for k, v in scores.items()},
-           "criterion": CRITERION, "budget": int(p["budget"]), "seed": int(p["seed"])}
+           "criterion": p["criterion"], "budget": int(p["budget"]), "seed": int(p["seed"])}
     atomic_write_json(ctx.dir / CHOICE, out)
     ctx.log(f"  auto features: {pick} (" + ", ".join(
         f"{k} {v:.3f}" for k, v in out["scores"].items()) + ")")
@@ -760,9 +777,10 @@ def feature_stages(cfg: Mapping[str, Any], env: Mapping[str, Any],
                                     "kwargs": dict(cfg["finetune"])},
                             outputs=(F_FINE,), env=env))
     if "choose" in needs:
+        from .features.choose import CRITERION
         stages.append(Stage("choose", stage_choose, inputs=feature_inputs("auto")[1:],
                             params={"seed": cfg["seed"], "budget": cfg["num_labels"],
-                                    "dataset": cfg["dataset"],
+                                    "dataset": cfg["dataset"], "criterion": CRITERION,
                                     "candidates": list(AUTO_CANDIDATES)},
                             outputs=(CHOICE,), env=env))
     return stages

@@ -337,14 +337,15 @@ def test_cli_pretrain_features_finetune_linear_eval_on_digits(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_duel_criterion_prefers_pixels_over_a_random_init_backbone_and_its_twin(tmp_path):
+def test_duel_and_judge_criteria_prefer_pixels_over_a_random_init_backbone_and_its_twin(tmp_path):
     """Issue 14: on digits with a random-init cnn4, ``self`` and its Eq. 1 copy ``fine`` vouch
     for each other under cross-view agreement, which picks ``fine`` at 4 labels/class
     although the pixels' prior is ~5 points higher. The duel criterion (zero-sum pairwise
-    comparisons, no labels) picks the pixels. Same case as the README table, seed 0."""
+    comparisons, no labels) picks the pixels, and so does the pipeline's `judge` criterion
+    (HOG of the images as the outside view). Same case as the README table, seed 0."""
     from as3l_plugin.benchmarks.choice_criteria import _checkpoint
     from as3l_plugin.datasets import load_dataset
-    from as3l_plugin.features.choose import choose_features, pixel_features
+    from as3l_plugin.features.choose import choose_features, hog_features, pixel_features
     ds = load_dataset("digits", progress=False)
     ck = _checkpoint("random:0", ds, tmp_path)
     f_self = extract_features(ck, ds, split="train", progress=False)
@@ -352,4 +353,7 @@ def test_duel_criterion_prefers_pixels_over_a_random_init_backbone_and_its_twin(
             "fine": finetune_features(f_self, budget=40, seed=0, progress=False)}
     assert choose_features(cand, 40, seed=0, criterion="cross_view")[0] == "fine"
     name, scores = choose_features(cand, 40, seed=0, criterion="duel")
+    assert name == "pixels" and scores["pixels"] > max(scores["self"], scores["fine"])
+    # the pipeline's criterion: one outside judge (HOG of the images) scores all three
+    name, scores = choose_features(cand, 40, seed=0, judge=hog_features(ds.x_train))
     assert name == "pixels" and scores["pixels"] > max(scores["self"], scores["fine"])

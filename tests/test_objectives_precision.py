@@ -6,7 +6,8 @@ import torch
 
 from as3l_plugin.errors import InputError, ParameterError
 from as3l_plugin.features.backbone import build_backbone, load_backbone
-from as3l_plugin.features.choose import choose_features, pixel_features, stability_score
+from as3l_plugin.features.choose import (choose_features, hog_features, pixel_features,
+                                         resolve_criterion, stability_score)
 from as3l_plugin.features.objectives import OBJECTIVES, build_objective
 from as3l_plugin.features.simsiam import SimSiam
 from as3l_plugin.precision import (autocast_factory, check_cpu_bf16, cpu_bf16_supported,
@@ -189,3 +190,45 @@ def test_pixel_features_shape_dtype_and_sign_convention():
     assert P.shape == (40, 5) and P.dtype == np.float32
     np.testing.assert_array_equal(P, pixel_features(x.copy(), dim=5))
     assert np.allclose(P.mean(axis=0), 0, atol=1e-5)
+
+
+def test_judge_scores_follow_the_outside_view_and_twins_cannot_help_each_other():
+    """The ``judge`` criterion: one outside view scores every candidate, so two near twins
+    with self-made clusters (``self`` and its Eq. 1 copy) gain nothing from each other."""
+    good, other, noise = _views()
+    made = _self_made(noise, 6)
+    twin = (made + np.random.default_rng(5).normal(scale=0.5, size=made.shape)).astype(np.float32)
+    cand = {"made": made, "twin": twin, "good": good}
+    name, scores = choose_features(cand, 6, seed=0, judge=other)
+    assert name == "good" and scores["good"] > max(scores["made"], scores["twin"]) + 0.5
+    assert choose_features(cand, 6, seed=0, judge=other) == (name, scores)
+    # the same twins fool cross-view agreement, where each judges the other
+    assert choose_features(cand, 6, seed=0, criterion="cross_view")[0] != "good"
+    assert resolve_criterion(None, other) == "judge"
+    assert resolve_criterion(None, None) == "cross_view"
+    assert resolve_criterion("agreement") == "cross_view"
+
+
+def test_judge_scores_bad_input():
+    good, other, noise = _views()
+    cand = {"a": good, "b": noise}
+    with pytest.raises(InputError, match="judge of shape"):
+        choose_features(cand, 6, judge=other[:10])
+    with pytest.raises(ParameterError, match="judge="):
+        choose_features(cand, 6, criterion="judge")
+    with pytest.raises(ParameterError, match="rounds"):
+        choose_features(cand, 6, judge=other, rounds=0)
+    assert choose_features(cand, 6, judge=other, rounds=1)[0] == "a"  # two candidates suffice
+
+
+def test_hog_features_shapes_and_colour():
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (5, 8, 8), dtype=np.uint8)
+    big = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    for X, d in ((small, 36), (big, 324)):
+        H = hog_features(X)
+        assert H.shape == (5, d) and H.dtype == np.float32 and np.isfinite(H).all()
+    rgb = np.repeat(big[..., None], 3, axis=3)
+    np.testing.assert_allclose(hog_features(rgb), hog_features(big), atol=1e-6)
+    with pytest.raises(InputError, match="images of shape"):
+        hog_features(big.reshape(5, -1))

@@ -11,7 +11,8 @@ Run::
 ``--checkpoint random:S`` is a random-init ``cnn4`` (``torch.manual_seed(S)``), else a
 ``backbone.pth``. For every budget (``--per-class``, default 1 and 4 per class) and seed,
 the candidates ``pixels`` (PCA-50), ``self`` and ``fine`` (Eq. 1, ``K = budget``, fitted
-with the seed, as the pipeline does) are cached under ``WORK/NAME/`` with each one's prior
+with the seed, as the pipeline does) and the ``judge`` criterion's outside view (``hog``:
+HOG of the images) are cached under ``WORK/NAME/`` with each one's prior
 accuracy (``as3l`` selection + ``seeded_kmeans`` prior, the labels of the selected rows;
 ``priors.json``). The priors do not depend on the criterion, so ``--report`` scores every
 criterion on the cached features in seconds and prints, per set and budget, every
@@ -53,7 +54,7 @@ def _checkpoint(spec: str, ds, work: Path) -> Path:
 
 def build(name, dataset, checkpoint, *, seeds, per_class=(1, 4), work: Path, log=print):
     from ..datasets import load_dataset
-    from ..features.choose import pixel_features
+    from ..features.choose import hog_features, pixel_features
     from ..features.extract import extract_features
     from ..features.finetune import finetune_features
     from ..io import atomic_write_text
@@ -65,6 +66,7 @@ def build(name, dataset, checkpoint, *, seeds, per_class=(1, 4), work: Path, log
     y, C = np.asarray(ds.y_train), ds.num_classes
     ck = _checkpoint(checkpoint, ds, work)
     for fname, make in (("pixels", lambda: pixel_features(ds.x_train)),
+                        ("hog", lambda: hog_features(ds.x_train)),
                         ("self", lambda: extract_features(ck, ds, split="train",
                                                           progress=False))):
         if not (d / f"{fname}.npy").is_file():
@@ -109,6 +111,8 @@ def picks(d: Path, criterion: str, **kw):
         ch._agreement = cached
     pri = json.loads((d / "priors.json").read_text())
     feats = {k: np.load(d / f"{k}.npy") for k in ("pixels", "self")}
+    if criterion == "judge":  # the outside view the pipeline passes: HOG of the images
+        kw = dict(kw, judge=np.load(d / "hog.npy"))
     out = {}
     for key in pri:
         B, s = (int(v) for v in key.split("_"))

@@ -31,7 +31,7 @@ import numpy as np
 def evaluate(dataset, checkpoint, *, seeds, per_class=(1, 4), work: Path,
              candidates=("pixels", "self", "fine"), auto_among=None, log=print):
     from ..datasets import load_dataset
-    from ..features.choose import choose_features, pixel_features
+    from ..features.choose import CRITERION, choose_features, hog_features, pixel_features
     from ..features.extract import extract_features
     from ..features.finetune import finetune_features
     from ..io import atomic_write_text
@@ -43,7 +43,9 @@ def evaluate(dataset, checkpoint, *, seeds, per_class=(1, 4), work: Path,
     y, C = np.asarray(ds.y_train), ds.num_classes
     out = work / f"{dataset}_{Path(checkpoint).parent.name}_{Path(checkpoint).stem}.json"
     rows = json.loads(out.read_text()) if out.is_file() else []
+    rows = [r for r in rows if r.get("criterion", "cross_view") == CRITERION]
     done = {(r["budget"], r["seed"]) for r in rows}
+    judge = hog_features(ds.x_train, progress=True) if CRITERION == "judge" else None
     feats = {}
     if "pixels" in candidates:
         feats["pixels"] = pixel_features(ds.x_train)
@@ -59,10 +61,12 @@ def evaluate(dataset, checkpoint, *, seeds, per_class=(1, 4), work: Path,
             if "fine" in candidates:
                 cand["fine"] = finetune_features(feats["self"], budget=B, seed=s,
                                                  progress=False)
-            pick, scores = choose_features({k: cand[k] for k in among}, B, seed=s)
+            pick, scores = choose_features({k: cand[k] for k in among}, B, seed=s,
+                                           criterion=CRITERION, judge=judge)
             prior = {k: float(as3l_prior(X, y, C, s, budget=B)[0]) for k, X in cand.items()}
             rows.append({"dataset": dataset, "checkpoint": str(checkpoint), "budget": B,
-                         "seed": s, "among": list(among), "scores": scores, "pick": pick,
+                         "seed": s, "among": list(among), "criterion": CRITERION,
+                         "scores": scores, "pick": pick,
                          "prior": prior,
                          "seconds": time.perf_counter() - t})
             atomic_write_text(out, json.dumps(rows, indent=1))

@@ -6,8 +6,9 @@ Public API (imported lazily, so ``import as3l_plugin.features`` does not load to
     extract_features(checkpoint, dataset, *, split)      -> float32 (n, F)
     finetune_features(f_self, *, k, runs, epochs, seed)  -> float32 (n, F)
     linear_eval(Xtr, ytr, Xte, yte, *, num_classes)      -> LinearEvalResult
-    choose_features(candidates, budget, seed=0)          -> (name, scores)
+    choose_features(candidates, budget, seed=0, *, judge=None) -> (name, scores)
     pixel_features(images, dim=50)                       -> float32 (n, dim)
+    hog_features(images)                                 -> float32 (n, d), the judge
 
 and the classes behind them: SimSiamPretrainer, FeatureFinetuner, SimSiam and its heads.
 """
@@ -18,7 +19,7 @@ _EXPORTS = {
     "pretrain_simsiam": "pretrain", "SimSiamPretrainer": "pretrain",
     "extract_features": "extract",
     "finetune_features": "finetune", "FeatureFinetuner": "finetune",
-    "choose_features": "choose", "pixel_features": "choose",
+    "choose_features": "choose", "pixel_features": "choose", "hog_features": "choose",
     "linear_eval": "evaluate", "LinearEvalResult": "evaluate",
     "SimSiam": "simsiam", "ProjectionHead": "simsiam", "PredictionHead": "simsiam",
     "NegativeCosineLoss": "simsiam",

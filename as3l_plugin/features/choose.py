@@ -1,20 +1,26 @@
 """Choosing the feature set AS3L selects and propagates on, without labels.
 
 Candidates are feature matrices over the same rows (``pixels``: PCA of the pixels,
-``self``: the pretrained backbone, ``fine``: Eq. 1 fine-tuned, or any other). The default
-criterion is **cross-view agreement** (``criterion='cross_view'``, at least 3 candidates): on
-one deterministic subsample of at most ``max_rows`` rows, every candidate is L2-normalised,
-clustered by K-means with ``K = budget`` (the clusters AS3L's selection and seeded-K-means
-prior are built from) and gives a ``k``-nearest-neighbour graph. Each graph judges the other
-candidates' clusterings: how often a row's neighbours fall in the row's cluster, above the
-rate the cluster sizes give by chance (a kappa). A judge never scores its own clustering
-(Eq. 1 pulls each row onto its own K-means centres, so its neighbourhoods always agree with
-its clusters), and its scores are centred, so a lenient judge favours no one. The candidate
-with the highest mean centred score wins. No label is used.
+``self``: the pretrained backbone, ``fine``: Eq. 1 fine-tuned, or any other).
 
+The pipeline's criterion is the **outside judge** (``criterion='judge'``, the default when
+``judge=`` is given; the pipeline passes :func:`hog_features` of the images): a view of the
+same rows that is not a candidate scores every candidate. Over several rounds, each on its own
+deterministic subsample of at most ``max_rows`` rows, every candidate and the judge are
+L2-normalised and clustered by K-means with ``K = budget`` (the clusters AS3L's selection and
+seeded-K-means prior are built from), and give ``k``-nearest-neighbour graphs; a candidate
+scores how well its clusters fit the judge's graph plus how well the judge's clusters fit its
+graph (each a kappa: the fraction of (row, neighbour) pairs in one cluster, above the rate the
+cluster sizes give by chance). No label is used. One judge unrelated to every candidate means
+that two near twins (``self`` and its Eq. 1 copy ``fine``) cannot vouch for each other.
+
+Without a judge the default is **cross-view agreement** (``criterion='cross_view'``, at least
+3 candidates): each candidate's kNN graph judges the other candidates' clusterings, never its
+own, and its scores are centred, so a lenient judge favours no one. ``duel``, ``family``,
+``twin_weighted`` and ``pixel_judge`` are variants of it kept for comparison, and
 ``criterion='stability'`` (mean pairwise adjusted Rand index of K-means runs from independent
-seeds) is kept for comparison: it rewards any geometry with well-separated clusters and so
-ranks Eq. 1's output first (README, "Which feature set").
+seeds) ranks Eq. 1's output first, since any geometry with well-separated clusters is stable
+(README, "Which feature set").
 
 Public name: :func:`choose_features`.
 """
@@ -31,8 +37,9 @@ from .finetune import l2_normalize
 
 #: preference among equal scores (rounded to 3 decimals): earlier wins
 PREFERENCE = ("fine", "self", "pixels")
-#: criteria of :func:`choose_features`; the first is the default and what sidecars record
-CRITERIA = ("cross_view", "duel", "family", "twin_weighted", "pixel_judge", "stability")
+#: criteria of :func:`choose_features`; the first is the pipeline's (``auto``), with HOG as judge
+CRITERIA = ("judge", "cross_view", "duel", "family", "twin_weighted", "pixel_judge",
+            "stability")
 #: other names accepted for a criterion
 ALIASES = {"agreement": "cross_view"}
 #: ``family`` criterion: a candidate derived from another is of its family (Eq. 1 of self)
@@ -53,6 +60,75 @@ def pixel_features(images, dim: int = 50) -> np.ndarray:
     top = V[:, np.argsort(w)[::-1][:dim]]
     top *= np.sign(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])])
     return np.ascontiguousarray(P @ top, dtype=np.float32)
+
+
+def hog_features(images, *, progress: bool = False) -> np.ndarray:
+    """Histograms of oriented gradients (Dalal & Triggs; ``skimage.feature.hog``, 9
+    orientations, L2-Hys), the hand-made view the ``judge`` criterion scores candidates
+    against: uint8 images ``(n, H, W[, C])`` → float32 ``(n, d)``.
+
+    Colour images are averaged to grey. The image is cut into a 2 × 2 grid of cells below 16
+    pixels a side (one cell per block), else 4 × 4 (blocks of 2 × 2 cells): ``d = 36`` at
+    8 × 8, ``324`` at 28 × 28 or 32 × 32.
+    """
+    from skimage.feature import hog
+    from tqdm.auto import tqdm
+    X = np.asarray(images)
+    if X.ndim == 4:
+        X = X.astype(np.float32).mean(axis=3)
+    if X.ndim != 3:
+        raise InputError(f"images of shape {X.shape}; expected (n, H, W) or (n, H, W, C)",
+                         field="images")
+    side = min(X.shape[1:3])
+    grid = 2 if side < 16 else 4
+    cell, block = side // grid, (1 if grid == 2 else 2)
+    rows = [hog(im, orientations=9, pixels_per_cell=(cell, cell),
+                cells_per_block=(block, block))
+            for im in tqdm(X, desc="HOG", unit="img", disable=not progress, mininterval=2)]
+    return np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+
+
+def judge_scores(candidates: Mapping[str, np.ndarray], budget: int, *, judge,
+                 seed: int = 0, k: int = 10, max_rows: int = 10000,
+                 rounds: int = 8) -> Dict[str, float]:
+    """Every candidate scored against one outside view, the ``judge`` (float ``(n, d)``,
+    e.g. :func:`hog_features` of the images), never a candidate itself.
+
+    A candidate's score is the sum of two kappas (see :func:`agreement_matrix`): its
+    ``K = budget`` K-means clusters against the judge's ``k``-nearest-neighbour graph, and
+    the judge's clusters against the candidate's graph; averaged over ``rounds`` rounds, each
+    with its own subsample of at most ``max_rows`` rows and its own K-means seeds. Because
+    one judge, unrelated to all candidates, scores them all, two candidates that are near
+    twins (``self`` and its Eq. 1 copy ``fine``) cannot raise each other's scores.
+    """
+    from ..clustering import kmeans, knn
+    if judge is None:
+        raise ParameterError("the judge criterion needs judge= (e.g. hog_features(images))",
+                             field="judge")
+    J = np.asarray(judge, dtype=np.float32)
+    n = len(next(iter(candidates.values())))
+    if J.ndim != 2 or len(J) != n:
+        raise InputError(f"judge of shape {J.shape}; expected ({n}, d), the candidates' rows",
+                         field="judge")
+    if not (isinstance(rounds, (int, np.integer)) and rounds >= 1):
+        raise ParameterError(f"rounds={rounds!r} must be an int >= 1", field="rounds")
+
+    def kappa(lab, nbrs):
+        p = np.bincount(lab, minlength=budget) / len(lab)
+        e = float(p @ p)
+        return (float(np.mean(lab[nbrs] == lab[:, None])) - e) / (1 - e)
+
+    got: Dict[str, list] = {a: [] for a in candidates}
+    for r in range(rounds):
+        rs = seed * 7919 + r
+        rows = _subsample(n, max_rows, rs)
+        kk = min(k, len(rows) - 1)
+        Zj = l2_normalize(J[rows])
+        nj, lj = knn(Zj, kk)[1], kmeans(Zj, budget, seed=rs).labels
+        for a, X in candidates.items():
+            Z = l2_normalize(np.asarray(X, dtype=np.float32)[rows])
+            got[a].append(kappa(kmeans(Z, budget, seed=rs).labels, nj) + kappa(lj, knn(Z, kk)[1]))
+    return {a: float(np.mean(v)) for a, v in got.items()}
 
 
 def stability_score(X, budget: int, *, seed: int = 0, n_runs: int = 4,
@@ -227,8 +303,20 @@ def pixel_judge_scores(candidates: Mapping[str, np.ndarray], budget: int, *,
     return {a: float(np.mean(v)) for a, v in got.items()}
 
 
+def resolve_criterion(criterion=None, judge=None) -> str:
+    """The criterion :func:`choose_features` runs: ``criterion`` (aliases resolved), or by
+    default ``'judge'`` when a judge is given, else ``'cross_view'``."""
+    if criterion is None:
+        return "judge" if judge is not None else "cross_view"
+    criterion = ALIASES.get(criterion, criterion)
+    if criterion not in CRITERIA:
+        raise ParameterError(f"criterion={criterion!r}; allowed: {', '.join(CRITERIA)}",
+                             field="criterion")
+    return criterion
+
+
 def choose_features(candidates: Mapping[str, np.ndarray], budget: int, seed: int = 0,
-                    criterion: str = CRITERION, **kwargs) -> Tuple[str, Dict[str, float]]:
+                    criterion=None, *, judge=None, **kwargs) -> Tuple[str, Dict[str, float]]:
     """The candidate whose budget-sized clusters the data support best.
 
     Parameters
@@ -238,11 +326,16 @@ def choose_features(candidates: Mapping[str, np.ndarray], budget: int, seed: int
     budget : int
         Labeling budget (``K`` of the K-means clusterings), ``2 <= budget < n``.
     seed : int, default 0
-    criterion : {'cross_view', 'stability'}, default 'cross_view'
-        :func:`cross_view_scores` or :func:`stability_score` (see the module docstring).
+    criterion : {None, 'judge', 'cross_view', 'duel', 'family', 'twin_weighted', \
+'pixel_judge', 'stability'}
+        None (default): ``'judge'`` (:func:`judge_scores`) when ``judge`` is given, else
+        ``'cross_view'`` (:func:`cross_view_scores`); see the module docstring.
+    judge : array of float32, shape (n, d), optional
+        An outside view of the same rows that is not a candidate, e.g.
+        :func:`hog_features` of the images (what the pipeline passes).
     **kwargs
-        ``k``, ``max_rows`` of :func:`agreement_matrix`; ``n_runs``, ``max_rows`` of
-        :func:`stability_score`.
+        ``k``, ``max_rows`` (and ``rounds`` for ``judge``) of the agreement criteria;
+        ``n_runs``, ``max_rows`` of :func:`stability_score`.
 
     Returns
     -------
@@ -251,10 +344,7 @@ def choose_features(candidates: Mapping[str, np.ndarray], budget: int, seed: int
     scores : dict of str to float
         Every candidate's score (higher is better).
     """
-    criterion = ALIASES.get(criterion, criterion)
-    if criterion not in CRITERIA:
-        raise ParameterError(f"criterion={criterion!r}; allowed: {', '.join(CRITERIA)}",
-                             field="criterion")
+    criterion = resolve_criterion(criterion, judge)
     if not candidates:
         raise InputError("no candidate feature sets given", field="candidates")
     n = {k: int(np.shape(v)[0]) for k, v in candidates.items()}
@@ -264,10 +354,12 @@ def choose_features(candidates: Mapping[str, np.ndarray], budget: int, seed: int
     rows = next(iter(n.values()))
     if not (isinstance(budget, (int, np.integer)) and 2 <= budget < rows):
         raise ParameterError(f"budget={budget!r} must be an int in [2, {rows})", field="budget")
-    if criterion == "cross_view":
+    if criterion == "judge":
+        scores = judge_scores(candidates, int(budget), judge=judge, seed=seed, **kwargs)
+    elif criterion == "cross_view":
         scores = cross_view_scores(candidates, int(budget), seed=seed, **kwargs)
     elif criterion == "pixel_judge":
-        scores = pixel_judge_scores(candidates, int(budget), seed=seed, **kwargs)
+        scores = pixel_judge_scores(candidates, int(budget), seed=seed, judge=judge, **kwargs)
     elif criterion == "duel":
         scores = duel_scores(candidates, int(budget), seed=seed, **kwargs)
     elif criterion == "family":
