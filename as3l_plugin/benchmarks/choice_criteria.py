@@ -17,7 +17,8 @@ accuracy (``as3l`` selection + ``seeded_kmeans`` prior, the labels of the select
 ``priors.json``). The priors do not depend on the criterion, so ``--report`` scores every
 criterion on the cached features in seconds and prints, per set and budget, every
 candidate's mean prior, each criterion's mean prior of its picks and its gap to the best
-candidate (mean over seeds).
+candidate (mean over seeds); ``--coverage`` adds how many classes each candidate's selection
+covers.
 """
 
 from __future__ import annotations
@@ -123,6 +124,27 @@ def picks(d: Path, criterion: str, **kw):
     return out
 
 
+def coverage(d: Path, log=print):
+    """Mean number of classes the ``as3l`` selection covers on each cached candidate, per
+    budget (the selection of :func:`build`'s priors; labels are read for this report only)."""
+    from ..datasets import load_dataset
+    from ..selection import get_sampler
+    meta = json.loads((d / "meta.json").read_text())
+    y = np.asarray(load_dataset(meta["dataset"], progress=False).y_train)
+    feats = {k: np.load(d / f"{k}.npy") for k in ("pixels", "self")}
+    got = {}
+    for key in json.loads((d / "priors.json").read_text()):
+        B, s = (int(v) for v in key.split("_"))
+        cand = dict(feats, fine=np.load(d / f"fine_{key}.npy"))
+        for k, X in cand.items():
+            idx = get_sampler("as3l").select(X, B, seed=s)
+            got.setdefault(B, {}).setdefault(k, []).append(len(np.unique(y[idx])))
+    for B, per in sorted(got.items()):
+        log(f"{d.name} B={B}: classes covered, mean over {len(per['self'])} seeds: " + ", ".join(
+            f"{k} {np.mean(v):.1f}" for k, v in per.items()))
+    return got
+
+
 def report(work: Path, sets, criteria, log=print):
     lines = []
     worst = {c: -1e9 for c in criteria}
@@ -167,10 +189,15 @@ def main(argv=None) -> int:
     ap.add_argument("--report", type=Path, default=None, help="WORK directory to report on")
     ap.add_argument("--sets", default="")
     ap.add_argument("--criteria", default="cross_view")
+    ap.add_argument("--coverage", action="store_true",
+                    help="with --report: also the classes each candidate's selection covers")
     args = ap.parse_args(argv)
     import torch
     torch.set_num_threads(1)
     if args.report:
+        if args.coverage:
+            for name in args.sets.split(","):
+                coverage(args.report / name)
         report(args.report, args.sets.split(","), args.criteria.split(","))
         return 0
     from .feature_recipes import _seeds
