@@ -264,33 +264,21 @@ def _needs(which: Iterable[str]) -> set:
     return {s for w in which for s in feature_inputs(w)}
 
 
-_PIXELS: Dict[Any, np.ndarray] = {}
+_VIEWS: Dict[str, Any] = {}
 
 
-def _pixel_features(env: Mapping[str, Any]) -> np.ndarray:
-    """PCA of the training pixels (float32 ``(n, 50)``), computed once per process."""
-    from .features.choose import pixel_features
+def _dataset_view(env: Mapping[str, Any], name: str) -> np.ndarray:
+    """A label-free view of the training images, float32 ``(n, d)``, computed once per
+    process and dataset: ``pixels`` (PCA-50, a candidate of ``auto``) or ``hog`` (HOG, the
+    judge of ``auto``'s choice)."""
+    from .features.choose import hog_features, pixel_features
     key = (env.get("dataset"), env.get("data_dir"), str(env.get("dataset_options")),
            env.get("dataset_fingerprint"))
-    if key not in _PIXELS:
-        _PIXELS.clear()
-        _PIXELS[key] = pixel_features(env_dataset(env).x_train)
-    return _PIXELS[key]
-
-
-_HOG: Dict[Any, np.ndarray] = {}
-
-
-def _hog_features(env: Mapping[str, Any]) -> np.ndarray:
-    """HOG of the training images (float32 ``(n, d)``), the ``auto`` choice's judge,
-    computed once per process."""
-    from .features.choose import hog_features
-    key = (env.get("dataset"), env.get("data_dir"), str(env.get("dataset_options")),
-           env.get("dataset_fingerprint"))
-    if key not in _HOG:
-        _HOG.clear()
-        _HOG[key] = hog_features(env_dataset(env).x_train, progress=True)
-    return _HOG[key]
+    if name not in _VIEWS or _VIEWS[name][0] != key:
+        images = env_dataset(env).x_train
+        _VIEWS[name] = (key, pixel_features(images) if name == "pixels"
+                        else hog_features(images, progress=True))
+    return _VIEWS[name][1]
 
 
 def _resolve(ctx: StageContext, which: str) -> str:
@@ -304,7 +292,7 @@ def _features_of(ctx: StageContext, which: str):
     if which == "fine":
         return load_features(ctx.inputs["finetune"].path(F_FINE))
     if which == "pixels":
-        return _pixel_features(ctx.env)
+        return _dataset_view(ctx.env, "pixels")
     return load_features(ctx.inputs["features"].path(F_SELF))
 
 
@@ -325,7 +313,7 @@ def stage_choose(ctx: StageContext) -> Dict[str, Any]:
     from .features.choose import choose_features
     p = ctx.params
     cand = {c: _features_of(ctx, c) for c in p["candidates"]}
-    judge = _hog_features(ctx.env) if p["criterion"] == "judge" else None
+    judge = _dataset_view(ctx.env, "hog") if p["criterion"] == "judge" else None
     pick, scores = choose_features(cand, p["budget"], seed=p["seed"],
                                    criterion=p["criterion"], judge=judge)
     out = {"pick": pick, "scores": {k: float(v) for k, v in scores.items()},
