@@ -45,7 +45,7 @@ def evaluate(dataset, checkpoint, *, seeds, per_class=(1, 4), work: Path,
     rows = json.loads(out.read_text()) if out.is_file() else []
     rows = [r for r in rows if r.get("criterion", "cross_view") == CRITERION]
     done = {(r["budget"], r["seed"]) for r in rows}
-    judge = hog_features(ds.x_train, progress=True) if CRITERION == "judge" else None
+    judge = None  # HOG of the images, computed when a (budget, seed) is left to do
     feats = {}
     if "pixels" in candidates:
         feats["pixels"] = pixel_features(ds.x_train)
@@ -61,6 +61,8 @@ def evaluate(dataset, checkpoint, *, seeds, per_class=(1, 4), work: Path,
             if "fine" in candidates:
                 cand["fine"] = finetune_features(feats["self"], budget=B, seed=s,
                                                  progress=False)
+            if judge is None and CRITERION == "judge":
+                judge = hog_features(ds.x_train, progress=True)
             pick, scores = choose_features({k: cand[k] for k in among}, B, seed=s,
                                            criterion=CRITERION, judge=judge)
             prior = {k: float(as3l_prior(X, y, C, s, budget=B)[0]) for k, X in cand.items()}

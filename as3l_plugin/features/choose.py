@@ -113,11 +113,6 @@ def judge_scores(candidates: Mapping[str, np.ndarray], budget: int, *, judge,
     if not (isinstance(rounds, (int, np.integer)) and rounds >= 1):
         raise ParameterError(f"rounds={rounds!r} must be an int >= 1", field="rounds")
 
-    def kappa(lab, nbrs):
-        p = np.bincount(lab, minlength=budget) / len(lab)
-        e = float(p @ p)
-        return (float(np.mean(lab[nbrs] == lab[:, None])) - e) / (1 - e)
-
     got: Dict[str, list] = {a: [] for a in candidates}
     for r in range(rounds):
         rs = seed * 7919 + r
@@ -127,7 +122,8 @@ def judge_scores(candidates: Mapping[str, np.ndarray], budget: int, *, judge,
         nj, lj = knn(Zj, kk)[1], kmeans(Zj, budget, seed=rs).labels
         for a, X in candidates.items():
             Z = l2_normalize(np.asarray(X, dtype=np.float32)[rows])
-            got[a].append(kappa(kmeans(Z, budget, seed=rs).labels, nj) + kappa(lj, knn(Z, kk)[1]))
+            got[a].append(_kappa(kmeans(Z, budget, seed=rs).labels, nj, budget)
+                          + _kappa(lj, knn(Z, kk)[1], budget))
     return {a: float(np.mean(v)) for a, v in got.items()}
 
 
@@ -170,12 +166,18 @@ def _agreement(candidates, budget, *, seed=0, k=10, max_rows=10000):
     out = {}
     for a in names:
         lab = kmeans(Z[a], budget, seed=seed).labels
-        p = np.bincount(lab, minlength=budget) / len(lab)
-        e = float(p @ p)
         for j in names:
-            f = float(np.mean(lab[nbrs[j]] == lab[:, None]))
-            out[a, j] = (f - e) / (1 - e)
+            out[a, j] = _kappa(lab, nbrs[j], budget)
     return out, nbrs
+
+
+def _kappa(labels, nbrs, n_clusters: int) -> float:
+    """``(f - e) / (1 - e)``: ``f`` the fraction of (row, neighbour) pairs (``nbrs``: int
+    ``(n, k)``) whose rows share a cluster of ``labels`` (int ``(n,)``), ``e = sum_c p_c^2``
+    the same fraction for random pairs; in ``[-1, 1]``."""
+    p = np.bincount(labels, minlength=n_clusters) / len(labels)
+    e = float(p @ p)
+    return (float(np.mean(labels[nbrs] == labels[:, None])) - e) / (1 - e)
 
 
 def cross_view_scores(candidates: Mapping[str, np.ndarray], budget: int, *, seed: int = 0,
