@@ -14,10 +14,12 @@ code, same cache keys):
   (the paper ties the K of Eq. 1 to the budget; set ``finetune.k`` to share one);
 - per (seed, sampler, budget): ``select → labels`` (the dataset's labels: simulation) and
   one ``prior_<propagator>`` stage per propagator, under ``<out>/labels/seed<S>/<sampler>_b<B>/``;
-  the first propagator's prior is the one ``as3l_flexmatch`` trains with; all of them feed the
-  prior tables. A ``samplers`` entry is ``name: {params}`` for a registered sampler, or
-  ``name: {sampler: registered name, params}`` for a variant under its own name (e.g.
-  ``as3l_density: {sampler: as3l, variant: density}``);
+  an ``as3l_flexmatch`` algorithm trains with the prior its ``prior:`` key names (default: the
+  first propagator); all of them feed the prior tables. A ``samplers`` entry is
+  ``name: {params}`` for a registered sampler, or ``name: {sampler: registered name, params}``
+  for a variant under its own name (e.g. ``as3l_density: {sampler: as3l, variant: density}``);
+  ``propagators`` entries likewise (``seeded_kmeans_uniform: {propagator: seeded_kmeans,
+  uncovered: uniform}``);
 - per cell: a ``train`` stage under ``<out>/cells/<cell>/`` (resumes from USB's latest
   checkpoint after a kill).
 
@@ -154,7 +156,19 @@ def load_bench_config(source, *, quick: bool = False,
         for k, v in q.items():
             cfg[k] = deep_merge(cfg[k], v) if isinstance(cfg[k], dict) and isinstance(v, dict) \
                 else v
+    if not cfg["propagators"]:
+        raise ConfigError("needs at least one propagator", path=where, field="propagators")
+    for name, params in cfg["propagators"].items():
+        base = params.get("propagator", name)
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"propagator={base!r} must be the name of a registered propagator",
+                              path=where, field=f"propagators.{name}.propagator")
     for name, alg in cfg["algorithms"].items():
+        prior = alg.get("prior")
+        if prior is not None and prior not in cfg["propagators"]:
+            raise ConfigError(f"={prior!r} is not one of the propagators "
+                              f"{sorted(cfg['propagators'])}", path=where,
+                              field=f"algorithms.{name}.prior")
         if not alg.get("config"):
             raise ConfigError("needs config: a USB base YAML", path=where,
                               field=f"algorithms.{name}")
@@ -314,9 +328,11 @@ class Bench:
                   outputs=(pl.LABELS,), env=self.env),
         ]
         for prop, params in self.cfg["propagators"].items():
+            params = dict(params)
+            base = params.pop("propagator", prop)   # `name: {propagator: seeded_kmeans, ...}`
             stages.append(Stage(
                 f"prior_{prop}", pl.stage_prior, inputs=("labels",) + prior_in,
-                params={"propagator": prop, "params": params,
+                params={"propagator": base, "params": params,
                         "features": self.cfg["prior_features"], "seed": seed},
                 outputs=(pl.PRIOR,), env=self.env))
         recs = run_stages(stages, self.out / "labels" / f"seed{seed}" / f"{sampler}_b{budget}",
@@ -337,19 +353,24 @@ class Bench:
         if alg not in self._usb:
             spec = self.cfg["algorithms"][alg]
             self._usb[alg] = pl.usb_config(spec["config"], self.cfg["usb"],
-                                           {k: v for k, v in spec.items() if k != "config"})
+                                           {k: v for k, v in spec.items()
+                                            if k not in ("config", "prior")})
         return self._usb[alg]
+
+    def train_prior(self, alg: str) -> str:
+        """The propagator whose prior the cells of ``alg`` train with (``as3l_*``) and report:
+        the algorithm's ``prior:`` key, else the first propagator."""
+        return self.cfg["algorithms"][alg].get("prior") or next(iter(self.cfg["propagators"]))
 
     def cell_stage(self, cell: Mapping[str, Any]) -> Tuple[Stage, Dict[str, StageRecord]]:
         seed, budget = cell["seed"], cell["budget"]
         shared = self.shared(seed, budget)
         labels = self.labels(seed, cell["sampler"], budget)
         conf = self.usb_conf(cell["algorithm"])
-        first_prop = next(iter(self.cfg["propagators"]))
         ups = {"select": labels["select"]}
         inputs = ["select"]
         if conf["algorithm"].startswith("as3l"):
-            ups["prior"] = labels[f"prior_{first_prop}"]
+            ups["prior"] = labels[f"prior_{self.train_prior(cell['algorithm'])}"]
             inputs.append("prior")
         if conf["use_pretrain"]:
             ups["pretrain"] = shared["pretrain"]
@@ -402,9 +423,8 @@ class Bench:
         rec = run_stage(st, root, ups, log=self._sub(cell["cell"]))
         curve = rp.read_metrics(rec.path(f"{pl.SAVE_NAME}/{pl.METRICS}"))
         best, best_it = rp.best_accuracy(curve)
-        first_prop = next(iter(self.cfg["propagators"]))
         labels = self.labels(cell["seed"], cell["sampler"], cell["budget"])
-        pr = labels[f"prior_{first_prop}"].result
+        pr = labels[f"prior_{self.train_prior(cell['algorithm'])}"].result
         upsert_row(self.out / CELLS_CSV, CELL_COLUMNS, {
             **cell, "dataset": self.cfg["dataset"],
             "num_train_iter": st.params["usb"]["num_train_iter"],

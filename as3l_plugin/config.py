@@ -348,7 +348,8 @@ _BENCH_KEYS = {
     "select_features": None,
     "propagators": Named(FREE),
     "prior_features": None,
-    "algorithms": Named(Section({"config": None}, usb=True)),
+    # name: {config: USB base YAML, prior: a propagators name (as3l_* only), USB overrides}
+    "algorithms": Named(Section({"config": None, "prior": None}, usb=True)),
     "reference": None, "priority": None, **_FEATURE_SECTIONS,
     "usb": USB,
 }

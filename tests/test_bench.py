@@ -203,6 +203,36 @@ def test_shipped_variant_benches_pair_with_bench_yaml(name, lpc, variant):
     assert bn.plan_cells(var, 10)[0]["sampler"] == vname
 
 
+@pytest.mark.parametrize("name,parent", [
+    ("digits/bench_prior_uniform", "digits/bench"),
+    ("fashion_mnist/bench_long_prior_uniform", "fashion_mnist/bench_long_confirm"),
+])
+def test_shipped_prior_uniform_benches(name, parent):
+    """The prior-calibration benches train as3l_flexmatch `remove` on the default prior and on
+    `uncovered: uniform`, everything else as in the bench they are run beside, on seeds that
+    bench does not use."""
+    from pathlib import Path
+    from as3l_plugin.propagation import get_propagator
+    root = Path(__file__).resolve().parents[1] / "usb_configs"
+    cfg = bn.load_bench_config(root / f"{name}.yaml")
+    par = bn.load_bench_config(root / f"{parent}.yaml")
+    for key in ("pretrain", "features", "finetune", "net", "select_features", "prior_features",
+                "pretrain_seed"):
+        assert cfg[key] == par[key], key
+    assert not set(cfg["seeds"]) & set(par["seeds"])
+    assert cfg["propagators"] == {"seeded_kmeans": {}, "seeded_kmeans_uniform": {
+        "propagator": "seeded_kmeans", "uncovered": "uniform"}}
+    get_propagator("seeded_kmeans", uncovered="uniform")
+    b, bp = bn.Bench(cfg, "unused"), bn.Bench(par, "unused")
+    assert b.usb_conf("as3l_remove_uniform") == b.usb_conf("as3l_remove") == \
+        bp.usb_conf("as3l_remove")
+    assert (b.train_prior("as3l_remove"), b.train_prior("as3l_remove_uniform")) == \
+        ("seeded_kmeans", "seeded_kmeans_uniform")
+    cells = bn.plan_cells(cfg, 10)
+    assert [(c["algorithm"], c["seed"]) for c in cells[:2]] == \
+        [("as3l_remove_uniform", cfg["seeds"][0]), ("as3l_remove", cfg["seeds"][0])]
+
+
 def test_upsert_row_replaces_by_key(tmp_path):
     p = tmp_path / "t.csv"
     bn.upsert_row(p, ["a", "b"], {"a": 1, "b": 2}, keys=("a",))
@@ -335,6 +365,57 @@ def test_sampler_variant_under_its_own_name(fakes, tmp_path):
     assert "| alias |" in (out / bn.TABLES_MD).read_text()
     with pytest.raises(ConfigError, match="samplers.alias.sampler"):
         bn.load_bench_config({**cfg, "samplers": {"alias": {"sampler": 3}}})
+
+
+def test_propagator_variant_and_the_prior_an_algorithm_trains_with(fakes, tmp_path,
+                                                                   monkeypatch):
+    """`flat: {propagator: seeded_kmeans, uncovered: uniform}` makes a second prior per labeled
+    set with the registered propagator and those params; an algorithm's `prior: flat` trains
+    on it and reports its accuracy, the others keep the first propagator's."""
+    seen = []
+
+    def prior(ctx):
+        seen.append((ctx.name, ctx.params["propagator"], dict(ctx.params["params"])))
+        from as3l_plugin.datasets import load_dataset
+        y = load_dataset("digits").y_train
+        lab = pl._read_labels(ctx.inputs["labels"])
+        P = np.full((len(y), 10), 0.05, dtype=np.float32)
+        right = np.arange(len(y)) % (2 if ctx.params["params"] else 4) == 0  # 50% vs 25% right
+        P[np.arange(len(y)), np.where(right, y, (y + 1) % 10)] = 0.55
+        write_with_sidecar(ctx.dir / pl.PRIOR, P, {})
+        return pl.prior_diagnostics(P, y, lab[:, 0], 10)
+    monkeypatch.setattr(pl, "stage_prior", prior)
+    trained_on = {}
+
+    def train(ctx):
+        trained_on[ctx.dir.parent.name] = ctx.inputs["prior"].dir.name \
+            if "prior" in ctx.inputs else None
+        return _fake_train(ctx)
+    monkeypatch.setattr(pl, "stage_train", train)
+    alg = fakes["algorithms"]
+    cfg = {**fakes, "seeds": [0], "samplers": {"good": {}},
+           "propagators": {"seeded_kmeans": {},
+                           "flat": {"propagator": "seeded_kmeans", "uncovered": "uniform"}},
+           "algorithms": {"flexmatch": alg["flexmatch"], "as3l_remove": alg["as3l_remove"],
+                          "as3l_flat": {**alg["as3l_remove"], "prior": "flat"}},
+           "priority": []}
+    out = tmp_path / "b"
+    bn.run_bench(cfg, out=out, log=quiet)
+    assert sorted(seen) == [("prior_flat", "seeded_kmeans", {"uncovered": "uniform"}),
+                            ("prior_seeded_kmeans", "seeded_kmeans", {})]
+    assert trained_on == {"good-as3l_remove-b10-s0": "prior_seeded_kmeans",
+                          "good-as3l_flat-b10-s0": "prior_flat",
+                          "good-flexmatch-b10-s0": None}
+    rows = {r["algorithm"]: r for r in bn.read_rows(out / bn.CELLS_CSV)}
+    assert {a: round(float(r["prior_acc"]), 2) for a, r in rows.items()} == \
+        {"flexmatch": 0.25, "as3l_remove": 0.25, "as3l_flat": 0.5}
+    usb = bn.Bench(bn.load_bench_config(cfg), out, log=quiet).usb_conf("as3l_flat")
+    assert "prior" not in usb and usb["prior_mode"] == "remove"
+    with pytest.raises(ConfigError, match="algorithms.as3l_flat.prior"):
+        bn.load_bench_config({**cfg, "algorithms": {"as3l_flat": {**alg["as3l_remove"],
+                                                                  "prior": "nope"}}})
+    with pytest.raises(ConfigError, match="propagators.flat.propagator"):
+        bn.load_bench_config({**cfg, "propagators": {"flat": {"propagator": 3}}})
 
 
 @pytest.mark.slow
