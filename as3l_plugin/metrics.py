@@ -3,19 +3,24 @@
 - :func:`prior_accuracy` — argmax accuracy of the prior on the rows that were not labeled;
 - :func:`class_coverage` — how many classes the labeled selection contains;
 - :func:`expected_calibration_error` — ECE of the prior's top-class confidence
-  (Naeini et al. 2015; Guo et al. 2017: 15 equal-width bins).
+  (Naeini et al. 2015; Guo et al. 2017: 15 equal-width bins);
+- :func:`selective_accuracy` — accuracy on the prior's most confident rows (does its
+  confidence rank its own mistakes?).
 
 ``argmax`` ties (e.g. a uniform row) resolve to the smallest class id, as ``numpy.argmax``.
 """
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .errors import InputError, LabelsError, PriorError
-from .validate import check_int
+from .validate import Interval, check_int
 
-__all__ = ["prior_accuracy", "class_coverage", "expected_calibration_error", "check_prior"]
+__all__ = ["prior_accuracy", "class_coverage", "expected_calibration_error",
+           "selective_accuracy", "check_prior"]
 
 
 def check_prior(prior, *, n_samples: int | None = None, num_classes: int | None = None,
@@ -175,3 +180,34 @@ def expected_calibration_error(prior, y_true, n_bins=15, exclude=None) -> float:
         m = b == k
         ece += m.sum() / n * abs(correct[m].mean() - conf[m].mean())
     return float(ece)
+
+
+def selective_accuracy(prior, y_true, fraction, exclude=None) -> float:
+    """Argmax accuracy on the ``fraction`` of rows with the highest top-class confidence.
+
+    Rows are ranked by their largest probability, highest first (a stable sort: among equal
+    confidences the earlier row comes first) and the first ``ceil(fraction * n)`` are scored.
+    ``fraction=1`` is :func:`prior_accuracy`. A prior whose confidence says nothing about its
+    mistakes scores about its overall accuracy at every fraction.
+
+    Parameters
+    ----------
+    prior : array-like of shape (n, C)
+    y_true : array-like of int, shape (n,)
+    fraction : float in (0, 1]
+    exclude : array-like of int, optional
+        Rows to leave out (typically the labeled indices).
+
+    Returns
+    -------
+    float in [0, 1]
+
+    Examples
+    --------
+    >>> selective_accuracy([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.5, 0.5]], [0, 1, 1, 1], 0.5)
+    1.0
+    """
+    Interval(numbers.Real, 0, 1, closed="right").check(fraction, "fraction")
+    P, y = _scored_rows(prior, y_true, exclude)
+    order = np.argsort(-P.max(axis=1), kind="stable")[:int(np.ceil(fraction * P.shape[0]))]
+    return float((P[order].argmax(axis=1) == y[order]).mean())

@@ -3,7 +3,7 @@ import pytest
 
 from as3l_plugin.errors import InputError, LabelsError, ParameterError, PriorError
 from as3l_plugin.metrics import (check_prior, class_coverage, expected_calibration_error,
-                                 prior_accuracy)
+                                 prior_accuracy, selective_accuracy)
 
 P = np.array([[0.9, 0.1, 0.0],
               [0.2, 0.8, 0.0],
@@ -40,6 +40,20 @@ def test_ece_hand_made():
     assert expected_calibration_error(P[:2], Y[:2]) == pytest.approx((0.1 + 0.8) / 2)
     assert expected_calibration_error(P, Y, exclude=[2, 3], n_bins=15) \
         == pytest.approx((0.1 + 0.8) / 2)
+
+
+def test_selective_accuracy_hand_made():
+    # confidences 0.9 (right), 0.8 (wrong), 1/3 (right by the tie rule), 0.6 (right)
+    assert selective_accuracy(P, Y, 0.25) == 1.0            # row 0
+    assert selective_accuracy(P, Y, 0.5) == 0.5             # rows 0, 1
+    assert selective_accuracy(P, Y, 0.6) == pytest.approx(2 / 3)  # ceil(2.4) = 3: rows 0, 1, 3
+    assert selective_accuracy(P, Y, 1) == prior_accuracy(P, Y)
+    assert selective_accuracy(P, Y, 0.5, exclude=[1]) == 1.0  # rows 0, 3
+    # equal confidence everywhere: the stable order scores the first rows
+    assert selective_accuracy(np.full((4, 2), 0.5), [0, 1, 1, 1], 0.25) == 1.0
+    for bad in (0, 1.5, -0.1, float("nan"), True, "0.5"):
+        with pytest.raises(ParameterError, match="fraction"):
+            selective_accuracy(P, Y, bad)
 
 
 def test_shapes_and_values_validated():
