@@ -46,6 +46,8 @@ Report
   the reference at its first evaluation);
 - Table 2: iterations to reach the reference's (FlexMatch-random's) final accuracy, per
   seed and budget, and the speed-up ``num_train_iter / iterations``;
+- Table 3: per-class test accuracy at each cell's last evaluation, from the confusion matrix
+  USB logs (:func:`as3l_plugin.report.final_confusion`);
 - Tables 4–6: prior accuracy (unlabeled samples), class coverage and ECE per sampler ×
   propagator × budget.
 """
@@ -494,10 +496,12 @@ class Bench:
     def report(self, cells: Optional[Sequence[Mapping[str, Any]]] = None) -> Dict[str, Any]:
         """Rebuild ``tables.md`` and the plots from the rows on disk."""
         from .io import atomic_write_text
+        from .datasets import class_names
         rows = read_rows(self.out / CELLS_CSV)
         priors = read_rows(self.out / PRIORS_CSV)
+        names = class_names(pl.env_dataset(self.env))
         text = bench_tables(self.cfg, rows, priors, planned=len(cells) if cells else None,
-                            out=self.out)
+                            out=self.out, class_names=names)
         atomic_write_text(self.out / TABLES_MD, text)
         plots = bench_plots(self.cfg, rows, self.out)
         return {"tables": self.out / TABLES_MD, "plots": plots, "text": text}
@@ -524,8 +528,9 @@ def _curve(out: Path, row: Mapping[str, str]):
 
 def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
                  priors: Sequence[Mapping[str, str]], *, planned: Optional[int] = None,
-                 out: Optional[Path] = None) -> str:
-    """The Markdown report: Tables 1, 2 and 4–6 (mean ± std over seeds)."""
+                 out: Optional[Path] = None, class_names: Optional[Sequence[str]] = None) -> str:
+    """The Markdown report: Tables 1, 2 and 4–6 (mean ± std over seeds), and Table 3 (per-class
+    test accuracy at the last evaluation) when ``out`` and ``class_names`` are given."""
     from . import report as rp
     samplers = list(cfg["samplers"])
     algs = list(cfg["algorithms"])
@@ -597,6 +602,9 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
               "reached in k of n seeds; mean ± std over those.\n\n" + (rp.markdown_table(header, trs) if trs else
                                                "(needs the reference cells)\n")]
 
+    if out_dir is not None and class_names:
+        lines += _per_class_table(cfg, rows, out_dir, list(class_names))
+
     props = sorted({p["propagator"] for p in priors}, key=lambda p: list(cfg["propagators"]).index(p)
                    if p in cfg["propagators"] else 99)
     pby = {(p["sampler"], p["propagator"], int(p["labels_per_class"]), int(p["seed"])): p
@@ -627,6 +635,32 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
                      f" per cell; CPU time {rp.format_seconds(float(np.nanmean(cpu)))} per cell, "
                      "≈ the wall time on an idle machine with one thread).\n")
     return "\n".join(lines)
+
+
+def _per_class_table(cfg, rows, out: Path, names: List[str]) -> List[str]:
+    """Table 3: per-class test accuracy at each cell's last evaluation (the diagonal of the
+    confusion matrix USB logged there), mean over the seeds done, per sampler + algorithm and
+    budget; cells without a parsable matrix are left out (``n`` counts the seeds used)."""
+    from . import report as rp
+    groups: Dict[Tuple[str, str, int], List[np.ndarray]] = {}
+    for r in rows:
+        log = (out / r["metrics"]).parent / "log.txt" if r.get("metrics") else None
+        cm = rp.final_confusion(log, len(names)) if log is not None else None
+        if cm is not None:
+            groups.setdefault((r["sampler"], r["algorithm"], int(r["labels_per_class"])),
+                              []).append(np.diag(cm))
+    if not groups:
+        return []
+    order = {s: i for i, s in enumerate(cfg["samplers"])}
+    aorder = {a: i for i, a in enumerate(cfg["algorithms"])}
+    trs = []
+    for (s, a, l), diags in sorted(groups.items(), key=lambda kv: (
+            kv[0][2], order.get(kv[0][0], 99), aorder.get(kv[0][1], 99))):
+        m = np.mean(diags, axis=0) * 100
+        trs.append([f"{s} + {a}", f"{l}", str(len(diags))] + [f"{v:.1f}" for v in m])
+    return ["## Table 3. Per-class test accuracy (%) at the last evaluation (the diagonal of "
+            "USB's logged confusion matrix), mean over seeds\n",
+            rp.markdown_table(["sampler + algorithm", "labels/cls", "n"] + names, trs)]
 
 
 def _early(row, out: Path) -> float:

@@ -262,6 +262,44 @@ def per_class_accuracy(pred: np.ndarray, y: np.ndarray, num_classes: int,
     return out
 
 
+def final_confusion(log_path, num_classes: int) -> Optional[np.ndarray]:
+    """The last confusion matrix a USB run logged (``<save_dir>/<save_name>/log.txt``).
+
+    USB's ``evaluate`` logs ``confusion matrix:`` and then
+    ``np.array_str(confusion_matrix(y_true, y_pred, normalize='true'))`` at every evaluation,
+    so row ``c`` is the distribution of predictions for true class ``c`` and the diagonal is
+    the per-class test accuracy (recall) at that evaluation.
+
+    Returns
+    -------
+    float64 ``(num_classes, num_classes)``, or None when the log is missing, holds no matrix,
+    or its last one is not ``num_classes²`` numbers (NumPy summarises arrays of more than
+    1,000 entries with ``...``, i.e. above 31 classes).
+    """
+    import re
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return None
+    start = text.rfind("confusion matrix:")
+    if start < 0:
+        return None
+    block = []
+    for line in text[start:].splitlines()[1:]:
+        if re.match(r"\[\d{4}-\d\d-\d\d ", line) \
+                or not re.fullmatch(r"[\s\[\]\d.eE+\-]+", line):
+            break                       # the next log record, or not part of the array
+        block.append(line)
+        if line.rstrip().endswith("]]"):
+            break
+    if "..." in "".join(block):
+        return None
+    vals = re.findall(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?", " ".join(block))
+    if len(vals) != num_classes * num_classes:
+        return None
+    return np.asarray(vals, dtype=np.float64).reshape(num_classes, num_classes)
+
+
 def write_curves_csv(path, curves: Mapping[str, Curve]) -> Path:
     """Long-format ``iteration,algorithm,eval_acc`` CSV of several runs (one file per job)."""
     from .io import atomic_write_csv

@@ -461,6 +461,55 @@ def test_report_helpers():
     assert t.splitlines()[1] == "|:---|---:|" and "| y | – |" in t
 
 
+def _usb_log(cms):
+    """A USB log.txt: one evaluation record per matrix, as USB's evaluate() writes them."""
+    out = ["[2026-12-06 04:37:25,188 INFO] Model training"]
+    for i, cm in enumerate(cms):
+        out += [f"[2026-12-06 05:4{i}:28,311 INFO] confusion matrix:", np.array_str(cm),
+                f"[2026-12-06 05:4{i}:28,361 INFO] {i} iteration, USE_EMA: True"]
+    return "\n".join(out) + "\n"
+
+
+def test_final_confusion_reads_the_last_logged_matrix(tmp_path):
+    rng = np.random.default_rng(0)
+    first, last = (rng.dirichlet(np.ones(10), size=10) for _ in range(2))
+    log = tmp_path / "log.txt"
+    log.write_text(_usb_log([first, last]))
+    got = rp.final_confusion(log, 10)
+    np.testing.assert_allclose(got, last, atol=5e-4)   # array_str prints 3 decimals here
+    assert rp.final_confusion(log, 9) is None            # not 9 x 9 numbers
+    log.write_text(_usb_log([np.eye(3)]) + "[2026-12-06 06:00:00,000 INFO] done\n")
+    np.testing.assert_array_equal(rp.final_confusion(log, 3), np.eye(3))
+    big = np.full((40, 40), 1 / 40)                       # summarised by NumPy: '...'
+    log.write_text(_usb_log([big]))
+    assert rp.final_confusion(log, 40) is None
+    assert rp.final_confusion(tmp_path / "missing.txt", 3) is None
+    log.write_text("[2026-12-06 04:37:25,188 INFO] Model training\n")
+    assert rp.final_confusion(log, 3) is None
+
+
+def test_bench_table_3_per_class_accuracy_from_the_usb_logs(fakes, tmp_path, monkeypatch):
+    """Table 3 averages the diagonals of each cell's last logged confusion matrix over seeds,
+    per sampler + algorithm, columns named by class."""
+    def train(ctx):
+        out = _fake_train(ctx)
+        seed = ctx.params["managed"]["seed"]
+        diag = np.full(10, 0.5)
+        diag[2] = 0.1 * (seed + 1)                        # seeds 0, 1 -> mean 0.15
+        cm = np.diag(diag) + (1 - diag)[:, None] * np.eye(10)[[(c + 1) % 10 for c in range(10)]]
+        (ctx.dir / pl.SAVE_NAME / "log.txt").write_text(_usb_log([np.eye(10), cm]))
+        return out
+    monkeypatch.setattr(pl, "stage_train", train)
+    out = tmp_path / "b"
+    cfg = {**fakes, "samplers": {"good": {}},
+           "algorithms": {"flexmatch": fakes["algorithms"]["flexmatch"]}, "priority": []}
+    bn.run_bench(cfg, out=out, log=quiet)
+    text = (out / bn.TABLES_MD).read_text()
+    table = text.split("## Table 3.")[1].split("##")[0]
+    assert "| sampler + algorithm | labels/cls | n | 0 | 1 | 2 |" in table
+    assert "| good + flexmatch | 1 | 2 | 50.0 | 50.0 | 15.0 | 50.0 |" in table
+
+
 def test_read_metrics_dedupes_resumed_rows(tmp_path):
     p = tmp_path / "m.csv"
     p.write_text("iteration,algorithm,eval_acc,eval_loss,time\n10,f,0.1,1,0\n20,f,0.2,1,0\n"
