@@ -550,6 +550,13 @@ CASES = (
                                                            "prior_TT": 50}}), E.ConfigError,
          "bench.yaml: algorithms.as3l.prior_TT: unknown key; did you mean prior_T?",
          "fix the key"),
+    Case("config-bench-prior-not-a-propagator", "config",
+         "`as3l bench` config whose algorithm trains on a prior no `propagators` entry makes",
+         lambda ws: _bench_config(ws, algorithms={"as3l": {"config": "tiny.yaml",
+                                                           "prior": "seeded_kmeans_flat"}}),
+         E.ConfigError,
+         "bench.yaml: algorithms.as3l.prior: ='seeded_kmeans_flat' is not one of the "
+         "propagators ['seeded_kmeans']", "name a `propagators` entry, or add one"),
     *(_unset(key, default) for key, default in (
         ("algorithm", "fixmatch"), ("dataset", "cifar10"), ("num_labels", 400),
         ("num_classes", 10))),
