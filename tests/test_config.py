@@ -355,9 +355,7 @@ def test_shipped_config_passes_with_no_warning(path, usb):
             for quick in (False, True):
                 cfg = bn.load_bench_config(path, quick=quick)
             cfg = bn.load_bench_config(path)
-            blocks = {a: pl.usb_config(spec["config"], cfg["usb"],
-                                       {k: v for k, v in spec.items() if k != "config"})
-                      for a, spec in cfg["algorithms"].items()}
+            blocks = {a: bn.Bench(cfg, "unused").usb_conf(a) for a in cfg["algorithms"]}
         # each training the run / bench would start: as the train stage builds it
         for name, conf in blocks.items():
             managed = {"dataset": cfg["dataset"], "net": cfg["net"], "seed": 0,
