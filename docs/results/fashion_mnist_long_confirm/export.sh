@@ -6,10 +6,14 @@
 # 30 MB feature matrix and the 2.4 MB priors, which the bench recomputes (a cache hit
 # downstream when the recomputed bits are the same).
 #   ./export.sh /work/main/docs/results/fashion_mnist_long_confirm
+# Other bench directories: ./export.sh DEST SRC 'GLOB' (the bench directories SRC/GLOB), e.g.
+#   ./export.sh /work/main/docs/results/fashion_mnist_prior_uniform /work/runs/calib/fm 's*'
 set -eu
 DEST=$1
-cd /work/runs/bench15
-for d in confirm_s*; do
+SRC=${2:-/work/runs/bench15}
+GLOB=${3:-confirm_s*}
+cd "$SRC"
+for d in $GLOB; do
   [ -d "$d" ] || continue
   find "$d" -type f \( -name stage.json -o -name .running.json -o -name '*_idx.npy' \
        -o -name '*_idx.npy.json' -o -name labels.csv -o -name to_annotate.csv -o -name cells.csv \
@@ -18,4 +22,7 @@ for d in confirm_s*; do
        -not -path '*/plots/*' | while read -r f; do
     mkdir -p "$DEST/$(dirname "$f")"; cp -p "$f" "$DEST/$f"; done
 done
+# a cell that finished since the last export has no .running.json any more: drop the old copy
+(cd "$DEST" && find $GLOB -name .running.json) | while read -r f; do
+  [ -e "$f" ] || rm -f "$DEST/$f"; done
 du -sh "$DEST"
