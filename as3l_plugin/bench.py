@@ -142,13 +142,13 @@ def load_bench_config(source, *, quick: bool = False,
                           path=where, field="algorithms")
     from .validate import check_device
     check_device(cfg["device"], "device", error=ConfigError, path=where)
-    cfg["samplers"] = _as_named(cfg["samplers"], "samplers")
-    for name, params in cfg["samplers"].items():
-        base = params.get("sampler", name)
-        if not isinstance(base, str) or not base:
-            raise ConfigError(f"sampler={base!r} must be the name of a registered sampler",
-                              path=where, field=f"samplers.{name}.sampler")
-    cfg["propagators"] = _as_named(cfg["propagators"], "propagators")
+    for section, key in (("samplers", "sampler"), ("propagators", "propagator")):
+        cfg[section] = _as_named(cfg[section], section)
+        for name, params in cfg[section].items():   # `alias: {sampler: as3l, variant: ...}`
+            base = params.get(key, name)
+            if not isinstance(base, str) or not base:
+                raise ConfigError(f"{key}={base!r} must be the name of a registered {key}",
+                                  path=where, field=f"{section}.{name}.{key}")
     cfg["algorithms"] = _as_named(cfg["algorithms"], "algorithms")
     if quick:
         q = dict(cfg.get("quick") or {})
@@ -160,11 +160,6 @@ def load_bench_config(source, *, quick: bool = False,
                 else v
     if not cfg["propagators"]:
         raise ConfigError("needs at least one propagator", path=where, field="propagators")
-    for name, params in cfg["propagators"].items():
-        base = params.get("propagator", name)
-        if not isinstance(base, str) or not base:
-            raise ConfigError(f"propagator={base!r} must be the name of a registered propagator",
-                              path=where, field=f"propagators.{name}.propagator")
     for name, alg in cfg["algorithms"].items():
         prior = alg.get("prior")
         if prior is not None and prior not in cfg["propagators"]:
@@ -279,10 +274,18 @@ class Bench:
         self._finetuned: Dict[Tuple[int, int], Dict[str, StageRecord]] = {}
         self._labels: Dict[Tuple[int, str, int], Dict[str, StageRecord]] = {}
         self._usb: Dict[str, Dict[str, Any]] = {}
+        self._class_names: Optional[List[str]] = None
 
     # ----------------------------------------------------------------- stages
     def num_classes(self) -> int:
         return int(pl.env_dataset(self.env).num_classes)
+
+    def class_names(self) -> List[str]:
+        """The dataset's class names (Table 3's columns), loaded once per bench."""
+        if self._class_names is None:
+            from .datasets import class_names
+            self._class_names = class_names(pl.env_dataset(self.env))
+        return self._class_names
 
     def _feature_cfg(self, seed: int, budget: int) -> Dict[str, Any]:
         return {"dataset": self.cfg["dataset"], "net": self.cfg["net"], "seed": seed,
@@ -496,12 +499,10 @@ class Bench:
     def report(self, cells: Optional[Sequence[Mapping[str, Any]]] = None) -> Dict[str, Any]:
         """Rebuild ``tables.md`` and the plots from the rows on disk."""
         from .io import atomic_write_text
-        from .datasets import class_names
         rows = read_rows(self.out / CELLS_CSV)
         priors = read_rows(self.out / PRIORS_CSV)
-        names = class_names(pl.env_dataset(self.env))
         text = bench_tables(self.cfg, rows, priors, planned=len(cells) if cells else None,
-                            out=self.out, class_names=names)
+                            out=self.out, class_names=self.class_names())
         atomic_write_text(self.out / TABLES_MD, text)
         plots = bench_plots(self.cfg, rows, self.out)
         return {"tables": self.out / TABLES_MD, "plots": plots, "text": text}

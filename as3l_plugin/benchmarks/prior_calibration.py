@@ -66,6 +66,7 @@ def score(prior, y, exclude) -> dict:
 def run(dataset, benches, features, samplers=None, log=print):
     from ..annotations import read_label_table
     from ..datasets import load_dataset
+    from ..io import load_features
     from ..propagation import SeededKMeansPropagator
     ds = load_dataset(dataset)
     y = np.asarray(ds.y_train)
@@ -75,7 +76,7 @@ def run(dataset, benches, features, samplers=None, log=print):
         if not sets:
             raise SystemExit(f"{bench}: no labels/seed*/<sampler>_b*/labels/labels.csv here")
         for seed, sampler, budget, path in sets:
-            X = np.load(bench / features.format(seed=seed, budget=budget))
+            X = load_features(bench / features.format(seed=seed, budget=budget))
             idx, lab = read_label_table(path, ds.num_classes)
             for mode in MODES:
                 P = SeededKMeansPropagator(uncovered=mode).propagate(
