@@ -2,7 +2,9 @@
 # Copy what a later session needs to resume the confirmation into DEST, laid out as the bench
 # directories themselves: cells.csv / priors.csv / tables.md, every stage record (stage.json,
 # .running.json), the small stage outputs (index files, labels, to_annotate), the shared
-# backbone, and each cell's metrics.csv, log.txt and latest USB checkpoint. Left out: the
+# backbone, each cell's metrics.csv and log.txt, and the latest USB checkpoint of each cell
+# still training (one whose train/ holds a .running.json; a finished cell's report reads only
+# its metrics.csv and log.txt, so its checkpoint is dropped). Left out as well: the
 # 30 MB feature matrix and the 2.4 MB priors, which the bench recomputes (a cache hit
 # downstream when the recomputed bits are the same).
 #   ./export.sh /work/main/docs/results/fashion_mnist_long_confirm
@@ -20,9 +22,14 @@ for d in $GLOB; do
        -o -name priors.csv -o -name tables.md -o -name metrics.csv -o -name log.txt \
        -o -name backbone.pth -o -name latest_model.pth -o -name 'prior.npy.json' \) \
        -not -path '*/plots/*' | while read -r f; do
+    if [ "$(basename "$f")" = latest_model.pth ] && [ ! -e "$(dirname "$(dirname "$f")")/.running.json" ]; then
+      continue; fi
     mkdir -p "$DEST/$(dirname "$f")"; cp -p "$f" "$DEST/$f"; done
 done
-# a cell that finished since the last export has no .running.json any more: drop the old copy
+# a cell that finished since the last export has no .running.json any more: drop the old
+# copies of it and of its checkpoint
 (cd "$DEST" && find $GLOB -name .running.json) | while read -r f; do
   [ -e "$f" ] || rm -f "$DEST/$f"; done
+(cd "$DEST" && find $GLOB -name latest_model.pth) | while read -r f; do
+  [ -e "$(dirname "$(dirname "$f")")/.running.json" ] || rm -f "$DEST/$f"; done
 du -sh "$DEST"
