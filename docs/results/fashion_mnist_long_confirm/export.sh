@@ -15,6 +15,9 @@ DEST=$1
 SRC=${2:-/work/runs/bench15}
 GLOB=${3:-confirm_s*}
 cd "$SRC"
+# a cell is still training while its train/ (two levels above usb/latest_model.pth) holds a
+# .running.json; relative paths, read in SRC
+running() { [ -e "$(dirname "$(dirname "$1")")/.running.json" ]; }
 for d in $GLOB; do
   [ -d "$d" ] || continue
   find "$d" -type f \( -name stage.json -o -name .running.json -o -name '*_idx.npy' \
@@ -22,8 +25,7 @@ for d in $GLOB; do
        -o -name priors.csv -o -name tables.md -o -name metrics.csv -o -name log.txt \
        -o -name backbone.pth -o -name latest_model.pth -o -name 'prior.npy.json' \) \
        -not -path '*/plots/*' | while read -r f; do
-    if [ "$(basename "$f")" = latest_model.pth ] && [ ! -e "$(dirname "$(dirname "$f")")/.running.json" ]; then
-      continue; fi
+    if [ "$(basename "$f")" = latest_model.pth ] && ! running "$f"; then continue; fi
     mkdir -p "$DEST/$(dirname "$f")"; cp -p "$f" "$DEST/$f"; done
 done
 # a cell that finished since the last export has no .running.json any more: drop the old
@@ -31,5 +33,5 @@ done
 (cd "$DEST" && find $GLOB -name .running.json) | while read -r f; do
   [ -e "$f" ] || rm -f "$DEST/$f"; done
 (cd "$DEST" && find $GLOB -name latest_model.pth) | while read -r f; do
-  [ -e "$(dirname "$(dirname "$f")")/.running.json" ] || rm -f "$DEST/$f"; done
+  running "$f" || rm -f "$DEST/$f"; done
 du -sh "$DEST"
