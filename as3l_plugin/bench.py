@@ -49,7 +49,12 @@ Report
 - Table 3: per-class test accuracy at each cell's last evaluation, from the confusion matrix
   USB logs (:func:`as3l_plugin.report.final_confusion`);
 - Tables 4–6: prior accuracy (unlabeled samples), class coverage and ECE per sampler ×
-  propagator × budget.
+  propagator × budget;
+- Table 1d: every finished cell's final (best) accuracy per budget and seed;
+- targets (with ``method: [sampler, algorithm]``): that cell against the best of ``peers``
+  (default: the pairs sharing neither its sampler nor its algorithm), paired by seed: the
+  difference of final accuracy, the seeds it is ahead on, and the iteration at which it first
+  reaches the reference's final accuracy.
 """
 
 from __future__ import annotations
@@ -97,6 +102,8 @@ BENCH_DEFAULTS: Dict[str, Any] = {
     "prior_features": "self",
     "algorithms": None,       # name -> {config: USB base YAML, ...USB overrides}
     "reference": ["random", "flexmatch"],
+    "method": None,           # [sampler, algorithm]: the cell Table 7 pits against the peers
+    "peers": None,            # [[sampler, algorithm], ...]; None: every pair sharing neither
     "priority": [],
     "pretrain": {},
     "features": {},
@@ -196,12 +203,53 @@ def load_bench_config(source, *, quick: bool = False,
         raise ConfigError(f"={ref!r} must be [sampler, algorithm]", path=where,
                           field="reference")
     cfg["reference"] = [str(ref[0]), str(ref[1])]
+    cfg["method"], cfg["peers"] = _targets_config(cfg, where, quick)
     cfg["priority"] = [tuple(map(str, p)) for p in (cfg["priority"] or [])]
     for sec in ("select_features", "prior_features"):
         pl.check_feature_set(cfg[sec], path=where, field=sec)
     if not cfg["name"]:
         cfg["name"] = (where.stem if where is not None else "bench") + ("_quick" if quick else "")
     return cfg
+
+
+def _pair(value, cfg, where, field: str) -> Tuple[str, str]:
+    """``[sampler, algorithm]`` checked against the grid's samplers and algorithms."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 2):
+        raise ConfigError(f"={value!r} must be [sampler, algorithm]", path=where, field=field)
+    s, a = map(str, value)
+    if s not in cfg["samplers"] or a not in cfg["algorithms"]:
+        raise ConfigError(f"={[s, a]!r}: samplers are {sorted(cfg['samplers'])}, algorithms "
+                          f"{sorted(cfg['algorithms'])}", path=where, field=field)
+    return s, a
+
+
+def _targets_config(cfg, where, quick: bool = False):
+    """``method`` and ``peers`` (Table 7) as tuples; the default peers share neither the
+    method's sampler nor its algorithm. A ``quick`` grid keeps the pairs it still has (no
+    Table 7 without the method)."""
+    if quick:
+        grid = lambda p: (isinstance(p, (list, tuple)) and len(p) == 2  # noqa: E731
+                          and str(p[0]) in cfg["samplers"] and str(p[1]) in cfg["algorithms"])
+        if cfg["method"] is not None and not grid(cfg["method"]):
+            cfg = {**cfg, "method": None, "peers": None}
+        elif cfg["peers"] is not None:
+            cfg = {**cfg, "peers": [p for p in cfg["peers"] if grid(p)] or None}
+    if cfg["method"] is None:
+        if cfg["peers"] is not None:
+            raise ConfigError("needs method: [sampler, algorithm] beside it", path=where,
+                              field="peers")
+        return None, None
+    ms, ma = _pair(cfg["method"], cfg, where, "method")
+    if cfg["peers"] is None:
+        return (ms, ma), [(s, a) for s in cfg["samplers"] for a in cfg["algorithms"]
+                          if s != ms and a != ma]
+    if not isinstance(cfg["peers"], (list, tuple)) or not cfg["peers"]:
+        raise ConfigError(f"={cfg['peers']!r} must be a non-empty list of [sampler, algorithm]",
+                          path=where, field="peers")
+    peers = [_pair(p, cfg, where, f"peers[{i}]") for i, p in enumerate(cfg["peers"])]
+    if (ms, ma) in peers:
+        raise ConfigError(f"lists the method {[ms, ma]!r} itself", path=where, field="peers")
+    return (ms, ma), peers
 
 
 # =========================================================================== cells
@@ -571,6 +619,8 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
                   "(the first evaluation at or after it): how fast each cell learns\n",
                   sampler_table(lambda r: _early(r, out_dir))]
 
+    lines += _per_seed_table(cfg, by)
+
     # Table 2: iterations to reach the reference's final accuracy (same budget and seed)
     header = ["sampler + algorithm"] + [h for l in lpcs for h in
                                         (f"iterations @{l}/cls", f"speed-up @{l}/cls")]
@@ -602,6 +652,8 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
               "evaluation counts that iteration, so its speed-up is a lower bound. `(k/n)`: "
               "reached in k of n seeds; mean ± std over those.\n\n" + (rp.markdown_table(header, trs) if trs else
                                                "(needs the reference cells)\n")]
+
+    lines += _targets_table(cfg, by, out_dir)
 
     if out_dir is not None and class_names:
         lines += _per_class_table(cfg, rows, out_dir, list(class_names))
@@ -636,6 +688,99 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
                      f" per cell; CPU time {rp.format_seconds(float(np.nanmean(cpu)))} per cell, "
                      "≈ the wall time on an idle machine with one thread).\n")
     return "\n".join(lines)
+
+
+def _pairs_done(cfg, by) -> List[Tuple[str, str]]:
+    """(sampler, algorithm) pairs with at least one finished cell, in grid order."""
+    have = {(s, a) for s, a, _, _ in by}
+    return [(s, a) for s in cfg["samplers"] for a in cfg["algorithms"] if (s, a) in have]
+
+
+def _per_seed_table(cfg, by) -> List[str]:
+    """Table 1d: final (best) test accuracy of every finished cell, one row per budget and
+    seed, one column per sampler + algorithm: the paired view the means hide."""
+    pairs = _pairs_done(cfg, by)
+    if not pairs:
+        return []
+    trs = []
+    for l in cfg["labels_per_class"]:
+        for sd in cfg["seeds"]:
+            got = [by.get((s, a, l, sd)) for s, a in pairs]
+            if any(r is not None for r in got):
+                trs.append([f"{l}", f"{sd}"] + [
+                    "" if r is None else f"{100 * _f(r, 'final_acc'):.1f} "
+                                         f"({100 * _f(r, 'best_acc'):.1f})" for r in got])
+    from . import report as rp
+    return ["## Table 1d. Final (best) test accuracy (%) per seed\n",
+            rp.markdown_table(["labels/cls", "seed"] + [f"{s} + {a}" for s, a in pairs], trs)]
+
+
+def _targets_table(cfg, by, out: Optional[Path]) -> List[str]:
+    """The method (``cfg['method']``) against the best of ``cfg['peers']``, paired by seed.
+
+    Per budget, the best peer is the one with the highest mean final accuracy over the seeds
+    where both it and the method are done. Rows: per seed, the method's and that peer's final
+    accuracy, their difference, and the iteration at which the method first reaches the
+    reference's final accuracy (with its fraction of the reference's iterations); then the
+    mean ± std of the difference, the number of seeds the method is ahead on, and the largest
+    fraction over the seeds (``not reached`` counts as above every fraction)."""
+    from . import report as rp
+    if cfg.get("method") is None:
+        return []
+    (ms, ma), peers = cfg["method"], cfg["peers"]
+    ref_s, ref_a = cfg["reference"]
+    out_lines = [f"## Targets: {ms} + {ma} against the best peer, paired by seed\n",
+                 "Peers: " + ", ".join(f"{s} + {a}" for s, a in peers) + ". Best peer per "
+                 "budget: the highest mean final accuracy over the seeds where it and the "
+                 "method are both done. Difference = method − best peer (points). Reach = "
+                 f"the first evaluation at which the method reaches {ref_s} + {ref_a}'s final "
+                 "accuracy (same budget and seed), and its fraction of the reference's "
+                 "iterations.\n"]
+    any_budget = False
+    for l in cfg["labels_per_class"]:
+        mine = {sd: by[(ms, ma, l, sd)] for sd in cfg["seeds"] if (ms, ma, l, sd) in by}
+        scored = []
+        for s, a in peers:
+            paired = [sd for sd in mine if (s, a, l, sd) in by]
+            if paired:
+                scored.append((float(np.mean([_f(by[(s, a, l, sd)], "final_acc")
+                                              for sd in paired])), len(paired), (s, a)))
+        if not scored:
+            continue
+        any_budget = True
+        scored.sort(key=lambda t: -t[0])
+        _, _, (bs, ba) = scored[0]
+        trs, diffs, fracs = [], [], []
+        for sd, r in mine.items():
+            p = by.get((bs, ba, l, sd))
+            if p is None:
+                continue
+            d = 100 * (_f(r, "final_acc") - _f(p, "final_acc"))
+            diffs.append(d)
+            ref = by.get((ref_s, ref_a, l, sd))
+            reach_txt = ""
+            if ref is not None:
+                reach = _reach(r, _f(ref, "final_acc"), out)
+                frac = float("inf") if reach is None else reach / int(ref["num_train_iter"])
+                fracs.append(frac)
+                reach_txt = ("not reached" if reach is None
+                             else f"{reach} of {ref['num_train_iter']} ({frac:.2f})")
+            trs.append([f"{sd}", f"{100 * _f(r, 'final_acc'):.1f}",
+                        f"{100 * _f(p, 'final_acc'):.1f}", f"{d:+.1f}", reach_txt])
+        ahead = sum(d > 0 for d in diffs)
+        worst = max(fracs) if fracs else float("nan")
+        sign = "+" if diffs and np.mean(diffs) > 0 else ""
+        trs.append(["all", "", "", sign + rp.mean_std(diffs) + f"; ahead on {ahead} of {len(diffs)}",
+                    ("" if not fracs else "not reached on some seed" if math.isinf(worst)
+                     else f"largest fraction {worst:.2f}")])
+        out_lines += [f"{l} label(s)/class; peers' mean final accuracy on the paired seeds: " +
+                      ", ".join(f"{s} + {a} {100 * m:.1f} ({n})" for m, n, (s, a) in scored) +
+                      f"; best: **{bs} + {ba}**.\n",
+                      rp.markdown_table(["seed", f"{ms} + {ma}", f"{bs} + {ba}", "difference",
+                                         f"reach {ref_s} + {ref_a}"], trs)]
+    if not any_budget:
+        out_lines.append("(needs a peer cell on a seed the method has)\n")
+    return out_lines
 
 
 def _per_class_table(cfg, rows, out: Path, names: List[str]) -> List[str]:

@@ -351,6 +351,7 @@ _BENCH_KEYS = {
     # name: {config: USB base YAML, prior: a propagators name (as3l_* only), USB overrides}
     "algorithms": Named(Section({"config": None, "prior": None}, usb=True)),
     "reference": None, "priority": None, **_FEATURE_SECTIONS,
+    "method": None, "peers": None,    # Table 7: [sampler, algorithm] against [[s, a], ...]
     "usb": USB,
 }
 #: ``as3l bench`` (:func:`as3l_plugin.bench.load_bench_config`); ``quick`` takes the same keys

@@ -280,6 +280,63 @@ def test_bench_resumes_skips_done_cells_and_writes_tables(fakes, tmp_path):
     assert list((out / "plots").glob("*.png"))
 
 
+def test_method_and_peers_config(fakes):
+    cfg = bn.load_bench_config({**fakes, "method": ["good", "as3l_remove"]})
+    assert cfg["method"] == ("good", "as3l_remove")
+    assert cfg["peers"] == [("random", "flexmatch")]      # shares neither sampler nor algorithm
+    cfg = bn.load_bench_config({**fakes, "method": ["good", "as3l_remove"],
+                                "peers": [["random", "flexmatch"], ["good", "flexmatch"]]})
+    assert cfg["peers"] == [("random", "flexmatch"), ("good", "flexmatch")]
+    assert bn.load_bench_config(fakes)["method"] is None
+    for bad, field in (({"method": ["good"]}, "method"),
+                       ({"method": ["nope", "flexmatch"]}, "method"),
+                       ({"method": ["good", "as3l_remove"], "peers": [["good", "nope"]]},
+                        "peers[0]"),
+                       ({"method": ["good", "as3l_remove"], "peers": [["good", "as3l_remove"]]},
+                        "peers"),
+                       ({"method": ["good", "as3l_remove"], "peers": []}, "peers"),
+                       ({"peers": [["random", "flexmatch"]]}, "peers")):
+        with pytest.raises(ConfigError) as ei:
+            bn.load_bench_config({**fakes, **bad})
+        assert ei.value.field == field
+    # a quick grid without the method has no targets table; one with it keeps its peers
+    q = bn.load_bench_config({**fakes, "method": ["random", "flexmatch"]}, quick=True)
+    assert q["method"] is None and q["peers"] is None
+    q = bn.load_bench_config({**fakes, "method": ["good", "as3l_remove"],
+                              "peers": [["random", "flexmatch"], ["good", "flexmatch"]],
+                              "quick": {"seeds": [0], "samplers": ["good"],
+                                        "algorithms": ["as3l_remove", "flexmatch"]}},
+                             quick=True)
+    assert q["method"] == ("good", "as3l_remove") and q["peers"] == [("good", "flexmatch")]
+
+
+@pytest.mark.slow
+def test_targets_table_pairs_the_method_with_the_best_peer(fakes, tmp_path):
+    """Table 1d lists every finished cell per seed; the targets table picks the peer with the
+    best mean final accuracy, pairs it with the method by seed and reads the reach of the
+    reference's final accuracy from the method's curve."""
+    out = tmp_path / "b"
+    cfg = {**fakes, "method": ["good", "as3l_remove"],
+           "peers": [["random", "flexmatch"], ["good", "flexmatch"]]}
+    text = bn.run_bench(cfg, out=out, log=quiet)["text"]
+    final = lambda rate: 90 * (1 - np.exp(-rate))           # noqa: E731  fake curves at it 100
+    t1d = text.split("## Table 1d")[1].split("## ")[0]
+    row = next(l for l in t1d.splitlines() if l.startswith("| 1 | 1 |")).split("|")
+    header = next(l for l in t1d.splitlines() if l.startswith("| labels/cls")).split("|")
+    col = [h.strip() for h in header].index("random + as3l_remove")
+    assert row[col].strip() == f"{final(2):.1f} ({final(2):.1f})"
+    tt = text.split("## Targets")[1].split("## ")[0]
+    # good + flexmatch (rate 3) beats random + flexmatch (rate 1): it is the best peer
+    assert f"good + flexmatch {final(3):.1f} (2)" in tt and "best: **good + flexmatch**" in tt
+    assert tt.count(f"| {final(6):.1f} | {final(3):.1f} | {final(6) - final(3):+.1f} |") == 2
+    # the method (rate 6) reaches the reference's final 0.9 (1 - e^-1) at 6 t >= 1: iteration 20
+    assert tt.count("| 20 of 100 (0.20) |") == 2
+    assert f"+{final(6) - final(3):.1f} ± 0.0; ahead on 2 of 2" in tt
+    assert "largest fraction 0.20" in tt
+    # without method: no such section
+    assert "## Targets" not in bn.run_bench(fakes, out=out, log=quiet)["text"]
+
+
 @pytest.mark.slow
 def test_merge_split_benches_into_one_report(fakes, tmp_path):
     """Two processes ran one seed each (as bench_{1,4}perclass split a grid): --merge gives
