@@ -102,7 +102,7 @@ BENCH_DEFAULTS: Dict[str, Any] = {
     "prior_features": "self",
     "algorithms": None,       # name -> {config: USB base YAML, ...USB overrides}
     "reference": ["random", "flexmatch"],
-    "method": None,           # [sampler, algorithm]: the cell Table 7 pits against the peers
+    "method": None,           # [sampler, algorithm]: the cell the targets table pits against
     "peers": None,            # [[sampler, algorithm], ...]; None: every pair sharing neither
     "priority": [],
     "pretrain": {},
@@ -157,6 +157,8 @@ def load_bench_config(source, *, quick: bool = False,
                 raise ConfigError(f"{key}={base!r} must be the name of a registered {key}",
                                   path=where, field=f"{section}.{name}.{key}")
     cfg["algorithms"] = _as_named(cfg["algorithms"], "algorithms")
+    cfg["reference"] = _pair(cfg["reference"], cfg, where, "reference", check_grid=False)
+    cfg["method"], cfg["peers"] = _targets_config(cfg, where)
     if quick:
         q = dict(cfg.get("quick") or {})
         for key in ("samplers", "propagators", "algorithms"):
@@ -165,6 +167,12 @@ def load_bench_config(source, *, quick: bool = False,
         for k, v in q.items():
             cfg[k] = deep_merge(cfg[k], v) if isinstance(cfg[k], dict) and isinstance(v, dict) \
                 else v
+    if quick and cfg["method"] is not None:  # the pairs of the full grid the quick one has
+        have = lambda p: p[0] in cfg["samplers"] and p[1] in cfg["algorithms"]  # noqa: E731
+        peers = [p for p in cfg["peers"] if have(p)]
+        if not (have(cfg["method"]) and peers):
+            cfg["method"], peers = None, None
+        cfg["peers"] = peers
     if not cfg["propagators"]:
         raise ConfigError("needs at least one propagator", path=where, field="propagators")
     for name, alg in cfg["algorithms"].items():
@@ -198,12 +206,7 @@ def load_bench_config(source, *, quick: bool = False,
                               field=key)
     if 0 in cfg["labels_per_class"]:
         raise ConfigError("labels per class must be >= 1", path=where, field="labels_per_class")
-    ref = cfg["reference"]
-    if not (isinstance(ref, (list, tuple)) and len(ref) == 2):
-        raise ConfigError(f"={ref!r} must be [sampler, algorithm]", path=where,
-                          field="reference")
-    cfg["reference"] = [str(ref[0]), str(ref[1])]
-    cfg["method"], cfg["peers"] = _targets_config(cfg, where, quick)
+    cfg["reference"] = list(_pair(cfg["reference"], cfg, where, "reference", check_grid=False))
     cfg["priority"] = [tuple(map(str, p)) for p in (cfg["priority"] or [])]
     for sec in ("select_features", "prior_features"):
         pl.check_feature_set(cfg[sec], path=where, field=sec)
@@ -212,44 +215,47 @@ def load_bench_config(source, *, quick: bool = False,
     return cfg
 
 
-def _pair(value, cfg, where, field: str) -> Tuple[str, str]:
-    """``[sampler, algorithm]`` checked against the grid's samplers and algorithms."""
+def _pair(value, cfg, where, field: str, *, check_grid: bool = True) -> Tuple[str, str]:
+    """``[sampler, algorithm]`` as a tuple, checked against the grid's samplers and
+    algorithms unless ``check_grid`` is False."""
     if not (isinstance(value, (list, tuple)) and len(value) == 2):
         raise ConfigError(f"={value!r} must be [sampler, algorithm]", path=where, field=field)
     s, a = map(str, value)
-    if s not in cfg["samplers"] or a not in cfg["algorithms"]:
+    if check_grid and (s not in cfg["samplers"] or a not in cfg["algorithms"]):
         raise ConfigError(f"={[s, a]!r}: samplers are {sorted(cfg['samplers'])}, algorithms "
                           f"{sorted(cfg['algorithms'])}", path=where, field=field)
     return s, a
 
 
-def _targets_config(cfg, where, quick: bool = False):
-    """``method`` and ``peers`` (Table 7) as tuples; the default peers share neither the
-    method's sampler nor its algorithm. A ``quick`` grid keeps the pairs it still has (no
-    Table 7 without the method)."""
-    if quick:
-        grid = lambda p: (isinstance(p, (list, tuple)) and len(p) == 2  # noqa: E731
-                          and str(p[0]) in cfg["samplers"] and str(p[1]) in cfg["algorithms"])
-        if cfg["method"] is not None and not grid(cfg["method"]):
-            cfg = {**cfg, "method": None, "peers": None}
-        elif cfg["peers"] is not None:
-            cfg = {**cfg, "peers": [p for p in cfg["peers"] if grid(p)] or None}
+Pair = Tuple[str, str]
+
+
+def _targets_config(cfg, where) -> Tuple[Optional[Pair], Optional[List[Pair]]]:
+    """``method`` and ``peers`` of the targets table, checked against the (full) grid; the
+    default peers are the pairs sharing neither the method's sampler nor its algorithm."""
     if cfg["method"] is None:
         if cfg["peers"] is not None:
             raise ConfigError("needs method: [sampler, algorithm] beside it", path=where,
                               field="peers")
         return None, None
-    ms, ma = _pair(cfg["method"], cfg, where, "method")
+    method = _pair(cfg["method"], cfg, where, "method")
+    if method == tuple(cfg["reference"]):
+        raise ConfigError(f"={list(method)!r} is the reference: the targets table measures "
+                          "the method against it", path=where, field="method")
     if cfg["peers"] is None:
-        return (ms, ma), [(s, a) for s in cfg["samplers"] for a in cfg["algorithms"]
-                          if s != ms and a != ma]
+        peers = [(s, a) for s in cfg["samplers"] for a in cfg["algorithms"]
+                 if s != method[0] and a != method[1]]
+        if not peers:
+            raise ConfigError("every pair of the grid shares the method's sampler or "
+                              "algorithm: name the peers", path=where, field="peers")
+        return method, peers
     if not isinstance(cfg["peers"], (list, tuple)) or not cfg["peers"]:
         raise ConfigError(f"={cfg['peers']!r} must be a non-empty list of [sampler, algorithm]",
                           path=where, field="peers")
     peers = [_pair(p, cfg, where, f"peers[{i}]") for i, p in enumerate(cfg["peers"])]
-    if (ms, ma) in peers:
-        raise ConfigError(f"lists the method {[ms, ma]!r} itself", path=where, field="peers")
-    return (ms, ma), peers
+    if method in peers:
+        raise ConfigError(f"lists the method {list(method)!r} itself", path=where, field="peers")
+    return method, peers
 
 
 # =========================================================================== cells
@@ -699,6 +705,7 @@ def _pairs_done(cfg, by) -> List[Tuple[str, str]]:
 def _per_seed_table(cfg, by) -> List[str]:
     """Table 1d: final (best) test accuracy of every finished cell, one row per budget and
     seed, one column per sampler + algorithm: the paired view the means hide."""
+    from . import report as rp
     pairs = _pairs_done(cfg, by)
     if not pairs:
         return []
@@ -708,79 +715,98 @@ def _per_seed_table(cfg, by) -> List[str]:
             got = [by.get((s, a, l, sd)) for s, a in pairs]
             if any(r is not None for r in got):
                 trs.append([f"{l}", f"{sd}"] + [
-                    "" if r is None else f"{100 * _f(r, 'final_acc'):.1f} "
-                                         f"({100 * _f(r, 'best_acc'):.1f})" for r in got])
-    from . import report as rp
+                    "" if r is None else f"{rp.pct(_f(r, 'final_acc'))} "
+                                         f"({rp.pct(_f(r, 'best_acc'))})" for r in got])
     return ["## Table 1d. Final (best) test accuracy (%) per seed\n",
             rp.markdown_table(["labels/cls", "seed"] + [f"{s} + {a}" for s, a in pairs], trs)]
 
 
-def _targets_table(cfg, by, out: Optional[Path]) -> List[str]:
-    """The method (``cfg['method']``) against the best of ``cfg['peers']``, paired by seed.
+def _best_peer(cfg, by, l: int, seeds: Sequence[int]):
+    """The peers with a cell on one of ``seeds`` at ``l`` labels/class, best first, as
+    ``(n paired seeds, mean final accuracy, (sampler, algorithm))``: most paired seeds first
+    (a like-for-like mean once every peer has them all), then the higher mean over the
+    finite values. Peers without a finite final accuracy are left out."""
+    scored = []
+    for s, a in cfg["peers"]:
+        vals = [_f(by[(s, a, l, sd)], "final_acc") for sd in seeds if (s, a, l, sd) in by]
+        vals = [v for v in vals if math.isfinite(v)]
+        if vals:
+            scored.append((len(vals), float(np.mean(vals)), (s, a)))
+    return sorted(scored, key=lambda t: (-t[0], -t[1]))
 
-    Per budget, the best peer is the one with the highest mean final accuracy over the seeds
-    where both it and the method are done. Rows: per seed, the method's and that peer's final
-    accuracy, their difference, and the iteration at which the method first reaches the
-    reference's final accuracy (with its fraction of the reference's iterations); then the
-    mean ± std of the difference, the number of seeds the method is ahead on, and the largest
-    fraction over the seeds (``not reached`` counts as above every fraction)."""
+
+def _reach_cell(row, ref, out: Optional[Path]) -> Tuple[str, Optional[float]]:
+    """The first iteration at which ``row``'s curve reaches ``ref``'s final accuracy, as
+    text with its fraction of ``ref``'s iterations, and that fraction (``inf``: never
+    reached; None: no reference cell, no curve or no finite target)."""
+    target = _f(ref, "final_acc") if ref is not None else float("nan")
+    curve = _curve(out, row) if out is not None else None
+    if curve is None or not math.isfinite(target):
+        return "–", None
+    from . import report as rp
+    reach = rp.iterations_to_reach(curve, target)
+    if reach is None:
+        return "not reached", float("inf")
+    frac = reach / int(ref["num_train_iter"])
+    return f"{reach} of {ref['num_train_iter']} ({frac:.2f})", frac
+
+
+def _targets_table(cfg, by, out: Optional[Path]) -> List[str]:
+    """The targets table: ``cfg['method']`` against the best of ``cfg['peers']``
+    (:func:`_best_peer`), paired by seed, per budget.
+
+    One row per seed the method has: its final accuracy, the best peer's, the difference in
+    points (where both are finite), and the iteration at which the method first reaches the
+    reference's final accuracy (:func:`_reach_cell`). Last row: mean ± std of the
+    differences, the seeds the method is ahead on, and the largest reach fraction."""
     from . import report as rp
     if cfg.get("method") is None:
         return []
     (ms, ma), peers = cfg["method"], cfg["peers"]
     ref_s, ref_a = cfg["reference"]
-    out_lines = [f"## Targets: {ms} + {ma} against the best peer, paired by seed\n",
-                 "Peers: " + ", ".join(f"{s} + {a}" for s, a in peers) + ". Best peer per "
-                 "budget: the highest mean final accuracy over the seeds where it and the "
-                 "method are both done. Difference = method − best peer (points). Reach = "
-                 f"the first evaluation at which the method reaches {ref_s} + {ref_a}'s final "
-                 "accuracy (same budget and seed), and its fraction of the reference's "
-                 "iterations.\n"]
+    lines = [f"## Targets: {ms} + {ma} against the best peer, paired by seed\n",
+             "Peers: " + ", ".join(f"{s} + {a}" for s, a in peers) + ". Best peer per budget: "
+             "the one paired with the method on the most seeds, then the highest mean final "
+             "accuracy over those seeds. Difference = method − best peer (points). Reach = "
+             f"the first evaluation at which the method reaches {ref_s} + {ref_a}'s final "
+             "accuracy (same budget and seed), and its fraction of the reference's "
+             "iterations.\n"]
     any_budget = False
     for l in cfg["labels_per_class"]:
         mine = {sd: by[(ms, ma, l, sd)] for sd in cfg["seeds"] if (ms, ma, l, sd) in by}
-        scored = []
-        for s, a in peers:
-            paired = [sd for sd in mine if (s, a, l, sd) in by]
-            if paired:
-                scored.append((float(np.mean([_f(by[(s, a, l, sd)], "final_acc")
-                                              for sd in paired])), len(paired), (s, a)))
+        scored = _best_peer(cfg, by, l, list(mine))
         if not scored:
             continue
         any_budget = True
-        scored.sort(key=lambda t: -t[0])
-        _, _, (bs, ba) = scored[0]
+        bs, ba = scored[0][2]
         trs, diffs, fracs = [], [], []
         for sd, r in mine.items():
+            mv = _f(r, "final_acc")
             p = by.get((bs, ba, l, sd))
-            if p is None:
-                continue
-            d = 100 * (_f(r, "final_acc") - _f(p, "final_acc"))
-            diffs.append(d)
-            ref = by.get((ref_s, ref_a, l, sd))
-            reach_txt = ""
-            if ref is not None:
-                reach = _reach(r, _f(ref, "final_acc"), out)
-                frac = float("inf") if reach is None else reach / int(ref["num_train_iter"])
+            pv = _f(p, "final_acc") if p is not None else float("nan")
+            d = 100 * (mv - pv)
+            if math.isfinite(d):
+                diffs.append(d)
+            reach, frac = _reach_cell(r, by.get((ref_s, ref_a, l, sd)), out)
+            if frac is not None:
                 fracs.append(frac)
-                reach_txt = ("not reached" if reach is None
-                             else f"{reach} of {ref['num_train_iter']} ({frac:.2f})")
-            trs.append([f"{sd}", f"{100 * _f(r, 'final_acc'):.1f}",
-                        f"{100 * _f(p, 'final_acc'):.1f}", f"{d:+.1f}", reach_txt])
-        ahead = sum(d > 0 for d in diffs)
-        worst = max(fracs) if fracs else float("nan")
-        sign = "+" if diffs and np.mean(diffs) > 0 else ""
-        trs.append(["all", "", "", sign + rp.mean_std(diffs) + f"; ahead on {ahead} of {len(diffs)}",
-                    ("" if not fracs else "not reached on some seed" if math.isinf(worst)
-                     else f"largest fraction {worst:.2f}")])
-        out_lines += [f"{l} label(s)/class; peers' mean final accuracy on the paired seeds: " +
-                      ", ".join(f"{s} + {a} {100 * m:.1f} ({n})" for m, n, (s, a) in scored) +
-                      f"; best: **{bs} + {ba}**.\n",
-                      rp.markdown_table(["seed", f"{ms} + {ma}", f"{bs} + {ba}", "difference",
-                                         f"reach {ref_s} + {ref_a}"], trs)]
+            trs.append([f"{sd}", rp.pct(mv), rp.pct(pv),
+                        f"{d:+.1f}" if math.isfinite(d) else "–", reach])
+        worst = max(fracs) if fracs else None
+        trs.append(["all", "", "",
+                    (rp.mean_std(diffs, signed=True) + f"; ahead on {sum(d > 0 for d in diffs)} "
+                     f"of {len(diffs)}") if diffs else "–",
+                    "–" if worst is None else "not reached on some seed" if math.isinf(worst)
+                    else f"largest fraction {worst:.2f} ({len(fracs)} seeds)"])
+        lines += [f"{l} label(s)/class; peers' mean final accuracy on the seeds paired with "
+                  "the method (their number): " +
+                  ", ".join(f"{s} + {a} {100 * m:.1f} ({n})" for n, m, (s, a) in scored) +
+                  f"; best: **{bs} + {ba}**.\n",
+                  rp.markdown_table(["seed", f"{ms} + {ma}", f"{bs} + {ba}", "difference",
+                                     f"reach {ref_s} + {ref_a}"], trs)]
     if not any_budget:
-        out_lines.append("(needs a peer cell on a seed the method has)\n")
-    return out_lines
+        lines.append("(needs a peer cell on a seed the method has)\n")
+    return lines
 
 
 def _per_class_table(cfg, rows, out: Path, names: List[str]) -> List[str]:

@@ -115,8 +115,9 @@ def pct(x, digits: int = 1) -> str:
 
 
 def mean_std(values: Iterable[float], *, scale: float = 1.0, digits: int = 1,
-             suffix: str = "") -> str:
-    """``"mean ± std"`` over the finite values (sample std, ddof=1; ``± 0`` for one value).
+             suffix: str = "", signed: bool = False) -> str:
+    """``"mean ± std"`` over the finite values (sample std, ddof=1; ``± 0`` for one value);
+    ``signed``: the mean with its sign (``+1.2``, ``-0.3``), for differences.
 
     Non-finite values (a target never reached, a missing cell) are left out and counted:
     the string ends with ``(k/n)`` when only ``k`` of ``n`` values are finite.
@@ -127,7 +128,7 @@ def mean_std(values: Iterable[float], *, scale: float = 1.0, digits: int = 1,
         return "–" if not vals else f"– (0/{len(vals)})"
     m = float(np.mean(fin))
     s = float(np.std(fin, ddof=1)) if len(fin) > 1 else 0.0
-    out = f"{m:.{digits}f}{suffix} ± {s:.{digits}f}"
+    out = f"{m:{'+' if signed else ''}.{digits}f}{suffix} ± {s:.{digits}f}"
     if len(fin) < len(vals):
         out += f" ({len(fin)}/{len(vals)})"
     return out

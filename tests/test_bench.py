@@ -288,36 +288,96 @@ def test_method_and_peers_config(fakes):
                                 "peers": [["random", "flexmatch"], ["good", "flexmatch"]]})
     assert cfg["peers"] == [("random", "flexmatch"), ("good", "flexmatch")]
     assert bn.load_bench_config(fakes)["method"] is None
+    one = {**fakes, "samplers": {"good": {}}, "priority": []}
     for bad, field in (({"method": ["good"]}, "method"),
                        ({"method": ["nope", "flexmatch"]}, "method"),
+                       ({"method": ["random", "flexmatch"]}, "method"),   # the reference
                        ({"method": ["good", "as3l_remove"], "peers": [["good", "nope"]]},
                         "peers[0]"),
                        ({"method": ["good", "as3l_remove"], "peers": [["good", "as3l_remove"]]},
                         "peers"),
                        ({"method": ["good", "as3l_remove"], "peers": []}, "peers"),
-                       ({"peers": [["random", "flexmatch"]]}, "peers")):
+                       ({"method": ["good", "as3l_remove"], "peers": "good"}, "peers"),
+                       ({"peers": [["random", "flexmatch"]]}, "peers"),
+                       ({**one, "method": ["good", "as3l_remove"]}, "peers")):  # none left
         with pytest.raises(ConfigError) as ei:
             bn.load_bench_config({**fakes, **bad})
         assert ei.value.field == field
-    # a quick grid without the method has no targets table; one with it keeps its peers
-    q = bn.load_bench_config({**fakes, "method": ["random", "flexmatch"]}, quick=True)
-    assert q["method"] is None and q["peers"] is None
-    q = bn.load_bench_config({**fakes, "method": ["good", "as3l_remove"],
-                              "peers": [["random", "flexmatch"], ["good", "flexmatch"]],
-                              "quick": {"seeds": [0], "samplers": ["good"],
-                                        "algorithms": ["as3l_remove", "flexmatch"]}},
+    with pytest.raises(ConfigError, match="unknown key"):      # the full grid's setting only
+        bn.load_bench_config({**fakes, "quick": {"method": ["good", "as3l_remove"]}}, quick=True)
+    # a quick grid keeps the full grid's pairs it has; no table without the method or a peer
+    two = {**fakes, "method": ["good", "as3l_remove"],
+           "peers": [["random", "flexmatch"], ["good", "flexmatch"]]}
+    q = bn.load_bench_config({**two, "quick": {"seeds": [0], "samplers": ["good"],
+                                                "algorithms": ["as3l_remove", "flexmatch"]}},
                              quick=True)
     assert q["method"] == ("good", "as3l_remove") and q["peers"] == [("good", "flexmatch")]
+    for quick in ({"samplers": ["good"], "algorithms": ["as3l_remove"]},      # no peer left
+                  {"samplers": ["random"], "algorithms": ["flexmatch"]}):     # no method
+        q = bn.load_bench_config({**two, "quick": quick}, quick=True)
+        assert q["method"] is None and q["peers"] is None
+        assert bn._targets_table(q, {}, None) == []
+
+
+def _rows(spec):
+    """Hand-made cells.csv rows: {(sampler, algorithm, seed): final accuracy}."""
+    return {(s, a, 1, sd): {"sampler": s, "algorithm": a, "labels_per_class": "1",
+                            "seed": str(sd), "final_acc": str(v), "best_acc": str(v),
+                            "num_train_iter": "100", "metrics": f"{s}-{a}-{sd}.csv"}
+            for (s, a, sd), v in spec.items()}
+
+
+def test_targets_table_on_hand_made_rows(tmp_path):
+    """Seeds differ, one peer cell and one curve are missing, one value is not a number: the
+    best peer is the one paired on most seeds, the difference is per seed, the summary counts
+    only finite differences, and a missing curve is not 'not reached'."""
+    cfg = {"seeds": [0, 1, 2, 3], "labels_per_class": [1], "reference": ["r", "F"],
+           "samplers": {"m": {}, "p": {}, "q": {}, "r": {}, "z": {}},
+           "algorithms": {"A": {}, "F": {}},
+           "method": ("m", "A"), "peers": [("z", "F"), ("p", "F"), ("q", "F")]}
+    by = _rows({("m", "A", 0): 0.70, ("m", "A", 1): 0.50, ("m", "A", 2): 0.62,
+                ("m", "A", 3): 0.64,
+                ("p", "F", 0): 0.60, ("p", "F", 1): 0.55, ("p", "F", 2): "nan",
+                ("p", "F", 3): 0.60,
+                ("q", "F", 0): 0.90,                      # best mean, but on one seed only
+                ("z", "F", 0): 0.50, ("z", "F", 1): 0.50, ("z", "F", 2): 0.40,
+                ("z", "F", 3): 0.40,
+                ("r", "F", 0): 0.55, ("r", "F", 1): 0.55, ("r", "F", 2): 0.55})
+    curves = {0: [0.2, 0.56, 0.7], 1: [0.2, 0.3, 0.5], 3: [0.6, 0.6, 0.64]}  # seed 2: none
+    for sd, acc in curves.items():
+        atomic_write_csv(tmp_path / f"m-A-{sd}.csv", ["iteration", "algorithm", "eval_acc"],
+                         [[10 * (i + 1), "A", a] for i, a in enumerate(acc)])
+    text = "\n".join(bn._targets_table(cfg, by, tmp_path))
+    # z and p both pair on 4 seeds, but p's nan leaves it 3 finite values: z is ranked first
+    assert "z + F 45.0 (4), p + F 58.3 (3), q + F 90.0 (1); best: **z + F**" in text
+    table = [l for l in text.splitlines() if l.startswith("| ")][1:]   # below the header
+    assert table[0] == "| 0 | 70.0 | 50.0 | +20.0 | 20 of 100 (0.20) |"
+    assert table[1] == "| 1 | 50.0 | 50.0 | +0.0 | not reached |"   # 0.5 < the ref's 0.55
+    assert table[2] == "| 2 | 62.0 | 40.0 | +22.0 | – |"             # no curve: no verdict
+    assert table[3] == "| 3 | 64.0 | 40.0 | +24.0 | – |"             # no reference cell
+    assert table[4] == ("| all |  |  | +16.5 ± 11.1; ahead on 3 of 4 | "
+                        "not reached on some seed |")
+    # behind on every seed: a negative mean, none ahead; nan rows drop out of the summary
+    by2 = _rows({("m", "A", 0): 0.40, ("m", "A", 1): 0.30, ("m", "A", 2): "nan",
+                 ("z", "F", 0): 0.50, ("z", "F", 1): 0.50, ("z", "F", 2): 0.50})
+    text = "\n".join(bn._targets_table(cfg, by2, None))
+    assert "| 2 | – | 50.0 | – | – |" in text
+    assert "| all |  |  | -15.0 ± 7.1; ahead on 0 of 2 | – |" in text
+    # per-seed table: the pairs with a cell, their values per seed, blanks where none
+    t1d = "\n".join(bn._per_seed_table(cfg, by2))
+    assert "| labels/cls | seed | m + A | z + F |" in t1d
+    assert "| 1 | 2 | – (–) | 50.0 (50.0) |" in t1d and "| 1 | 3 |" not in t1d
+    assert bn._targets_table(cfg, _rows({("m", "A", 0): 0.4}), None)[-1].startswith("(needs")
 
 
 @pytest.mark.slow
 def test_targets_table_pairs_the_method_with_the_best_peer(fakes, tmp_path):
-    """Table 1d lists every finished cell per seed; the targets table picks the peer with the
-    best mean final accuracy, pairs it with the method by seed and reads the reach of the
-    reference's final accuracy from the method's curve."""
+    """The tables from a bench run: Table 1d lists every finished cell per seed; the targets
+    table picks the best peer, pairs it with the method by seed and reads the reach of the
+    reference's final accuracy from the method's curve on disk."""
     out = tmp_path / "b"
     cfg = {**fakes, "method": ["good", "as3l_remove"],
-           "peers": [["random", "flexmatch"], ["good", "flexmatch"]]}
+           "peers": [["good", "flexmatch"], ["random", "flexmatch"]]}
     text = bn.run_bench(cfg, out=out, log=quiet)["text"]
     final = lambda rate: 90 * (1 - np.exp(-rate))           # noqa: E731  fake curves at it 100
     t1d = text.split("## Table 1d")[1].split("## ")[0]
@@ -332,7 +392,7 @@ def test_targets_table_pairs_the_method_with_the_best_peer(fakes, tmp_path):
     # the method (rate 6) reaches the reference's final 0.9 (1 - e^-1) at 6 t >= 1: iteration 20
     assert tt.count("| 20 of 100 (0.20) |") == 2
     assert f"+{final(6) - final(3):.1f} ± 0.0; ahead on 2 of 2" in tt
-    assert "largest fraction 0.20" in tt
+    assert "largest fraction 0.20 (2 seeds)" in tt
     # without method: no such section
     assert "## Targets" not in bn.run_bench(fakes, out=out, log=quiet)["text"]
 
