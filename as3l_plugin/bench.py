@@ -581,22 +581,39 @@ def _curve(out: Path, row: Mapping[str, str]):
         return None
 
 
+def _in_grid(cfg: Mapping[str, Any], row: Mapping[str, str], kind: str = "algorithm") -> bool:
+    """Whether a ``cells.csv`` row (``kind='algorithm'``) or a ``priors.csv`` row
+    (``kind='propagator'``) belongs to the config's grid."""
+    return (row["sampler"] in cfg["samplers"] and row[kind] in cfg[kind + "s"]
+            and int(row["labels_per_class"]) in cfg["labels_per_class"]
+            and int(row["seed"]) in cfg["seeds"])
+
+
 def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
                  priors: Sequence[Mapping[str, str]], *, planned: Optional[int] = None,
                  out: Optional[Path] = None, class_names: Optional[Sequence[str]] = None) -> str:
     """The Markdown report: Tables 1, 2 and 4–6 (mean ± std over seeds), and Table 3 (per-class
-    test accuracy at the last evaluation) when ``out`` and ``class_names`` are given."""
+    test accuracy at the last evaluation) when ``out`` and ``class_names`` are given.
+
+    Only the rows of the config's grid count (its samplers, algorithms, budgets and seeds; for
+    priors, its propagators): a directory merged from wider benches, or a ``--seeds`` subset,
+    reports that grid and says how many rows it left out."""
     from . import report as rp
     samplers = list(cfg["samplers"])
     algs = list(cfg["algorithms"])
     lpcs = list(cfg["labels_per_class"])
+    n_rows = len(rows)
+    rows = [r for r in rows if _in_grid(cfg, r)]
+    priors = [p for p in priors if _in_grid(cfg, p, "propagator")]
     by = {(r["sampler"], r["algorithm"], int(r["labels_per_class"]), int(r["seed"])): r
           for r in rows}
     ref_s, ref_a = cfg["reference"]
+    outside = (f" ({n_rows - len(rows)} finished cell(s) outside this grid left out)"
+               if n_rows > len(rows) else "")
     lines = [f"# as3l bench `{cfg['name']}` — {cfg['dataset']}, net {cfg['net']}\n",
-             f"{len(rows)} of {planned if planned is not None else '?'} cells done; seeds "
-             f"{cfg['seeds']}; mean ± std over the seeds done (`(k/n)`: only k of n values "
-             "finite). Accuracies in %.\n"]
+             f"{len(rows)} of {planned if planned is not None else '?'} cells done{outside}; "
+             f"seeds {cfg['seeds']}; mean ± std over the seeds done (`(k/n)`: only k of n "
+             "values finite). Accuracies in %.\n"]
     iters = sorted({r["num_train_iter"] for r in rows})
     if iters:
         lines.append(f"Iterations per cell: {', '.join(iters)}.\n")
@@ -861,6 +878,8 @@ def bench_plots(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]], out: 
     key_pairs = set(map(tuple, cfg["priority"])) | {tuple(cfg["reference"])}
     keyplots: Dict[int, Dict[str, list]] = {}
     for r in rows:
+        if not _in_grid(cfg, r):
+            continue
         c = _curve(out, r)
         if c is None:
             continue

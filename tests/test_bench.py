@@ -323,7 +323,8 @@ def _rows(spec):
     """Hand-made cells.csv rows: {(sampler, algorithm, seed): final accuracy}."""
     return {(s, a, 1, sd): {"sampler": s, "algorithm": a, "labels_per_class": "1",
                             "seed": str(sd), "final_acc": str(v), "best_acc": str(v),
-                            "num_train_iter": "100", "metrics": f"{s}-{a}-{sd}.csv"}
+                            "num_train_iter": "100", "metrics": f"{s}-{a}-{sd}.csv",
+                            "wall_s": "60", "cpu_s": "60"}
             for (s, a, sd), v in spec.items()}
 
 
@@ -368,6 +369,26 @@ def test_targets_table_on_hand_made_rows(tmp_path):
     assert "| labels/cls | seed | m + A | z + F |" in t1d
     assert "| 1 | 2 | – (–) | 50.0 (50.0) |" in t1d and "| 1 | 3 |" not in t1d
     assert bn._targets_table(cfg, _rows({("m", "A", 0): 0.4}), None)[-1].startswith("(needs")
+
+
+def test_report_counts_only_the_config_grid():
+    """Rows merged from a wider bench (another sampler, seed or propagator) are left out of
+    every table and counted once in the header."""
+    cfg = {"name": "t", "dataset": "digits", "net": "cnn4", "seeds": [0, 1],
+           "labels_per_class": [1], "reference": ["r", "F"], "samplers": {"m": {}, "r": {}},
+           "algorithms": {"A": {}, "F": {}}, "propagators": {"P": {}}, "method": None}
+    rows = list(_rows({("m", "A", 0): 0.7, ("m", "A", 1): 0.5, ("r", "F", 0): 0.4,
+                       ("x", "F", 0): 0.9, ("m", "A", 7): 0.1}).values())
+    prior = {"labels_per_class": "1", "coverage": "10", "prior_acc": "0.5", "ece": "0.1"}
+    priors = [dict(prior, sampler="m", propagator="P", seed="0"),
+              dict(prior, sampler="m", propagator="Q", seed="0", prior_acc="0.9"),
+              dict(prior, sampler="m", propagator="P", seed="5", prior_acc="0.1")]
+    text = bn.bench_tables(cfg, rows, priors, planned=8)
+    assert "3 of 8 cells done (2 finished cell(s) outside this grid left out)" in text
+    assert "| m | 60.0 ± 14.1 |  |" in text                 # seed 7's 10% left out
+    assert "x" not in text.split("## Table 1a")[1].split("## Table 1b")[0]
+    t4 = text.split("## Table 4/5")[1].split("##")[0]
+    assert "| sampler | P @1/cls |" in t4 and "| m | 50.0 ± 0.0 |" in t4   # no Q, no seed 5
 
 
 @pytest.mark.slow
