@@ -233,30 +233,38 @@ def test_shipped_prior_uniform_benches(name, parent):
         [("as3l_remove_uniform", cfg["seeds"][0]), ("as3l_remove", cfg["seeds"][0])]
 
 
-def test_shipped_prior_T_bench():
-    """The prior_T bench differs from the confirmation bench only in the prior's length
-    (as3l_remove_t300) and the no-prior cell on AS3L's labels; its T = 900 cell is the
-    calibration bench's as3l_remove cell (same USB config), on the same choosing seeds."""
+@pytest.mark.parametrize("name,parent,cal,seed0,T,short", [
+    ("fashion_mnist/bench_long_prior_T", "fashion_mnist/bench_long_confirm",
+     "fashion_mnist/bench_long_prior_uniform", 0, 900, 300),
+    ("digits/bench_prior_T", "digits/bench", "digits/bench_prior_uniform", 10, 150, 50),
+])
+def test_shipped_prior_T_benches(name, parent, cal, seed0, T, short):
+    """A prior_T bench differs from the bench it is run beside only in the prior's length
+    (as3l_remove_t<short>) and the no-prior cell on AS3L's labels; its default-T cell is the
+    calibration bench's as3l_remove cell (same USB config), on the same seeds, which the
+    parent bench does not use."""
     from pathlib import Path
-    root = Path(__file__).resolve().parents[1] / "usb_configs" / "fashion_mnist"
-    cfg = bn.load_bench_config(root / "bench_long_prior_T.yaml")
-    par = bn.load_bench_config(root / "bench_long_confirm.yaml")
-    cal = bn.load_bench_config(root / "bench_long_prior_uniform.yaml")
+    root = Path(__file__).resolve().parents[1] / "usb_configs"
+    cfg = bn.load_bench_config(root / f"{name}.yaml")
+    par = bn.load_bench_config(root / f"{parent}.yaml")
+    cal = bn.load_bench_config(root / f"{cal}.yaml")
     for key in ("pretrain", "features", "finetune", "net", "select_features", "prior_features",
-                "pretrain_seed", "propagators"):
-        assert cfg[key] == par[key], key
+                "pretrain_seed"):
+        assert cfg[key] == par[key] == cal[key], key
+    assert cfg["propagators"] == {"seeded_kmeans": {}}
     assert cfg["seeds"] == cal["seeds"] and not set(cfg["seeds"]) & set(par["seeds"])
+    assert cfg["labels_per_class"] == cal["labels_per_class"]
     b, bp, bc = (bn.Bench(c, "unused") for c in (cfg, par, cal))
     assert b.usb_conf("as3l_remove") == bp.usb_conf("as3l_remove") == bc.usb_conf("as3l_remove")
     assert b.usb_conf("flexmatch") == bp.usb_conf("flexmatch")
-    t300, t900 = b.usb_conf("as3l_remove_t300"), b.usb_conf("as3l_remove")
-    assert t900["prior_T"] == 900 and t300 == {**t900, "prior_T": 300}
-    assert cfg["method"] == ("as3l", "as3l_remove_t300")
+    t_short, t_def = b.usb_conf(f"as3l_remove_t{short}"), b.usb_conf("as3l_remove")
+    assert t_def["prior_T"] == T and t_short == {**t_def, "prior_T": short}
+    assert cfg["method"] == ("as3l", f"as3l_remove_t{short}")
     assert set(cfg["peers"]) == {("as3l", "as3l_remove"), ("as3l", "flexmatch")}
     assert [(c["algorithm"], c["seed"]) for c in bn.plan_cells(cfg, 10)[:3]] == \
-        [("as3l_remove_t300", 0), ("flexmatch", 0), ("as3l_remove", 0)]   # T = 900 last
-    quick = bn.load_bench_config(root / "bench_long_prior_T.yaml", quick=True)
-    assert quick["method"] == ("as3l", "as3l_remove_t300")
+        [(f"as3l_remove_t{short}", seed0), ("flexmatch", seed0), ("as3l_remove", seed0)]
+    quick = bn.load_bench_config(root / f"{name}.yaml", quick=True)
+    assert quick["method"] == ("as3l", f"as3l_remove_t{short}")
     assert quick["peers"] == [("as3l", "flexmatch")]
 
 
