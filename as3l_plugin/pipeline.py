@@ -532,6 +532,8 @@ def stage_train(ctx: StageContext) -> Dict[str, Any]:
     with _quiet_usb_console():
         out = train(conf, hooks=((_progress_hook(f"{ctx.name} ({conf['algorithm']})"),
                                   "LOWEST"),), shared=True)
+    if resume:  # the stage's time: this run's and what the kept checkpoint had cost
+        ctx.add_earlier_time(out.get("resumed_wall_s", 0.0), out.get("resumed_cpu_s"))
     return {"best_acc": float(out["best_acc"]), "best_it": int(out["best_it"]),
             "final_acc": float(out["final_acc"]), "num_train_iter": int(conf["num_train_iter"]),
             "algorithm": conf["algorithm"]}

@@ -37,7 +37,7 @@ def read_metrics(path, *, algorithm: Optional[str] = None) -> Curve:
     ----------
     path : path-like
         CSV with at least the columns ``iteration`` and ``eval_acc`` (the plugin's train
-        entry writes ``iteration, algorithm, eval_acc, eval_loss, time``).
+        entry writes :data:`as3l_plugin.usb.hooks.METRICS_COLUMNS`).
     algorithm : str, optional
         Keep only rows whose ``algorithm`` column equals this.
 

@@ -25,7 +25,10 @@ Resume
 Before running, a stage writes ``.running.json`` holding its key. If the process dies, the
 next run finds the marker: a *resumable* stage (one that checkpoints its own progress) with
 the same key keeps its partial files and continues from its own checkpoint; any other stage (or a
-resumable one whose key changed) starts from an empty directory. A lock file
+resumable one whose key changed) starts from an empty directory. A resumed stage that knows what
+its earlier runs spent on the work it keeps (:meth:`StageContext.add_earlier_time`) records the
+whole stage's time in ``wall_s`` / ``cpu_s``, and this run's alone in ``this_run_wall_s`` /
+``this_run_cpu_s``. A lock file
 (``<root>/.lock``) stops two runs from writing the same directory at once.
 """
 
@@ -96,6 +99,16 @@ class StageContext:
     resuming: bool
     log: Callable[[str], None]
     env: Dict[str, Any] = field(default_factory=dict)
+    earlier_wall_s: float = 0.0
+    earlier_cpu_s: float = 0.0
+
+    def add_earlier_time(self, wall_s: float, cpu_s: Optional[float]) -> None:
+        """Count the time that earlier, killed runs of this (resumed) stage spent on the work
+        this run continues from, as the stage's own checkpoints account for it. The record's
+        ``wall_s`` / ``cpu_s`` are then the whole stage's, not only this run's; ``cpu_s`` is
+        NaN when the earlier CPU time is unknown (``None``)."""
+        self.earlier_wall_s += float(wall_s)
+        self.earlier_cpu_s += float("nan") if cpu_s is None else float(cpu_s)
 
 
 @dataclass(frozen=True)
@@ -238,7 +251,8 @@ def run_stage(stage: Stage, root: Path, upstream: Mapping[str, StageRecord], *,
     ctx = StageContext(stage.name, sdir, params, {n: upstream[n] for n in stage.inputs},
                        resuming, log, dict(stage.env))
     result = dict(stage.fn(ctx) or {})
-    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+    seg_wall, seg_cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+    wall, cpu = seg_wall + ctx.earlier_wall_s, seg_cpu + ctx.earlier_cpu_s
     outputs = {}
     for rel in stage.outputs:
         p = sdir / rel
@@ -251,6 +265,8 @@ def run_stage(stage: Stage, root: Path, upstream: Mapping[str, StageRecord], *,
         "stage": stage.name, "key": key, "fingerprint": fp, "params": params,
         "inputs": inputs, "version": __version__, "outputs": outputs, "result": result,
         "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "resumed": resuming,
+        **({"this_run_wall_s": round(seg_wall, 3), "this_run_cpu_s": round(seg_cpu, 3)}
+           if (ctx.earlier_wall_s or ctx.earlier_cpu_s) else {}),
         "finished": datetime.now(timezone.utc).isoformat()})
     marker.unlink(missing_ok=True)
     log(f"{prefix}{stage.name}: done in {wall:.1f} s")

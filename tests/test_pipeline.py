@@ -142,6 +142,11 @@ def test_killed_run_resumes_mid_training(run1):
     its = [int(r["iteration"]) for r in csv.DictReader(open(root / "metrics.csv"))
            if r["algorithm"] == "as3l_flexmatch"]
     assert sorted(set(its)) == [10, 20, 30, 40]
+    # the stage's time counts the killed run's work up to its checkpoint as well
+    st = json.loads((root / "train_as3l" / "stage.json").read_text())
+    usb = list(csv.DictReader(open(root / "train_as3l" / "usb" / "metrics.csv")))
+    assert float(usb[0]["cpu_time_s"]) > 0 and st["this_run_wall_s"] > 0
+    assert st["wall_s"] > st["this_run_wall_s"] and st["cpu_s"] > st["this_run_cpu_s"]
     # the deterministic stages equal those of the uninterrupted run (other USB settings)
     for f in ("pretrain/backbone.pth", "features/f_self.npy",
               "select/lb_labels10_1_seed0_idx.npy", "prior/prior.npy"):

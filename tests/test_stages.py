@@ -107,6 +107,39 @@ def test_tampered_output_reruns_stage_and_dependants(tmp_path):
     assert calls.n == {"a": 2, "b": 2, "c": 1}
 
 
+def test_resumed_stage_records_the_time_of_the_work_it_kept(tmp_path):
+    """A resumed stage that accounts for its earlier runs' time records the whole stage's in
+    wall_s / cpu_s and this run's apart; a fresh run records only its own."""
+    def fn(ctx):
+        if ctx.resuming:
+            ctx.add_earlier_time(100.0, 40.0)
+        else:
+            (ctx.dir / "partial.txt").write_text("half")
+            raise KeyboardInterrupt
+        (ctx.dir / "out.txt").write_text("done")
+        return {}
+
+    st = [sr.Stage("t", fn, outputs=("out.txt",), resumable=True)]
+    with pytest.raises(KeyboardInterrupt):
+        sr.run_stages(st, tmp_path, log=quiet)
+    rec = sr.run_stages(st, tmp_path, log=quiet)["t"]
+    d = json.loads((tmp_path / "t" / "stage.json").read_text())
+    assert d["resumed"] and d["wall_s"] == pytest.approx(100.0 + d["this_run_wall_s"], abs=2e-3)
+    assert d["cpu_s"] == pytest.approx(40.0 + d["this_run_cpu_s"], abs=2e-3)
+    assert rec.wall_s == pytest.approx(d["wall_s"], abs=1e-3) and rec.wall_s >= 100.0
+    assert sr.load_record(tmp_path / "t").cpu_s == pytest.approx(d["cpu_s"])
+    # unknown earlier CPU time: NaN, not this run's alone
+    def fn2(ctx):
+        ctx.add_earlier_time(1.0, None)
+        (ctx.dir / "out.txt").write_text("done")
+        return {}
+    rec2 = sr.run_stages([sr.Stage("u", fn2, outputs=("out.txt",))], tmp_path, log=quiet)["u"]
+    assert rec2.wall_s >= 1.0 and np.isnan(rec2.cpu_s)
+    # a fresh run that adds nothing has no this_run_* fields
+    sr.run_stages(make_stages(Calls()), tmp_path / "f", log=quiet)
+    assert "this_run_wall_s" not in json.loads((tmp_path / "f" / "b" / "stage.json").read_text())
+
+
 def test_killed_resumable_stage_resumes_and_others_restart(tmp_path):
     calls = Calls()
     with pytest.raises(KeyboardInterrupt):

@@ -126,12 +126,27 @@ def test_as3l_flexmatch_digits_end_to_end_and_exact_resume(tmp_path, prior_file)
     assert [int(r["iteration"]) for r in rows] == [10, 20]
     assert all(r["algorithm"] == "as3l_flexmatch" for r in rows)
     assert 0 < float(rows[0]["train_time_s"]) < float(rows[1]["train_time_s"])
+    assert 0 < float(rows[0]["cpu_time_s"]) < float(rows[1]["cpu_time_s"])
+    assert (a["resumed_wall_s"], a["resumed_cpu_s"]) == (0.0, 0.0)  # a fresh run
     assert float(rows[1]["eval_acc"]) == pytest.approx(a["final_acc"], abs=1e-6)
 
     ck = torch.load(snap, map_location="cpu")
     assert ck["it"] == 10 and ck["as3l_prior"]["version"] == 0  # refreshes come at it 10, 15
 
+    # the resumed run continues the metrics file it finds: here one written before the
+    # cpu_time_s column existed (its CPU time is then unknown, its wall time is kept)
+    os.makedirs(tmp_path / "resumed")
+    old_cols = [c for c in METRICS_COLUMNS if c != "cpu_time_s"]
+    with open(tmp_path / "resumed" / "metrics.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, old_cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerow(rows[0])
     b = train(TINY, save_name="resumed", resume=True, load_path=snap, **common)
+    assert b["resumed_wall_s"] == float(rows[0]["wall_time_s"]) and b["resumed_cpu_s"] is None
+    with open(b["metrics_csv"], newline="") as fh:
+        rb = list(csv.DictReader(fh))
+    assert [int(r["iteration"]) for r in rb] == [10, 20] and rb[1]["cpu_time_s"] == ""
+    assert float(rb[1]["wall_time_s"]) > b["resumed_wall_s"]
     A = torch.load(tmp_path / "cont" / "latest_model.pth", map_location="cpu")
     B = torch.load(tmp_path / "resumed" / "latest_model.pth", map_location="cpu")
     for key in ("model", "ema_model"):

@@ -313,7 +313,7 @@ class PriorHook(Hook):
 
 
 METRICS_COLUMNS = ("iteration", "algorithm", "eval_acc", "eval_loss", "eval_balanced_acc",
-                   "best_acc", "train_time_s", "wall_time_s", "lr")
+                   "best_acc", "train_time_s", "wall_time_s", "cpu_time_s", "lr")
 
 
 class MetricsCSVHook(Hook):
@@ -323,8 +323,11 @@ class MetricsCSVHook(Hook):
     log), ``algorithm``, ``eval_acc`` (top-1 on the eval set, EMA weights), ``eval_loss``,
     ``eval_balanced_acc``, ``best_acc``, ``train_time_s`` (training seconds so far without
     evaluation/checkpoint writing, continued across resumes), ``wall_time_s`` (seconds
-    since the start, across resumes), ``lr``. The file is rewritten atomically each time; a
-    resumed run keeps the rows up to its checkpoint's iteration.
+    since the start, across resumes), ``cpu_time_s`` (CPU seconds of the process, user +
+    system, all threads, across resumes; empty after resuming a file written without it),
+    ``lr``. The file is rewritten atomically each time; a resumed run keeps the rows up to its
+    checkpoint's iteration, and ``resumed_wall_s`` / ``resumed_cpu_s`` (float; 0 for a fresh
+    run, ``resumed_cpu_s`` None when unknown) are what the earlier runs had spent up to it.
     """
 
     def before_run(self, algorithm):
@@ -335,8 +338,14 @@ class MetricsCSVHook(Hook):
         if getattr(args, "resume", False) and os.path.isfile(self.path):
             with open(self.path, newline="") as fh:
                 self.rows = [r for r in csv.DictReader(fh) if int(r["iteration"]) <= algorithm.it]
-        self._wall0 = time.perf_counter() - (float(self.rows[-1]["wall_time_s"]) if self.rows else 0.0)
-        self.last_row = self.rows[-1] if self.rows else None
+        last = self.rows[-1] if self.rows else None
+        self.resumed_wall_s = float(last["wall_time_s"]) if last else 0.0
+        cpu = last.get("cpu_time_s") if last else "0"
+        self.resumed_cpu_s = float(cpu) if cpu not in (None, "") else None
+        self._wall0 = time.perf_counter() - self.resumed_wall_s
+        self._cpu0 = (None if self.resumed_cpu_s is None
+                      else time.process_time() - self.resumed_cpu_s)
+        self.last_row = last
 
     def after_train_step(self, algorithm):
         if not (self.every_n_iters(algorithm, algorithm.num_eval_iter) or self.is_last_iter(algorithm)):
@@ -353,6 +362,7 @@ class MetricsCSVHook(Hook):
             "best_acc": f"{float(algorithm.best_eval_acc):.6f}",
             "train_time_s": f"{elapsed():.3f}" if elapsed else "",
             "wall_time_s": f"{time.perf_counter() - self._wall0:.3f}",
+            "cpu_time_s": "" if self._cpu0 is None else f"{time.process_time() - self._cpu0:.3f}",
             "lr": f"{float(algorithm.optimizer.param_groups[-1]['lr']):.6g}",
         }
         self.rows.append(row)
@@ -360,7 +370,7 @@ class MetricsCSVHook(Hook):
         if self.writer:
             from ..io import atomic_write_csv
             atomic_write_csv(self.path, METRICS_COLUMNS,
-                             [[r[c] for c in METRICS_COLUMNS] for r in self.rows])
+                             [[r.get(c, "") for c in METRICS_COLUMNS] for r in self.rows])
 
 
 class ProgressLastCheckpointHook(CheckpointHook):

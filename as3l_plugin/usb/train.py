@@ -329,6 +329,8 @@ def _write_results(model, save_path) -> dict:
         "final_acc": float(last["eval_acc"]) if last else None,
         "final_it": int(last["iteration"]) if last else None,
         "train_time_s": float(model.elapsed_train_time()) if hasattr(model, "elapsed_train_time") else None,
+        "resumed_wall_s": float(getattr(metrics, "resumed_wall_s", 0.0)),
+        "resumed_cpu_s": getattr(metrics, "resumed_cpu_s", 0.0),
         "save_dir": os.path.abspath(save_path),
         "metrics_csv": os.path.abspath(os.path.join(save_path, "metrics.csv")),
         "results": {k: float(v) for k, v in getattr(model, "results_dict", {}).items()},
@@ -360,7 +362,9 @@ def train(config, *, hooks=(), argv=None, strict=False, shared=False, **override
         ``best_acc`` (float, top-1 on the eval set, 0–1), ``best_it`` (iterations done when
         it was reached), ``final_acc`` / ``final_it`` (last evaluation), ``save_dir`` (the run
         folder ``<save_dir>/<save_name>``, absolute), ``metrics_csv``, ``train_time_s``,
-        ``algorithm``, ``results`` (USB's ``results_dict``).
+        ``resumed_wall_s`` / ``resumed_cpu_s`` (seconds the earlier runs a resumed run
+        continued from had spent up to its checkpoint: 0.0 for a fresh run; CPU None when
+        unknown), ``algorithm``, ``results`` (USB's ``results_dict``).
     """
     args = get_config(config, argv=argv, strict=strict, shared=shared, **overrides)
     if args.multiprocessing_distributed and str(args.dist_url).startswith("tcp://127.0.0.1"):
