@@ -268,6 +268,30 @@ def test_shipped_prior_T_benches(name, parent, cal, seed0, T, short):
     assert quick["peers"] == [("as3l", "flexmatch")]
 
 
+def test_shipped_confirm_4perclass_bench():
+    """The 4-labels/class confirmation is the 1-label confirmation grid at 40 labels, on 3 of
+    its seeds, with the reference, AS3L's cell and the best peer's, all else equal."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "usb_configs" / "fashion_mnist"
+    cfg = bn.load_bench_config(root / "bench_long_confirm_4perclass.yaml")
+    par = bn.load_bench_config(root / "bench_long_confirm.yaml")
+    for key in ("pretrain", "features", "net", "select_features", "prior_features",
+                "pretrain_seed", "propagators", "reference", "method", "dataset"):
+        assert cfg[key] == par[key], key
+    assert cfg["labels_per_class"] == [4] and par["labels_per_class"] == [1]
+    assert len(cfg["seeds"]) == 3 and set(cfg["seeds"]) <= set(par["seeds"])
+    assert {s: par["samplers"][s] for s in cfg["samplers"]} == cfg["samplers"]
+    b, bp = bn.Bench(cfg, "unused"), bn.Bench(par, "unused")
+    for a in cfg["algorithms"]:
+        assert b.usb_conf(a) == bp.usb_conf(a), a
+    assert set(map(tuple, cfg["priority"])) == {tuple(cfg["reference"]), tuple(cfg["method"]),
+                                                ("typiclust", "flexmatch")}
+    cells = bn.plan_cells(cfg, 10)
+    assert {c["budget"] for c in cells} == {40}
+    assert [(c["sampler"], c["algorithm"]) for c in cells[:3]] == [
+        ("random", "flexmatch"), ("as3l", "as3l_remove"), ("typiclust", "flexmatch")]
+
+
 def test_upsert_row_replaces_by_key(tmp_path):
     p = tmp_path / "t.csv"
     bn.upsert_row(p, ["a", "b"], {"a": 1, "b": 2}, keys=("a",))
