@@ -841,8 +841,9 @@ def summary_markdown(cfg: Mapping[str, Any], records: Mapping[str, StageRecord],
                       "cached (times of the run that made it)" if rec.cached else "ran now"])
     total = [r.wall_s for r in records.values()]
     cpu = [r.cpu_s for r in records.values()]
+    known = all(np.isfinite(cpu))  # a resumed stage's earlier CPU time may be unknown
     trows.append(["**all stages**", rp.format_seconds(float(sum(total))),
-                  rp.format_seconds(float(np.nansum(cpu))), ""])
+                  ("" if known else "≥ ") + rp.format_seconds(float(np.nansum(cpu))), ""])
     trows.append(["**this invocation**", rp.format_seconds(wall_total), "", ""])
     out.append(rp.markdown_table(["stage", "wall time", "CPU time", ""], trows, align="lrrl"))
     out.append("CPU time = user + system time of the process (≈ the wall time on an idle "

@@ -106,7 +106,8 @@ class StageContext:
         """Count the time that earlier, killed runs of this (resumed) stage spent on the work
         this run continues from, as the stage's own checkpoints account for it. The record's
         ``wall_s`` / ``cpu_s`` are then the whole stage's, not only this run's; ``cpu_s`` is
-        NaN when the earlier CPU time is unknown (``None``)."""
+        unknown (NaN in the record, ``null`` in ``stage.json``) when the earlier CPU time is
+        (``None``)."""
         self.earlier_wall_s += float(wall_s)
         self.earlier_cpu_s += float("nan") if cpu_s is None else float(cpu_s)
 
@@ -174,12 +175,21 @@ def load_record(sdir: Path) -> Optional[StageRecord]:
         d = json.loads((sdir / STAGE_FILE).read_text())
         return StageRecord(d["stage"], sdir, d["key"], d["fingerprint"], d["outputs"],
                            d.get("result", {}), float(d.get("wall_s", 0.0)), cached=True,
-                           cpu_s=float(d.get("cpu_s", "nan")))
+                           cpu_s=_float_or_nan(d.get("cpu_s")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _cpu_seconds() -> float:
+def _float_or_nan(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def _json_seconds(v: float) -> Optional[float]:
+    """Seconds for ``stage.json``: rounded; None (``null``) when unknown, never a bare NaN."""
+    return round(v, 3) if v == v else None
+
+
+def cpu_seconds() -> float:
     """CPU time of this process and its finished children (user + system), in seconds.
 
     With one thread per process this approximates the wall time on an otherwise idle
@@ -247,11 +257,11 @@ def run_stage(stage: Stage, root: Path, upstream: Mapping[str, StageRecord], *,
     why = "resuming" if resuming else ("forced" if force else
                                        ("inputs changed" if rec is not None else "running"))
     log(f"{prefix}{stage.name}: {why} ...")
-    t0, c0 = time.perf_counter(), _cpu_seconds()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     ctx = StageContext(stage.name, sdir, params, {n: upstream[n] for n in stage.inputs},
                        resuming, log, dict(stage.env))
     result = dict(stage.fn(ctx) or {})
-    seg_wall, seg_cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+    seg_wall, seg_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     wall, cpu = seg_wall + ctx.earlier_wall_s, seg_cpu + ctx.earlier_cpu_s
     outputs = {}
     for rel in stage.outputs:
@@ -264,7 +274,7 @@ def run_stage(stage: Stage, root: Path, upstream: Mapping[str, StageRecord], *,
     atomic_write_json(sdir / STAGE_FILE, {
         "stage": stage.name, "key": key, "fingerprint": fp, "params": params,
         "inputs": inputs, "version": __version__, "outputs": outputs, "result": result,
-        "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "resumed": resuming,
+        "wall_s": round(wall, 3), "cpu_s": _json_seconds(cpu), "resumed": resuming,
         **({"this_run_wall_s": round(seg_wall, 3), "this_run_cpu_s": round(seg_cpu, 3)}
            if (ctx.earlier_wall_s or ctx.earlier_cpu_s) else {}),
         "finished": datetime.now(timezone.utc).isoformat()})

@@ -135,6 +135,10 @@ def test_resumed_stage_records_the_time_of_the_work_it_kept(tmp_path):
         return {}
     rec2 = sr.run_stages([sr.Stage("u", fn2, outputs=("out.txt",))], tmp_path, log=quiet)["u"]
     assert rec2.wall_s >= 1.0 and np.isnan(rec2.cpu_s)
+    text = (tmp_path / "u" / "stage.json").read_text()
+    assert "NaN" not in text and json.loads(text)["cpu_s"] is None  # strict JSON: null
+    again = sr.run_stages([sr.Stage("u", fn2, outputs=("out.txt",))], tmp_path, log=quiet)["u"]
+    assert again.cached and np.isnan(again.cpu_s)  # and the record still loads
     # a fresh run that adds nothing has no this_run_* fields
     sr.run_stages(make_stages(Calls()), tmp_path / "f", log=quiet)
     assert "this_run_wall_s" not in json.loads((tmp_path / "f" / "b" / "stage.json").read_text())

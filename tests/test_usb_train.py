@@ -133,20 +133,31 @@ def test_as3l_flexmatch_digits_end_to_end_and_exact_resume(tmp_path, prior_file)
     ck = torch.load(snap, map_location="cpu")
     assert ck["it"] == 10 and ck["as3l_prior"]["version"] == 0  # refreshes come at it 10, 15
 
-    # the resumed run continues the metrics file it finds: here one written before the
-    # cpu_time_s column existed (its CPU time is then unknown, its wall time is kept)
+    # the resumed run continues the metrics file it finds, its times counting on from the
+    # kept row's (large stand-in values, so that a counter restarted at 0 shows)
     os.makedirs(tmp_path / "resumed")
-    old_cols = [c for c in METRICS_COLUMNS if c != "cpu_time_s"]
     with open(tmp_path / "resumed" / "metrics.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, old_cols, extrasaction="ignore")
+        w = csv.DictWriter(fh, METRICS_COLUMNS)
         w.writeheader()
-        w.writerow(rows[0])
+        w.writerow({**rows[0], "wall_time_s": "1000000.000", "cpu_time_s": "2000000.000"})
     b = train(TINY, save_name="resumed", resume=True, load_path=snap, **common)
-    assert b["resumed_wall_s"] == float(rows[0]["wall_time_s"]) and b["resumed_cpu_s"] is None
+    assert (b["resumed_wall_s"], b["resumed_cpu_s"]) == (1e6, 2e6)
     with open(b["metrics_csv"], newline="") as fh:
         rb = list(csv.DictReader(fh))
-    assert [int(r["iteration"]) for r in rb] == [10, 20] and rb[1]["cpu_time_s"] == ""
-    assert float(rb[1]["wall_time_s"]) > b["resumed_wall_s"]
+    assert [int(r["iteration"]) for r in rb] == [10, 20]
+    assert 1e6 < float(rb[1]["wall_time_s"]) < 1e6 + 600
+    assert 2e6 < float(rb[1]["cpu_time_s"]) < 2e6 + 600
+    # a file written before the cpu_time_s column existed: the CPU time is unknown
+    os.makedirs(tmp_path / "resumed_old")
+    with open(tmp_path / "resumed_old" / "metrics.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, [c for c in METRICS_COLUMNS if c != "cpu_time_s"],
+                           extrasaction="ignore")
+        w.writeheader()
+        w.writerow({**rows[0], "wall_time_s": "1000000.000"})
+    c = train(TINY, save_name="resumed_old", resume=True, load_path=snap, **common)
+    assert c["resumed_wall_s"] == 1e6 and c["resumed_cpu_s"] is None
+    with open(c["metrics_csv"], newline="") as fh:
+        assert [r["cpu_time_s"] for r in csv.DictReader(fh)] == ["", ""]
     A = torch.load(tmp_path / "cont" / "latest_model.pth", map_location="cpu")
     B = torch.load(tmp_path / "resumed" / "latest_model.pth", map_location="cpu")
     for key in ("model", "ema_model"):

@@ -12,6 +12,7 @@ import torch
 from semilearn.core.hooks import CheckpointHook, Hook
 
 from ..errors import ConfigError, ContractError, PriorError
+from ..stages import cpu_seconds
 
 PRIOR_MODES = ("remove", "update")
 #: where an ``update`` refresh takes the pool's features from (``prior_update_features``)
@@ -323,8 +324,10 @@ class MetricsCSVHook(Hook):
     log), ``algorithm``, ``eval_acc`` (top-1 on the eval set, EMA weights), ``eval_loss``,
     ``eval_balanced_acc``, ``best_acc``, ``train_time_s`` (training seconds so far without
     evaluation/checkpoint writing, continued across resumes), ``wall_time_s`` (seconds
-    since the start, across resumes), ``cpu_time_s`` (CPU seconds of the process, user +
-    system, all threads, across resumes; empty after resuming a file written without it),
+    since the start, across resumes), ``cpu_time_s`` (CPU seconds, user + system, of the
+    training process and its finished child processes as :func:`as3l_plugin.stages.cpu_seconds`
+    counts them, across resumes; with several processes rank 0's alone; empty after resuming a
+    file written without it),
     ``lr``. The file is rewritten atomically each time; a resumed run keeps the rows up to its
     checkpoint's iteration, and ``resumed_wall_s`` / ``resumed_cpu_s`` (float; 0 for a fresh
     run, ``resumed_cpu_s`` None when unknown) are what the earlier runs had spent up to it.
@@ -344,7 +347,7 @@ class MetricsCSVHook(Hook):
         self.resumed_cpu_s = float(cpu) if cpu not in (None, "") else None
         self._wall0 = time.perf_counter() - self.resumed_wall_s
         self._cpu0 = (None if self.resumed_cpu_s is None
-                      else time.process_time() - self.resumed_cpu_s)
+                      else cpu_seconds() - self.resumed_cpu_s)
         self.last_row = last
 
     def after_train_step(self, algorithm):
@@ -362,7 +365,7 @@ class MetricsCSVHook(Hook):
             "best_acc": f"{float(algorithm.best_eval_acc):.6f}",
             "train_time_s": f"{elapsed():.3f}" if elapsed else "",
             "wall_time_s": f"{time.perf_counter() - self._wall0:.3f}",
-            "cpu_time_s": "" if self._cpu0 is None else f"{time.process_time() - self._cpu0:.3f}",
+            "cpu_time_s": "" if self._cpu0 is None else f"{cpu_seconds() - self._cpu0:.3f}",
             "lr": f"{float(algorithm.optimizer.param_groups[-1]['lr']):.6g}",
         }
         self.rows.append(row)
