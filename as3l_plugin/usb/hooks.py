@@ -330,7 +330,8 @@ class MetricsCSVHook(Hook):
     file written without it),
     ``lr``. The file is rewritten atomically each time; a resumed run keeps the rows up to its
     checkpoint's iteration, and ``resumed_wall_s`` / ``resumed_cpu_s`` (float; 0 for a fresh
-    run, ``resumed_cpu_s`` None when unknown) are what the earlier runs had spent up to it.
+    run, ``resumed_cpu_s`` None when unknown: no column, or several processes) are what the
+    earlier runs had spent up to it.
     """
 
     def before_run(self, algorithm):
@@ -343,11 +344,15 @@ class MetricsCSVHook(Hook):
                 self.rows = [r for r in csv.DictReader(fh) if int(r["iteration"]) <= algorithm.it]
         last = self.rows[-1] if self.rows else None
         self.resumed_wall_s = float(last["wall_time_s"]) if last else 0.0
-        cpu = last.get("cpu_time_s") if last else "0"
-        self.resumed_cpu_s = float(cpu) if cpu not in (None, "") else None
+        if last is None:  # a fresh run
+            cpu = 0.0
+        else:  # None: a file written before the column existed
+            cpu = float(last["cpu_time_s"]) if last.get("cpu_time_s") else None
         self._wall0 = time.perf_counter() - self.resumed_wall_s
-        self._cpu0 = (None if self.resumed_cpu_s is None
-                      else cpu_seconds() - self.resumed_cpu_s)
+        self._cpu0 = None if cpu is None else cpu_seconds() - cpu
+        # rank 0's rows hold rank 0's CPU time only: the other ranks' earlier time is unknown
+        several = last is not None and int(getattr(args, "world_size", 1) or 1) > 1
+        self.resumed_cpu_s = None if several else cpu
         self.last_row = last
 
     def after_train_step(self, algorithm):

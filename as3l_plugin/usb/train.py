@@ -330,9 +330,7 @@ def _write_results(model, save_path) -> dict:
         "final_it": int(last["iteration"]) if last else None,
         "train_time_s": float(model.elapsed_train_time()) if hasattr(model, "elapsed_train_time") else None,
         "resumed_wall_s": float(getattr(metrics, "resumed_wall_s", 0.0)),
-        # rank 0's metrics hold rank 0's CPU time only: the other ranks' earlier time is unknown
-        "resumed_cpu_s": (None if int(getattr(model.args, "world_size", 1) or 1) > 1
-                          else getattr(metrics, "resumed_cpu_s", 0.0)),
+        "resumed_cpu_s": getattr(metrics, "resumed_cpu_s", 0.0),
         "save_dir": os.path.abspath(save_path),
         "metrics_csv": os.path.abspath(os.path.join(save_path, "metrics.csv")),
         "results": {k: float(v) for k, v in getattr(model, "results_dict", {}).items()},
