@@ -47,6 +47,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
 from . import __version__
 from .errors import ConfigError, OutputError
 from .io import atomic_write_json, sha256_file
+from .timing import cpu_seconds
 
 STAGE_FILE = "stage.json"
 RUNNING_FILE = ".running.json"
@@ -187,17 +188,6 @@ def _float_or_nan(v) -> float:
 def _json_seconds(v: float) -> Optional[float]:
     """Seconds for ``stage.json``: rounded; None (``null``) when unknown, never a bare NaN."""
     return round(v, 3) if v == v else None
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (user + system), in seconds.
-
-    With one thread per process this approximates the wall time on an otherwise idle
-    machine, which makes timings taken under load from other jobs interpretable.
-    """
-    import resource
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _clear_dir(sdir: Path) -> None:

@@ -12,7 +12,7 @@ import torch
 from semilearn.core.hooks import CheckpointHook, Hook
 
 from ..errors import ConfigError, ContractError, PriorError
-from ..stages import cpu_seconds
+from ..timing import cpu_seconds
 
 PRIOR_MODES = ("remove", "update")
 #: where an ``update`` refresh takes the pool's features from (``prior_update_features``)
@@ -325,7 +325,7 @@ class MetricsCSVHook(Hook):
     ``eval_balanced_acc``, ``best_acc``, ``train_time_s`` (training seconds so far without
     evaluation/checkpoint writing, continued across resumes), ``wall_time_s`` (seconds
     since the start, across resumes), ``cpu_time_s`` (CPU seconds, user + system, of the
-    training process and its finished child processes as :func:`as3l_plugin.stages.cpu_seconds`
+    training process and its finished child processes as :func:`as3l_plugin.timing.cpu_seconds`
     counts them, across resumes; with several processes rank 0's alone; empty after resuming a
     file written without it),
     ``lr``. The file is rewritten atomically each time; a resumed run keeps the rows up to its
