@@ -706,9 +706,13 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
     wall = [_f(r, "wall_s") for r in rows]
     cpu = [_f(r, "cpu_s") for r in rows]
     if wall:
+        known = [c for c in cpu if math.isfinite(c)]
+        cpu_text = (f"CPU time {rp.format_seconds(float(np.mean(known)))} per cell"
+                    + ("" if len(known) == len(cpu) else f" (over the {len(known)} cells where it "
+                       "is known)") if known else "CPU time unknown")
         lines.append(f"Compute: {len(wall)} cells, {rp.format_seconds(float(np.nansum(wall)))} "
                      f"of training wall time in total ({rp.format_seconds(float(np.nanmean(wall)))}"
-                     f" per cell; CPU time {rp.format_seconds(float(np.nanmean(cpu)))} per cell, "
+                     f" per cell; {cpu_text}, "
                      "≈ the wall time on an idle machine with one thread).\n")
     return "\n".join(lines)
 

@@ -450,6 +450,26 @@ def test_report_counts_only_the_config_grid():
     assert "| sampler | P @1/cls |" in t4 and "| m | 50.0 ± 0.0 |" in t4   # no Q, no seed 5
 
 
+def test_compute_line_marks_unknown_cpu_time():
+    """A cell whose CPU time is unknown (``nan`` in cells.csv: resumed from a metrics file
+    without the column) is left out of the per-cell CPU mean, and the line says over how many
+    cells it is taken; with none known it says so rather than print ``nan``."""
+    cfg = {"name": "t", "dataset": "digits", "net": "cnn4", "seeds": [0, 1, 2],
+           "labels_per_class": [1], "reference": ["r", "F"], "samplers": {"m": {}, "r": {}},
+           "algorithms": {"A": {}, "F": {}}, "propagators": {"P": {}}, "method": None}
+    rows = list(_rows({("m", "A", 0): 0.7, ("m", "A", 1): 0.5, ("r", "F", 0): 0.4}).values())
+    rows[0]["cpu_s"], rows[1]["cpu_s"] = "nan", "120"
+    line = next(l for l in bn.bench_tables(cfg, rows, [], planned=6).splitlines()
+                if l.startswith("Compute:"))
+    assert "3 cells" in line and "nan" not in line
+    assert "(over the 2 cells where it is known)" in line
+    for r in rows:
+        r["cpu_s"] = "nan"
+    line = next(l for l in bn.bench_tables(cfg, rows, [], planned=6).splitlines()
+                if l.startswith("Compute:"))
+    assert "CPU time unknown" in line and "nan" not in line
+
+
 @pytest.mark.slow
 def test_targets_table_pairs_the_method_with_the_best_peer(fakes, tmp_path):
     """The tables from a bench run: Table 1d lists every finished cell per seed; the targets
