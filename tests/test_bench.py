@@ -292,6 +292,21 @@ def test_shipped_confirm_4perclass_bench():
         ("random", "flexmatch"), ("as3l", "as3l_remove"), ("typiclust", "flexmatch")]
 
 
+def test_frozen_4perclass_copy_matches_the_config():
+    """The 4-labels/class cells run on the frozen confirmation code with a copy of the config
+    (docs/results/fashion_mnist_long_confirm/): the same grid, less the report-only keys that
+    code does not know."""
+    import yaml
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((root / "usb_configs" / "fashion_mnist"
+                          / "bench_long_confirm_4perclass.yaml").read_text())
+    frozen = yaml.safe_load((root / "docs" / "results" / "fashion_mnist_long_confirm"
+                             / "bench_long_confirm_4perclass_frozen.yaml").read_text())
+    assert {"method", "peers"} <= set(cfg) and not {"method", "peers"} & set(frozen)
+    assert frozen == {k: v for k, v in cfg.items() if k not in ("method", "peers")}
+
+
 def test_upsert_row_replaces_by_key(tmp_path):
     p = tmp_path / "t.csv"
     bn.upsert_row(p, ["a", "b"], {"a": 1, "b": 2}, keys=("a",))

@@ -13,7 +13,7 @@
 set -eu
 DEST=$1
 SRC=${2:-/work/runs/bench15}
-GLOB=${3:-confirm_s*}
+GLOB=${3:-confirm*_s*}  # the 1- and the 4-labels/class directories
 cd "$SRC"
 # a cell is still training while its train/ (two levels above usb/latest_model.pth) holds a
 # .running.json; relative paths, read in SRC

@@ -4,6 +4,10 @@
 # background process per seed (one thread, nice 5), each logging to RUNS/confirm_sS.log.
 #   bash docs/results/fashion_mnist_long_confirm/resume.sh 5 6     # after bash .ci/setup
 # A seed with no directory here yet (7-9) starts from the shared backbone of confirm_s5.
+# PER_CLASS=4 runs the 4-labels/class part instead (bench_long_confirm_4perclass.yaml, copied
+# into the worktree without its report-only keys as bench_long_confirm_4perclass_frozen.yaml),
+# into RUNS/confirm4_sS, on the same frozen code; merge those with main's config. Each process
+# runs its seed's priority cells only (6 at 1 label/class, 3 at 4), not the rest of the grid.
 # RUNS (default /work/runs/bench15) and WT (default /work/bench15) can be set.
 set -eu
 [ $# -ge 1 ] || { echo "usage: $0 SEED [SEED ...]" >&2; exit 2; }
@@ -13,16 +17,24 @@ RUNS=${RUNS:-/work/runs/bench15}
 WT=${WT:-/work/bench15}
 [ -x "$MAIN/.venv/bin/as3l" ] || { echo "$MAIN/.venv/bin/as3l: missing; run bash .ci/setup first" >&2; exit 2; }
 [ -d "$WT" ] || git -C "$MAIN" worktree add "$WT" 60bf6bb --detach
+PER_CLASS=${PER_CLASS:-1}
+case $PER_CLASS in
+  1) CONFIG=usb_configs/fashion_mnist/bench_long_confirm.yaml; PREFIX=confirm_s; CELLS=6 ;;
+  4) CONFIG=usb_configs/fashion_mnist/bench_long_confirm_4perclass_frozen.yaml; PREFIX=confirm4_s; CELLS=3
+     cp "$HERE/bench_long_confirm_4perclass_frozen.yaml" "$WT/$CONFIG" ;;
+  *) echo "PER_CLASS=$PER_CLASS: must be 1 or 4" >&2; exit 2 ;;
+esac
 mkdir -p "$RUNS"
-for d in "$HERE"/confirm_s*; do
+for d in "$HERE"/confirm_s* "$HERE"/confirm4_s*; do
+  [ -d "$d" ] || continue
   [ -d "$RUNS/$(basename "$d")" ] || cp -r "$d" "$RUNS/"
 done
 for S in "$@"; do
-  out=$RUNS/confirm_s$S
+  out=$RUNS/$PREFIX$S
   mkdir -p "$out/shared"
   [ -d "$out/shared/pretrain_seed5" ] || cp -r "$RUNS/confirm_s5/shared/pretrain_seed5" "$out/shared/"
   (cd "$WT" && PYTHONPATH=$WT OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
-     nohup nice -n 5 "$MAIN/.venv/bin/as3l" bench --config usb_configs/fashion_mnist/bench_long_confirm.yaml \
-     --seeds "$S" --max-cells 6 --out "$out" >> "$RUNS/confirm_s$S.log" 2>&1 &)
-  echo "seed $S: started, log $RUNS/confirm_s$S.log"
+     nohup nice -n 5 "$MAIN/.venv/bin/as3l" bench --config "$CONFIG" \
+     --seeds "$S" --max-cells "$CELLS" --out "$out" >> "$RUNS/$PREFIX$S.log" 2>&1 &)
+  echo "seed $S ($PER_CLASS label(s)/class): started, log $RUNS/$PREFIX$S.log"
 done
