@@ -31,10 +31,16 @@ for d in "$HERE"/confirm_s* "$HERE"/confirm4_s*; do
 done
 for S in "$@"; do
   out=$RUNS/$PREFIX$S
+  # --max-cells counts the cells a process starts, so give it only the priority cells still
+  # missing from cells.csv (finished cells are its rows); more would start the rest of the grid
+  done_cells=0
+  [ -f "$out/cells.csv" ] && done_cells=$(($(wc -l < "$out/cells.csv") - 1))
+  left=$((CELLS - done_cells))
+  if [ "$left" -le 0 ]; then echo "seed $S ($PER_CLASS label(s)/class): its $CELLS cells are done"; continue; fi
   mkdir -p "$out/shared"
   [ -d "$out/shared/pretrain_seed5" ] || cp -r "$RUNS/confirm_s5/shared/pretrain_seed5" "$out/shared/"
   (cd "$WT" && PYTHONPATH=$WT OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
      nohup nice -n 5 "$MAIN/.venv/bin/as3l" bench --config "$CONFIG" \
-     --seeds "$S" --max-cells "$CELLS" --out "$out" >> "$RUNS/$PREFIX$S.log" 2>&1 &)
-  echo "seed $S ($PER_CLASS label(s)/class): started, log $RUNS/$PREFIX$S.log"
+     --seeds "$S" --max-cells "$left" --out "$out" >> "$RUNS/$PREFIX$S.log" 2>&1 &)
+  echo "seed $S ($PER_CLASS label(s)/class): $left cell(s) to run, log $RUNS/$PREFIX$S.log"
 done
