@@ -51,6 +51,8 @@ Report
 - Tables 4–6: prior accuracy (unlabeled samples), class coverage and ECE per sampler ×
   propagator × budget;
 - Table 1d: every finished cell's final (best) accuracy per budget and seed;
+- Table 1e: the mean accuracy of the evaluations in the last 20 % of the iterations (the end
+  of a run without one evaluation's swing; the targets section pairs it by seed too);
 - targets (with ``method: [sampler, algorithm]``): that cell against the best of ``peers``
   (default: the pairs sharing neither its sampler nor its algorithm), paired by seed: the
   difference of final accuracy, the seeds it is ahead on, and the iteration at which it first
@@ -82,6 +84,7 @@ PRIOR_COLUMNS = ["dataset", "sampler", "propagator", "labels_per_class", "budget
                  "coverage", "prior_acc", "ece", "key"]
 _PRIOR_KEYS = ("sampler", "propagator", "budget", "seed")  # one prior row per labeled set
 EARLY_FRACTION = 0.1  # Table 1c: accuracy after this fraction of the iterations
+LATE_FRACTION = 0.8   # Table 1e: mean accuracy of the evaluations from this fraction on
 
 BENCH_DEFAULTS: Dict[str, Any] = {
     "name": "",
@@ -642,6 +645,13 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
                   "(the first evaluation at or after it): how fast each cell learns\n",
                   sampler_table(lambda r: _early(r, out_dir))]
 
+    if out_dir is not None:
+        lines += [f"## Table 1e. Mean test accuracy (%) of the evaluations in the last "
+                  f"{1 - LATE_FRACTION:.0%} of the iterations (from iteration "
+                  f"⌈{LATE_FRACTION:g} × iterations⌉ on): the end of the run, less one "
+                  "evaluation's swing\n",
+                  sampler_table(lambda r: _late(r, out_dir))]
+
     lines += _per_seed_table(cfg, by)
 
     # Table 2: iterations to reach the reference's final accuracy (same budget and seed)
@@ -819,12 +829,19 @@ def _targets_table(cfg, by, out: Optional[Path]) -> List[str]:
                      f"of {len(diffs)}") if diffs else "–",
                     "–" if worst is None else "not reached on some seed" if math.isinf(worst)
                     else f"largest fraction {worst:.2f} ({len(fracs)} seeds)"])
+        late = [100 * (_late(r, out) - _late(by[(bs, ba, l, sd)], out))
+                for sd, r in mine.items() if out is not None and (bs, ba, l, sd) in by]
+        late = [d for d in late if math.isfinite(d)]
+        late_line = ([f"End of the run (Table 1e: mean of the evaluations in the last "
+                      f"{1 - LATE_FRACTION:.0%} of the iterations), method − best peer: "
+                      f"{rp.mean_std(late, signed=True)} points; ahead on "
+                      f"{sum(d > 0 for d in late)} of {len(late)} seeds.\n"] if late else [])
         lines += [f"{l} label(s)/class; peers' mean final accuracy on the seeds paired with "
                   "the method (their number): " +
                   ", ".join(f"{s} + {a} {100 * m:.1f} ({n})" for n, m, (s, a) in scored) +
                   f"; best: **{bs} + {ba}**.\n",
                   rp.markdown_table(["seed", f"{ms} + {ma}", f"{bs} + {ba}", "difference",
-                                     f"reach {ref_s} + {ref_a}"], trs)]
+                                     f"reach {ref_s} + {ref_a}"], trs)] + late_line
     if not any_budget:
         lines.append("(needs a peer cell on a seed the method has)\n")
     return lines
@@ -862,6 +879,15 @@ def _early(row, out: Path) -> float:
     c = _curve(out, row)
     at = math.ceil(EARLY_FRACTION * int(row["num_train_iter"]))
     return float("nan") if c is None else rp.accuracy_at(c, at)
+
+
+def _late(row, out: Optional[Path]) -> float:
+    """Mean accuracy of a cell's evaluations from LATE_FRACTION of its iterations on (NaN
+    without its curve)."""
+    from . import report as rp
+    c = _curve(out, row) if out is not None else None
+    at = math.ceil(LATE_FRACTION * int(row["num_train_iter"]))
+    return float("nan") if c is None else rp.mean_accuracy_from(c, at)
 
 
 def _reach(row, target: float, out: Optional[Path]) -> Optional[int]:

@@ -90,6 +90,14 @@ def accuracy_at(curve: Curve, iteration: int) -> float:
     return float(acc[hit[0]]) if hit.size else float("nan")
 
 
+def mean_accuracy_from(curve: Curve, iteration: int) -> float:
+    """Mean accuracy of the evaluations at iterations ``>= iteration`` (the end of a run, less
+    one evaluation's noise); NaN if none."""
+    its, acc = curve
+    tail = acc[its >= iteration]
+    return float(np.mean(tail)) if tail.size else float("nan")
+
+
 def iterations_to_reach(curve: Curve, target: float) -> Optional[int]:
     """First evaluated iteration whose accuracy is ``>= target``; None if never reached."""
     its, acc = curve

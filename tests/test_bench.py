@@ -445,6 +445,34 @@ def test_targets_table_on_hand_made_rows(tmp_path):
     assert bn._targets_table(cfg, _rows({("m", "A", 0): 0.4}), None)[-1].startswith("(needs")
 
 
+def test_end_of_run_mean_in_table_1e_and_the_targets(tmp_path):
+    """Table 1e averages the evaluations from 80% of the iterations on; the targets section
+    pairs that end-of-run mean by seed, beside the final accuracy (which one late evaluation
+    can swing: here the method ends below the peer on seed 0 but is ahead at the end of the
+    run on both seeds)."""
+    cfg = {"name": "t", "dataset": "digits", "net": "cnn4", "seeds": [0, 1],
+           "labels_per_class": [1], "reference": ["r", "F"], "samplers": {"m": {}, "z": {}, "r": {}},
+           "algorithms": {"A": {}, "F": {}}, "propagators": {"P": {}},
+           "method": ("m", "A"), "peers": [("z", "F")]}
+    curves = {("m", "A", 0): [0.1, 0.5, 0.7, 0.7, 0.4], ("m", "A", 1): [0.1, 0.5, 0.6, 0.6, 0.6],
+              ("z", "F", 0): [0.1, 0.5, 0.5, 0.5, 0.5], ("z", "F", 1): [0.1, 0.5, 0.5, 0.6, 0.5],
+              ("r", "F", 0): [0.1, 0.2, 0.3, 0.3, 0.3], ("r", "F", 1): [0.1, 0.2, 0.3, 0.3, 0.3]}
+    for (sm, a, sd), acc in curves.items():          # iterations 20, 40, ..., 100 of 100
+        atomic_write_csv(tmp_path / f"{sm}-{a}-{sd}.csv", ["iteration", "algorithm", "eval_acc"],
+                         [[20 * (i + 1), a, v] for i, v in enumerate(acc)])
+    rows = list(_rows({k: v[-1] for k, v in curves.items()}).values())
+    text = bn.bench_tables(cfg, rows, [], planned=6, out=tmp_path)
+    t1e = text.split("## Table 1e")[1].split("## ")[0]
+    # from iteration 80 on: m 55.0 and 60.0 -> 57.5 ± 3.5; z 50.0 and 55.0 -> 52.5 ± 3.5
+    assert "| m | 57.5 ± 3.5 |  |" in t1e and "| z |  | 52.5 ± 3.5 |" in t1e
+    tt = text.split("## Targets")[1].split("## ")[0]
+    assert "| all |  |  | +0.0 ± 14.1; ahead on 1 of 2 |" in tt        # finals: -10, +10
+    assert ("method − best peer: +5.0 ± 0.0 points; ahead on 2 of 2 seeds." in tt)
+    # without the curves there is neither Table 1e nor the end-of-run line
+    text = bn.bench_tables(cfg, rows, [], planned=6)
+    assert "Table 1e" not in text and "End of the run" not in text
+
+
 def test_report_counts_only_the_config_grid():
     """Rows merged from a wider bench (another sampler, seed or propagator) are left out of
     every table and counted once in the header."""
@@ -685,6 +713,8 @@ def test_report_helpers():
     assert rp.iterations_to_reach(c, 0.7) is None
     assert rp.accuracy_at(c, 15) == 0.6 and rp.accuracy_at(c, 10) == 0.2
     assert np.isnan(rp.accuracy_at(c, 31))
+    assert rp.mean_accuracy_from(c, 15) == pytest.approx(0.55)   # iterations 20 and 30
+    assert rp.mean_accuracy_from(c, 30) == 0.5 and np.isnan(rp.mean_accuracy_from(c, 31))
     assert rp.speedup(30, 10) == 3.0 and np.isnan(rp.speedup(30, None))
     assert rp.mean_std([0.5, 0.7], scale=100) == "60.0 ± 14.1"
     assert rp.mean_std([1.0, float("nan")], digits=0) == "1 ± 0 (1/2)"
