@@ -830,8 +830,8 @@ def _targets_table(cfg, by, out: Optional[Path]) -> List[str]:
                     "–" if worst is None else "not reached on some seed" if math.isinf(worst)
                     else f"largest fraction {worst:.2f} ({len(fracs)} seeds)"])
         late = [100 * (_late(r, out) - _late(by[(bs, ba, l, sd)], out))
-                for sd, r in mine.items() if out is not None and (bs, ba, l, sd) in by]
-        late = [d for d in late if math.isfinite(d)]
+                for sd, r in mine.items() if (bs, ba, l, sd) in by]
+        late = [d for d in late if math.isfinite(d)]   # NaN: a curve missing, or no out
         late_line = ([f"End of the run (Table 1e: mean of the evaluations in the last "
                       f"{1 - LATE_FRACTION:.0%} of the iterations), method − best peer: "
                       f"{rp.mean_std(late, signed=True)} points; ahead on "
