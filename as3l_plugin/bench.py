@@ -558,10 +558,11 @@ class Bench:
         from .io import atomic_write_text
         rows = read_rows(self.out / CELLS_CSV)
         priors = read_rows(self.out / PRIORS_CSV)
+        curves = _Curves(self.out)          # tables and plots share one read per cell
         text = bench_tables(self.cfg, rows, priors, planned=len(cells) if cells else None,
-                            out=self.out, class_names=self.class_names())
+                            out=self.out, class_names=self.class_names(), curves=curves)
         atomic_write_text(self.out / TABLES_MD, text)
-        plots = bench_plots(self.cfg, rows, self.out)
+        plots = bench_plots(self.cfg, rows, self.out, curves=curves)
         return {"tables": self.out / TABLES_MD, "plots": plots, "text": text}
 
     def _sub(self, what: str) -> Callable[[str], None]:
@@ -576,12 +577,28 @@ def _f(r: Mapping[str, str], k: str) -> float:
         return float("nan")
 
 
-def _curve(out: Path, row: Mapping[str, str]):
-    from . import report as rp
-    try:
-        return rp.read_metrics(out / row["metrics"])
-    except Exception:  # a deleted cell directory: the row's numbers still count
-        return None
+class _Curves:
+    """The accuracy curves of a report's cells, each ``metrics.csv`` read once.
+
+    ``curves(row)`` is the curve of a ``cells.csv`` row (:func:`report.read_metrics`), or
+    None without ``out``, without the row's ``metrics`` path, or when that file cannot be read
+    (a deleted cell directory: the row's numbers still count)."""
+
+    def __init__(self, out: Optional[Path]):
+        self.out = None if out is None else Path(out)
+        self._read: Dict[str, Any] = {}
+
+    def __call__(self, row: Mapping[str, str]):
+        rel = row.get("metrics")
+        if self.out is None or not rel:
+            return None
+        if rel not in self._read:
+            from . import report as rp
+            try:
+                self._read[rel] = rp.read_metrics(self.out / rel)
+            except (OSError, ValueError):   # a missing or unreadable file (InputError)
+                self._read[rel] = None
+        return self._read[rel]
 
 
 def _in_grid(cfg: Mapping[str, Any], row: Mapping[str, str], kind: str = "algorithm") -> bool:
@@ -594,9 +611,11 @@ def _in_grid(cfg: Mapping[str, Any], row: Mapping[str, str], kind: str = "algori
 
 def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
                  priors: Sequence[Mapping[str, str]], *, planned: Optional[int] = None,
-                 out: Optional[Path] = None, class_names: Optional[Sequence[str]] = None) -> str:
+                 out: Optional[Path] = None, class_names: Optional[Sequence[str]] = None,
+                 curves: Optional[_Curves] = None) -> str:
     """The Markdown report: Tables 1, 2 and 4–6 (mean ± std over seeds), and Table 3 (per-class
     test accuracy at the last evaluation) when ``out`` and ``class_names`` are given.
+    ``curves``: the cells' curves under ``out`` (:class:`_Curves`; one is made if None).
 
     Only the rows of the config's grid count (its samplers, algorithms, budgets and seeds; for
     priors, its propagators): a directory merged from wider benches, or a ``--seeds`` subset,
@@ -639,18 +658,18 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
         lines += [f"## {title}\n", sampler_table(lambda r, key=key: _f(r, key))]
 
     # Table 1c: how fast, where Table 2 saturates at its first evaluation
-    out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
+    curves = _Curves(out) if curves is None else curves
+    if out is not None:
         lines += [f"## Table 1c. Test accuracy (%) after {EARLY_FRACTION:.0%} of the iterations "
                   "(the first evaluation at or after it): how fast each cell learns\n",
-                  sampler_table(lambda r: _early(r, out_dir))]
+                  sampler_table(lambda r: _early(r, curves))]
 
-    if out_dir is not None:
+    if out is not None:
         lines += [f"## Table 1e. Mean test accuracy (%) of the evaluations in the last "
                   f"{1 - LATE_FRACTION:.0%} of the iterations (from iteration "
                   f"⌈{LATE_FRACTION:g} × iterations⌉ on): the end of the run, less one "
                   "evaluation's swing\n",
-                  sampler_table(lambda r: _late(r, out_dir))]
+                  sampler_table(lambda r: _late(r, curves))]
 
     lines += _per_seed_table(cfg, by)
 
@@ -671,7 +690,7 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
                     if r is None or ref is None:
                         continue
                     any_val = True
-                    reach = _reach(r, _f(ref, "final_acc"), out_dir)
+                    reach = _reach(r, _f(ref, "final_acc"), curves)
                     its.append(float("nan") if reach is None else reach)
                     sps.append(rp.speedup(int(ref["num_train_iter"]), reach))
                 tr += [rp.mean_std(its, digits=0) if its else "",
@@ -686,10 +705,10 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
               "reached in k of n seeds; mean ± std over those.\n\n" + (rp.markdown_table(header, trs) if trs else
                                                "(needs the reference cells)\n")]
 
-    lines += _targets_table(cfg, by, out_dir)
+    lines += _targets_table(cfg, by, curves)
 
-    if out_dir is not None and class_names:
-        lines += _per_class_table(cfg, rows, out_dir, list(class_names))
+    if out is not None and class_names:
+        lines += _per_class_table(cfg, rows, Path(out), list(class_names))
 
     props = sorted({p["propagator"] for p in priors}, key=lambda p: list(cfg["propagators"]).index(p)
                    if p in cfg["propagators"] else 99)
@@ -766,12 +785,12 @@ def _best_peer(cfg, by, l: int, seeds: Sequence[int]):
     return sorted(scored, key=lambda t: (-t[0], -t[1]))
 
 
-def _reach_cell(row, ref, out: Optional[Path]) -> Tuple[str, Optional[float]]:
+def _reach_cell(row, ref, curves: _Curves) -> Tuple[str, Optional[float]]:
     """The first iteration at which ``row``'s curve reaches ``ref``'s final accuracy, as
     text with its fraction of ``ref``'s iterations, and that fraction (``inf``: never
     reached; None: no reference cell, no curve or no finite target)."""
     target = _f(ref, "final_acc") if ref is not None else float("nan")
-    curve = _curve(out, row) if out is not None else None
+    curve = curves(row)
     if curve is None or not math.isfinite(target):
         return "–", None
     from . import report as rp
@@ -782,7 +801,7 @@ def _reach_cell(row, ref, out: Optional[Path]) -> Tuple[str, Optional[float]]:
     return f"{reach} of {ref['num_train_iter']} ({frac:.2f})", frac
 
 
-def _targets_table(cfg, by, out: Optional[Path]) -> List[str]:
+def _targets_table(cfg, by, curves: _Curves) -> List[str]:
     """The targets table: ``cfg['method']`` against the best of ``cfg['peers']``
     (:func:`_best_peer`), paired by seed, per budget.
 
@@ -818,7 +837,7 @@ def _targets_table(cfg, by, out: Optional[Path]) -> List[str]:
             d = 100 * (mv - pv)
             if math.isfinite(d):
                 diffs.append(d)
-            reach, frac = _reach_cell(r, by.get((ref_s, ref_a, l, sd)), out)
+            reach, frac = _reach_cell(r, by.get((ref_s, ref_a, l, sd)), curves)
             if frac is not None:
                 fracs.append(frac)
             trs.append([f"{sd}", rp.pct(mv), rp.pct(pv),
@@ -829,9 +848,9 @@ def _targets_table(cfg, by, out: Optional[Path]) -> List[str]:
                      f"of {len(diffs)}") if diffs else "–",
                     "–" if worst is None else "not reached on some seed" if math.isinf(worst)
                     else f"largest fraction {worst:.2f} ({len(fracs)} seeds)"])
-        late = [100 * (_late(r, out) - _late(by[(bs, ba, l, sd)], out))
+        late = [100 * (_late(r, curves) - _late(by[(bs, ba, l, sd)], curves))
                 for sd, r in mine.items() if (bs, ba, l, sd) in by]
-        late = [d for d in late if math.isfinite(d)]   # NaN: a curve missing, or no out
+        late = [d for d in late if math.isfinite(d)]   # NaN: a curve missing
         late_line = ([f"End of the run (Table 1e: mean of the evaluations in the last "
                       f"{1 - LATE_FRACTION:.0%} of the iterations), method − best peer: "
                       f"{rp.mean_std(late, signed=True)} points; ahead on "
@@ -873,36 +892,37 @@ def _per_class_table(cfg, rows, out: Path, names: List[str]) -> List[str]:
             rp.markdown_table(["sampler + algorithm", "labels/cls", "n"] + names, trs)]
 
 
-def _early(row, out: Path) -> float:
+def _early(row, curves: _Curves) -> float:
     """Accuracy of a cell after EARLY_FRACTION of its iterations (NaN without its curve)."""
     from . import report as rp
-    c = _curve(out, row)
+    c = curves(row)
     at = math.ceil(EARLY_FRACTION * int(row["num_train_iter"]))
     return float("nan") if c is None else rp.accuracy_at(c, at)
 
 
-def _late(row, out: Optional[Path]) -> float:
+def _late(row, curves: _Curves) -> float:
     """Mean accuracy of a cell's evaluations from LATE_FRACTION of its iterations on (NaN
     without its curve)."""
     from . import report as rp
-    c = _curve(out, row) if out is not None else None
+    c = curves(row)
     at = math.ceil(LATE_FRACTION * int(row["num_train_iter"]))
     return float("nan") if c is None else rp.mean_accuracy_from(c, at)
 
 
-def _reach(row, target: float, out: Optional[Path]) -> Optional[int]:
+def _reach(row, target: float, curves: _Curves) -> Optional[int]:
+    """First iteration at which a cell's curve reaches ``target`` (None: never, or no curve)."""
     from . import report as rp
-    if out is None:
-        return None
-    c = _curve(out, row)
+    c = curves(row)
     return None if c is None else rp.iterations_to_reach(c, target)
 
 
-def bench_plots(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]], out: Path) -> List[Path]:
+def bench_plots(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]], out: Path, *,
+                curves: Optional[_Curves] = None) -> List[Path]:
     """Accuracy-vs-iteration plots: per budget × algorithm (samplers as lines) and the
     priority pairs per budget; mean ± std band over seeds."""
     from . import report as rp
     out = Path(out)
+    curve_of = _Curves(out) if curves is None else curves
     paths = []
     groups: Dict[Tuple[int, str], Dict[str, list]] = {}
     key_pairs = set(map(tuple, cfg["priority"])) | {tuple(cfg["reference"])}
@@ -910,7 +930,7 @@ def bench_plots(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]], out: 
     for r in rows:
         if not _in_grid(cfg, r):
             continue
-        c = _curve(out, r)
+        c = curve_of(r)
         if c is None:
             continue
         l = int(r["labels_per_class"])

@@ -2,6 +2,7 @@
 real `as3l bench --quick` on a 2-cell grid."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -390,7 +391,7 @@ def test_method_and_peers_config(fakes):
                   {"samplers": ["random"], "algorithms": ["flexmatch"]}):     # no method
         q = bn.load_bench_config({**two, "quick": quick}, quick=True)
         assert q["method"] is None and q["peers"] is None
-        assert bn._targets_table(q, {}, None) == []
+        assert bn._targets_table(q, {}, bn._Curves(None)) == []
 
 
 def _rows(spec):
@@ -422,7 +423,7 @@ def test_targets_table_on_hand_made_rows(tmp_path):
     for sd, acc in curves.items():
         atomic_write_csv(tmp_path / f"m-A-{sd}.csv", ["iteration", "algorithm", "eval_acc"],
                          [[10 * (i + 1), "A", a] for i, a in enumerate(acc)])
-    text = "\n".join(bn._targets_table(cfg, by, tmp_path))
+    text = "\n".join(bn._targets_table(cfg, by, bn._Curves(tmp_path)))
     # z and p both pair on 4 seeds, but p's nan leaves it 3 finite values: z is ranked first
     assert "z + F 45.0 (4), p + F 58.3 (3), q + F 90.0 (1); best: **z + F**" in text
     table = [l for l in text.splitlines() if l.startswith("| ")][1:]   # below the header
@@ -435,14 +436,14 @@ def test_targets_table_on_hand_made_rows(tmp_path):
     # behind on every seed: a negative mean, none ahead; nan rows drop out of the summary
     by2 = _rows({("m", "A", 0): 0.40, ("m", "A", 1): 0.30, ("m", "A", 2): "nan",
                  ("z", "F", 0): 0.50, ("z", "F", 1): 0.50, ("z", "F", 2): 0.50})
-    text = "\n".join(bn._targets_table(cfg, by2, None))
+    text = "\n".join(bn._targets_table(cfg, by2, bn._Curves(None)))
     assert "| 2 | – | 50.0 | – | – |" in text
     assert "| all |  |  | -15.0 ± 7.1; ahead on 0 of 2 | – |" in text
     # per-seed table: the pairs with a cell, their values per seed, blanks where none
     t1d = "\n".join(bn._per_seed_table(cfg, by2))
     assert "| labels/cls | seed | m + A | z + F |" in t1d
     assert "| 1 | 2 | – (–) | 50.0 (50.0) |" in t1d and "| 1 | 3 |" not in t1d
-    assert bn._targets_table(cfg, _rows({("m", "A", 0): 0.4}), None)[-1].startswith("(needs")
+    assert bn._targets_table(cfg, _rows({("m", "A", 0): 0.4}), bn._Curves(None))[-1].startswith("(needs")
 
 
 def test_end_of_run_mean_in_table_1e_and_the_targets(tmp_path):
@@ -471,6 +472,31 @@ def test_end_of_run_mean_in_table_1e_and_the_targets(tmp_path):
     # without the curves there is neither Table 1e nor the end-of-run line
     text = bn.bench_tables(cfg, rows, [], planned=6)
     assert "Table 1e" not in text and "End of the run" not in text
+
+
+def test_a_report_reads_each_curve_once(tmp_path, monkeypatch):
+    """Tables 1c, 1e, 2, the targets and the plots all use the cells' curves: one read of each
+    ``metrics.csv`` per report, a missing file is tried once and counts as no curve."""
+    cfg = {"name": "t", "dataset": "digits", "net": "cnn4", "seeds": [0, 1],
+           "labels_per_class": [1], "reference": ["r", "F"], "samplers": {"m": {}, "z": {}, "r": {}},
+           "algorithms": {"A": {}, "F": {}}, "propagators": {"P": {}},
+           "method": ("m", "A"), "peers": [("z", "F")], "priority": [["m", "A"], ["z", "F"]]}
+    finals = {("m", "A", 0): 0.7, ("m", "A", 1): 0.6, ("z", "F", 0): 0.5, ("z", "F", 1): 0.5,
+              ("r", "F", 0): 0.3, ("r", "F", 1): 0.3}
+    for (sm, a, sd), v in finals.items():
+        if (sm, a, sd) != ("z", "F", 1):                   # one curve missing
+            atomic_write_csv(tmp_path / f"{sm}-{a}-{sd}.csv", ["iteration", "algorithm", "eval_acc"],
+                             [[50, a, 0.2], [100, a, v]])
+    rows = list(_rows(finals).values())
+    reads = []
+    real = rp.read_metrics
+    monkeypatch.setattr(rp, "read_metrics", lambda path: reads.append(Path(path).name) or real(path))
+    curves = bn._Curves(tmp_path)
+    text = bn.bench_tables(cfg, rows, [], planned=6, out=tmp_path, curves=curves)
+    plots = bn.bench_plots(cfg, rows, tmp_path, curves=curves)
+    assert "## Table 1e" in text and "## Targets" in text and plots
+    assert sorted(reads) == sorted(r["metrics"] for r in rows)      # each once, z-F-1 included
+    assert curves({"metrics": "z-F-1.csv"}) is None and bn._Curves(None)(rows[0]) is None
 
 
 def test_report_counts_only_the_config_grid():
