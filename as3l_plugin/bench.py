@@ -772,17 +772,26 @@ def _per_seed_table(cfg, by) -> List[str]:
 
 
 def _best_peer(cfg, by, l: int, seeds: Sequence[int]):
-    """The peers with a cell on one of ``seeds`` at ``l`` labels/class, best first, as
-    ``(n paired seeds, mean final accuracy, (sampler, algorithm))``: most paired seeds first
-    (a like-for-like mean once every peer has them all), then the higher mean over the
-    finite values. Peers without a finite final accuracy are left out."""
-    scored = []
+    """The peers with a finite final accuracy on one of ``seeds`` at ``l`` labels/class, best
+    first, and the seeds they all share.
+
+    Returns ``(scored, common)``: ``scored`` is a list of ``(n paired seeds, mean final accuracy
+    over them, (sampler, algorithm))``; ``common`` the sorted seeds on which every listed peer
+    has a finite value. The ranking is like-for-like: by the mean over ``common`` (highest
+    first); only where the peers share no seed, by the number of paired seeds, then their mean.
+    Once every peer has every seed, both are the mean over all the seeds."""
+    per = {}
     for s, a in cfg["peers"]:
-        vals = [_f(by[(s, a, l, sd)], "final_acc") for sd in seeds if (s, a, l, sd) in by]
-        vals = [v for v in vals if math.isfinite(v)]
+        vals = {sd: _f(by[(s, a, l, sd)], "final_acc") for sd in seeds if (s, a, l, sd) in by}
+        vals = {sd: v for sd, v in vals.items() if math.isfinite(v)}
         if vals:
-            scored.append((len(vals), float(np.mean(vals)), (s, a)))
-    return sorted(scored, key=lambda t: (-t[0], -t[1]))
+            per[(s, a)] = vals
+    common = sorted(set.intersection(*(set(v) for v in per.values()))) if per else []
+    scored = [(len(v), float(np.mean(list(v.values()))), pair) for pair, v in per.items()]
+    if common:
+        on_common = {pair: float(np.mean([v[sd] for sd in common])) for pair, v in per.items()}
+        return sorted(scored, key=lambda t: -on_common[t[2]]), common
+    return sorted(scored, key=lambda t: (-t[0], -t[1])), common
 
 
 def _reach_cell(row, ref, curves: _Curves) -> Tuple[str, Optional[float]]:
@@ -816,15 +825,16 @@ def _targets_table(cfg, by, curves: _Curves) -> List[str]:
     ref_s, ref_a = cfg["reference"]
     lines = [f"## Targets: {ms} + {ma} against the best peer, paired by seed\n",
              "Peers: " + ", ".join(f"{s} + {a}" for s, a in peers) + ". Best peer per budget: "
-             "the one paired with the method on the most seeds, then the highest mean final "
-             "accuracy over those seeds. Difference = method − best peer (points). Reach = "
+             "the highest mean final accuracy on the seeds every peer shares with the method "
+             "(where they share none: the peer paired on the most seeds, then its mean). "
+             "Difference = method − best peer (points). Reach = "
              f"the first evaluation at which the method reaches {ref_s} + {ref_a}'s final "
              "accuracy (same budget and seed), and its fraction of the reference's "
              "iterations.\n"]
     any_budget = False
     for l in cfg["labels_per_class"]:
         mine = {sd: by[(ms, ma, l, sd)] for sd in cfg["seeds"] if (ms, ma, l, sd) in by}
-        scored = _best_peer(cfg, by, l, list(mine))
+        scored, common = _best_peer(cfg, by, l, list(mine))
         if not scored:
             continue
         any_budget = True
@@ -858,7 +868,8 @@ def _targets_table(cfg, by, curves: _Curves) -> List[str]:
         lines += [f"{l} label(s)/class; peers' mean final accuracy on the seeds paired with "
                   "the method (their number): " +
                   ", ".join(f"{s} + {a} {100 * m:.1f} ({n})" for n, m, (s, a) in scored) +
-                  f"; best: **{bs} + {ba}**.\n",
+                  (f"; seeds every peer has: {', '.join(map(str, common))}" if common else
+                   "; the peers share no seed") + f"; best: **{bs} + {ba}**.\n",
                   rp.markdown_table(["seed", f"{ms} + {ma}", f"{bs} + {ba}", "difference",
                                      f"reach {ref_s} + {ref_a}"], trs)] + late_line
     if not any_budget:

@@ -405,34 +405,43 @@ def _rows(spec):
 
 def test_targets_table_on_hand_made_rows(tmp_path):
     """Seeds differ, one peer cell and one curve are missing, one value is not a number: the
-    best peer is the one paired on most seeds, the difference is per seed, the summary counts
-    only finite differences, and a missing curve is not 'not reached'."""
+    best peer is the best on the seeds every peer shares (like for like), the difference is
+    per seed, the summary counts only finite differences, and a missing curve is not 'not
+    reached'."""
     cfg = {"seeds": [0, 1, 2, 3], "labels_per_class": [1], "reference": ["r", "F"],
            "samplers": {"m": {}, "p": {}, "q": {}, "r": {}, "z": {}},
            "algorithms": {"A": {}, "F": {}},
            "method": ("m", "A"), "peers": [("z", "F"), ("p", "F"), ("q", "F")]}
-    by = _rows({("m", "A", 0): 0.70, ("m", "A", 1): 0.50, ("m", "A", 2): 0.62,
-                ("m", "A", 3): 0.64,
-                ("p", "F", 0): 0.60, ("p", "F", 1): 0.55, ("p", "F", 2): "nan",
-                ("p", "F", 3): 0.60,
-                ("q", "F", 0): 0.90,                      # best mean, but on one seed only
-                ("z", "F", 0): 0.50, ("z", "F", 1): 0.50, ("z", "F", 2): 0.40,
-                ("z", "F", 3): 0.40,
-                ("r", "F", 0): 0.55, ("r", "F", 1): 0.55, ("r", "F", 2): 0.55})
+    spec = {("m", "A", 0): 0.70, ("m", "A", 1): 0.50, ("m", "A", 2): 0.62, ("m", "A", 3): 0.64,
+            ("p", "F", 0): 0.60, ("p", "F", 1): 0.55, ("p", "F", 2): "nan", ("p", "F", 3): 0.60,
+            ("z", "F", 0): 0.50, ("z", "F", 1): 0.50, ("z", "F", 2): 0.40, ("z", "F", 3): 0.40,
+            ("r", "F", 0): 0.55, ("r", "F", 1): 0.55, ("r", "F", 2): 0.55}
+    by = _rows(spec)
     curves = {0: [0.2, 0.56, 0.7], 1: [0.2, 0.3, 0.5], 3: [0.6, 0.6, 0.64]}  # seed 2: none
     for sd, acc in curves.items():
         atomic_write_csv(tmp_path / f"m-A-{sd}.csv", ["iteration", "algorithm", "eval_acc"],
                          [[10 * (i + 1), "A", a] for i, a in enumerate(acc)])
     text = "\n".join(bn._targets_table(cfg, by, bn._Curves(tmp_path)))
-    # z and p both pair on 4 seeds, but p's nan leaves it 3 finite values: z is ranked first
-    assert "z + F 45.0 (4), p + F 58.3 (3), q + F 90.0 (1); best: **z + F**" in text
+    # z has 4 seeds, p 3 finite (its seed 2 is nan): on the shared 0, 1, 3 p is ahead
+    assert ("p + F 58.3 (3), z + F 45.0 (4); seeds every peer has: 0, 1, 3; "
+            "best: **p + F**") in text
     table = [l for l in text.splitlines() if l.startswith("| ")][1:]   # below the header
-    assert table[0] == "| 0 | 70.0 | 50.0 | +20.0 | 20 of 100 (0.20) |"
-    assert table[1] == "| 1 | 50.0 | 50.0 | +0.0 | not reached |"   # 0.5 < the ref's 0.55
-    assert table[2] == "| 2 | 62.0 | 40.0 | +22.0 | – |"             # no curve: no verdict
-    assert table[3] == "| 3 | 64.0 | 40.0 | +24.0 | – |"             # no reference cell
-    assert table[4] == ("| all |  |  | +16.5 ± 11.1; ahead on 3 of 4 | "
+    assert table[0] == "| 0 | 70.0 | 60.0 | +10.0 | 20 of 100 (0.20) |"
+    assert table[1] == "| 1 | 50.0 | 55.0 | -5.0 | not reached |"   # 0.5 < the ref's 0.55
+    assert table[2] == "| 2 | 62.0 | – | – | – |"                  # nan peer; no curve
+    assert table[3] == "| 3 | 64.0 | 60.0 | +4.0 | – |"              # no reference cell
+    assert table[4] == ("| all |  |  | +3.0 ± 7.5; ahead on 2 of 3 | "
                         "not reached on some seed |")
+    # a peer on one seed only, far ahead there: the one shared seed ranks them all
+    text = "\n".join(bn._targets_table(cfg, _rows({**spec, ("q", "F", 0): 0.90}),
+                                       bn._Curves(None)))
+    assert ("q + F 90.0 (1), p + F 58.3 (3), z + F 45.0 (4); seeds every peer has: 0; "
+            "best: **q + F**") in text
+    # no seed shared: the peer on the most seeds, then the higher mean
+    text = "\n".join(bn._targets_table(cfg, _rows({**{k: v for k, v in spec.items() if k[0] == "m"},
+                                                   ("z", "F", 0): 0.5, ("p", "F", 1): 0.55}),
+                                       bn._Curves(None)))
+    assert "p + F 55.0 (1), z + F 50.0 (1); the peers share no seed; best: **p + F**" in text
     # behind on every seed: a negative mean, none ahead; nan rows drop out of the summary
     by2 = _rows({("m", "A", 0): 0.40, ("m", "A", 1): 0.30, ("m", "A", 2): "nan",
                  ("z", "F", 0): 0.50, ("z", "F", 1): 0.50, ("z", "F", 2): 0.50})
