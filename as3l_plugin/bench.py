@@ -776,10 +776,11 @@ def _best_peer(cfg, by, l: int, seeds: Sequence[int]):
     first, and the seeds they all share.
 
     Returns ``(scored, common)``: ``scored`` is a list of ``(n paired seeds, mean final accuracy
-    over them, (sampler, algorithm))``; ``common`` the sorted seeds on which every listed peer
-    has a finite value. The ranking is like-for-like: by the mean over ``common`` (highest
-    first); only where the peers share no seed, by the number of paired seeds, then their mean.
-    Once every peer has every seed, both are the mean over all the seeds."""
+    over them, (sampler, algorithm), mean over common)`` (the last None where ``common`` is
+    empty); ``common`` the sorted seeds on which every listed peer has a finite value. The
+    ranking is like-for-like: by the mean over ``common`` (highest first); only where the peers
+    share no seed, by the number of paired seeds, then their mean. Once every peer has every
+    seed, both means are the mean over all the seeds."""
     per = {}
     for s, a in cfg["peers"]:
         vals = {sd: _f(by[(s, a, l, sd)], "final_acc") for sd in seeds if (s, a, l, sd) in by}
@@ -787,10 +788,11 @@ def _best_peer(cfg, by, l: int, seeds: Sequence[int]):
         if vals:
             per[(s, a)] = vals
     common = sorted(set.intersection(*(set(v) for v in per.values()))) if per else []
-    scored = [(len(v), float(np.mean(list(v.values()))), pair) for pair, v in per.items()]
+    scored = [(len(v), float(np.mean(list(v.values()))), pair,
+               float(np.mean([v[sd] for sd in common])) if common else None)
+              for pair, v in per.items()]
     if common:
-        on_common = {pair: float(np.mean([v[sd] for sd in common])) for pair, v in per.items()}
-        return sorted(scored, key=lambda t: -on_common[t[2]]), common
+        return sorted(scored, key=lambda t: -t[3]), common
     return sorted(scored, key=lambda t: (-t[0], -t[1])), common
 
 
@@ -865,11 +867,16 @@ def _targets_table(cfg, by, curves: _Curves) -> List[str]:
                       f"{1 - LATE_FRACTION:.0%} of the iterations), method − best peer: "
                       f"{rp.mean_std(late, signed=True)} points; ahead on "
                       f"{sum(d > 0 for d in late)} of {len(late)} seeds.\n"] if late else [])
-        lines += [f"{l} label(s)/class; peers' mean final accuracy on the seeds paired with "
-                  "the method (their number): " +
-                  ", ".join(f"{s} + {a} {100 * m:.1f} ({n})" for n, m, (s, a) in scored) +
-                  (f"; seeds every peer has: {', '.join(map(str, common))}" if common else
-                   "; the peers share no seed") + f"; best: **{bs} + {ba}**.\n",
+        own = ", ".join(f"{s} + {a} {100 * m:.1f} ({n})" for n, m, (s, a), _ in scored)
+        lines += [f"{l} label(s)/class; " + (
+                      "peers' mean final accuracy on the seeds every peer shares with the "
+                      f"method ({', '.join(map(str, common))}), which ranks them: " +
+                      ", ".join(f"{s} + {a} {100 * c:.1f}" for _, _, (s, a), c in scored) +
+                      f"; on all the seeds each has paired with the method (their number): {own}"
+                      if common else
+                      "the peers share no seed with each other and the method; mean final "
+                      f"accuracy on the seeds each has paired with it (their number): {own}") +
+                  f"; best: **{bs} + {ba}**.\n",
                   rp.markdown_table(["seed", f"{ms} + {ma}", f"{bs} + {ba}", "difference",
                                      f"reach {ref_s} + {ref_a}"], trs)] + late_line
     if not any_budget:

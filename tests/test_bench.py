@@ -423,8 +423,9 @@ def test_targets_table_on_hand_made_rows(tmp_path):
                          [[10 * (i + 1), "A", a] for i, a in enumerate(acc)])
     text = "\n".join(bn._targets_table(cfg, by, bn._Curves(tmp_path)))
     # z has 4 seeds, p 3 finite (its seed 2 is nan): on the shared 0, 1, 3 p is ahead
-    assert ("p + F 58.3 (3), z + F 45.0 (4); seeds every peer has: 0, 1, 3; "
-            "best: **p + F**") in text
+    assert ("shares with the method (0, 1, 3), which ranks them: p + F 58.3, z + F 46.7; "
+            "on all the seeds each has paired with the method (their number): "
+            "p + F 58.3 (3), z + F 45.0 (4); best: **p + F**") in text
     table = [l for l in text.splitlines() if l.startswith("| ")][1:]   # below the header
     assert table[0] == "| 0 | 70.0 | 60.0 | +10.0 | 20 of 100 (0.20) |"
     assert table[1] == "| 1 | 50.0 | 55.0 | -5.0 | not reached |"   # 0.5 < the ref's 0.55
@@ -435,13 +436,16 @@ def test_targets_table_on_hand_made_rows(tmp_path):
     # a peer on one seed only, far ahead there: the one shared seed ranks them all
     text = "\n".join(bn._targets_table(cfg, _rows({**spec, ("q", "F", 0): 0.90}),
                                        bn._Curves(None)))
-    assert ("q + F 90.0 (1), p + F 58.3 (3), z + F 45.0 (4); seeds every peer has: 0; "
-            "best: **q + F**") in text
+    assert ("(0), which ranks them: q + F 90.0, p + F 60.0, z + F 50.0; on all the seeds "
+            "each has paired with the method (their number): q + F 90.0 (1), p + F 58.3 (3), "
+            "z + F 45.0 (4); best: **q + F**") in text
     # no seed shared: the peer on the most seeds, then the higher mean
     text = "\n".join(bn._targets_table(cfg, _rows({**{k: v for k, v in spec.items() if k[0] == "m"},
                                                    ("z", "F", 0): 0.5, ("p", "F", 1): 0.55}),
                                        bn._Curves(None)))
-    assert "p + F 55.0 (1), z + F 50.0 (1); the peers share no seed; best: **p + F**" in text
+    assert ("the peers share no seed with each other and the method; mean final accuracy on "
+            "the seeds each has paired with it (their number): p + F 55.0 (1), z + F 50.0 (1); "
+            "best: **p + F**") in text
     # behind on every seed: a negative mean, none ahead; nan rows drop out of the summary
     by2 = _rows({("m", "A", 0): 0.40, ("m", "A", 1): 0.30, ("m", "A", 2): "nan",
                  ("z", "F", 0): 0.50, ("z", "F", 1): 0.50, ("z", "F", 2): 0.50})
