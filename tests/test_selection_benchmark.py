@@ -21,6 +21,26 @@ def test_offline_quality_smoke(tmp_path, capsys):
                                                      "offline_quality.md"]
 
 
+def test_offline_quality_typical_row_is_the_faithful_sampler_with_typical_representatives(
+        tmp_path, capsys):
+    """``as3l[typical]`` runs AS3LSampler(representative='typical'): its coverage is that
+    sampler's, and on digits at 1 label/class it picks another set than the medoid."""
+    import numpy as np
+    from as3l_plugin.metrics import class_coverage
+    from as3l_plugin.selection import get_sampler
+    rc = oq.main(["--datasets", "digits", "--seeds", "1", "--per-class", "1", "--samplers",
+                  "as3l[typical]", "--propagators", "knn", "--out", str(tmp_path / "q")])
+    assert rc == 0
+    (row,) = list(csv.DictReader(open(tmp_path / "q" / "offline_quality.csv")))
+    X, y, C = oq.load_features("digits")
+    idx = get_sampler("as3l", representative="typical").select(X, C, seed=0)
+    assert row["sampler"] == "as3l[typical]" and int(row["coverage"]) == class_coverage(y[idx], C)
+    assert not np.array_equal(np.sort(idx), np.sort(get_sampler("as3l").select(X, C, seed=0)))
+    # no peer in the run: the targets row has no margins (it used to stop on max([]))
+    md = (tmp_path / "q" / "offline_quality.md").read_text()
+    assert "| digits | 1 | – | – | – | – | no |" in md
+
+
 def test_pca_features_are_deterministic():
     import numpy as np
     rng = np.random.default_rng(0)

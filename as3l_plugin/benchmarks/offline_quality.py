@@ -35,7 +35,9 @@ Peers (configured as their papers, documented in their modules)
 ``kmedoids`` (K-means K = budget, nearest sample to each centre); ``typiclust`` (K =
 budget, 20-NN typicality, clusters of ≤ 5 skipped); ``probcover`` (δ from 95% ball purity of
 K-means pseudo-labels with K = the true number of classes, as the ProbCover authors do);
-``as3l`` (paper-faithful, the default) and ``as3l[density]`` (``variant='density'``).
+``as3l`` (paper-faithful, the default), ``as3l[density]`` (``variant='density'``) and
+``as3l[typical]`` (the faithful groups, each represented by its density mode:
+``representative='typical'`` instead of the medoid).
 Propagators with their defaults: ``seeded_kmeans`` (K = 10…60), ``label_spreading``
 (LLGC, 10-NN graph, α = 0.99, tol 1e-9), ``knn`` (3-NN, distance-weighted).
 
@@ -67,6 +69,7 @@ SAMPLERS = {  # row name -> (registry name, params)
     "typiclust": ("typiclust", {}),
     "as3l": ("as3l", {}),
     "as3l[density]": ("as3l", {"variant": "density"}),
+    "as3l[typical]": ("as3l", {"representative": "typical"}),
 }
 PROPAGATORS = ("seeded_kmeans", "label_spreading", "knn")
 PEERS = (("random", "label_spreading"), ("kmedoids", "seeded_kmeans"),
@@ -223,10 +226,12 @@ def summarize(rows, command=""):
                 peers_cov = [_mean(_agg(rows, dataset=d, per_class=p, sampler=s,
                                         propagator="seeded_kmeans"), "coverage")
                              for s in samplers if not s.startswith("as3l")]
-                cm = _mean(ours, "coverage") - max(peers_cov)
+                # no peer sampler in the run (only as3l rows): no margin, nothing "met"
+                cm = _mean(ours, "coverage") - max(peers_cov) if peers_cov else float("nan")
                 met = all(x > 0 for x in diffs if np.isfinite(x)) and cm >= 0
-                out.append(f"| {d} | {p} | " + " | ".join(f"{x:+.1f}" for x in diffs)
-                           + f" | {cm:+.1f} | {'yes' if met else 'no'} |")
+                out.append(f"| {d} | {p} | " + " | ".join(
+                    f"{x:+.1f}" if np.isfinite(x) else "–" for x in diffs + [cm])
+                           + f" | {'yes' if met else 'no'} |")
         out.append("")
     return "\n".join(out)
 
