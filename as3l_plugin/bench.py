@@ -868,15 +868,16 @@ def _targets_table(cfg, by, curves: _Curves) -> List[str]:
                       f"{rp.mean_std(late, signed=True)} points; ahead on "
                       f"{sum(d > 0 for d in late)} of {len(late)} seeds.\n"] if late else [])
         own = ", ".join(f"{s} + {a} {100 * m:.1f} ({n})" for n, m, (s, a), _ in scored)
-        lines += [f"{l} label(s)/class; " + (
-                      "peers' mean final accuracy on the seeds every peer shares with the "
-                      f"method ({', '.join(map(str, common))}), which ranks them: " +
-                      ", ".join(f"{s} + {a} {100 * c:.1f}" for _, _, (s, a), c in scored) +
-                      f"; on all the seeds each has paired with the method (their number): {own}"
-                      if common else
-                      "the peers share no seed with each other and the method; mean final "
-                      f"accuracy on the seeds each has paired with it (their number): {own}") +
-                  f"; best: **{bs} + {ba}**.\n",
+        if common:
+            ranked = ", ".join(f"{s} + {a} {100 * c:.1f}" for _, _, (s, a), c in scored)
+            peers_line = ("peers' mean final accuracy on the seeds every peer shares with the "
+                          f"method ({', '.join(map(str, common))}), which ranks them: {ranked}"
+                          "; on all the seeds each has paired with the method (their number): "
+                          f"{own}")
+        else:
+            peers_line = ("the peers share no seed with each other and the method; mean final "
+                          f"accuracy on the seeds each has paired with it (their number): {own}")
+        lines += [f"{l} label(s)/class; {peers_line}; best: **{bs} + {ba}**.\n",
                   rp.markdown_table(["seed", f"{ms} + {ma}", f"{bs} + {ba}", "difference",
                                      f"reach {ref_s} + {ref_a}"], trs)] + late_line
     if not any_budget:
