@@ -285,13 +285,15 @@ def test_shipped_confirm_4perclass_bench():
     b, bp = bn.Bench(cfg, "unused"), bn.Bench(par, "unused")
     for a in cfg["algorithms"]:
         assert b.usb_conf(a) == bp.usb_conf(a), a
-    assert set(map(tuple, cfg["priority"])) == {tuple(cfg["reference"]), tuple(cfg["method"]),
-                                                ("typiclust", "flexmatch")}
     cells = bn.plan_cells(cfg, 10)
     assert {c["budget"] for c in cells} == {40}
-    # the two cells that decide the 4-label target first, the reference last
-    assert [(c["sampler"], c["algorithm"]) for c in cells[:3]] == [
-        ("as3l", "as3l_remove"), ("typiclust", "flexmatch"), ("random", "flexmatch")]
+    # the two cells that decide the 4-label target first, then the reference, then the two
+    # that split AS3L's result into labels and prior (each set with and without the prior)
+    assert [(c["sampler"], c["algorithm"]) for c in cells[:5]] == [
+        ("as3l", "as3l_remove"), ("typiclust", "flexmatch"), ("random", "flexmatch"),
+        ("as3l", "flexmatch"), ("typiclust", "as3l_remove")]
+    assert [tuple(p) for p in cfg["priority"][:3]] == [
+        tuple(cfg["method"]), ("typiclust", "flexmatch"), tuple(cfg["reference"])]
 
 
 def test_frozen_4perclass_copy_matches_the_config():

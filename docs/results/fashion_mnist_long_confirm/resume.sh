@@ -7,7 +7,9 @@
 # PER_CLASS=4 runs the 4-labels/class part instead (bench_long_confirm_4perclass.yaml, copied
 # into the worktree without its report-only keys as bench_long_confirm_4perclass_frozen.yaml),
 # into RUNS/confirm4_sS, on the same frozen code; merge those with main's config. Each process
-# runs its seed's priority cells only (6 at 1 label/class, 3 at 4), not the rest of the grid.
+# runs its seed's priority cells only (6 at 1 label/class, 3 at 4), not the rest of the grid;
+# PER_CLASS=4 CELLS=5 adds the two 4-label cells that split AS3L's result into its labels and
+# its prior (as3l + flexmatch, typiclust + as3l_remove).
 # RUNS (default /work/runs/bench15) and WT (default /work/bench15) can be set.
 set -eu
 [ $# -ge 1 ] || { echo "usage: $0 SEED [SEED ...]" >&2; exit 2; }
@@ -20,7 +22,9 @@ WT=${WT:-/work/bench15}
 PER_CLASS=${PER_CLASS:-1}
 case $PER_CLASS in
   1) CONFIG=usb_configs/fashion_mnist/bench_long_confirm.yaml; PREFIX=confirm_s; CELLS=6 ;;
-  4) CONFIG=usb_configs/fashion_mnist/bench_long_confirm_4perclass_frozen.yaml; PREFIX=confirm4_s; CELLS=3
+  4) CONFIG=usb_configs/fashion_mnist/bench_long_confirm_4perclass_frozen.yaml; PREFIX=confirm4_s
+     CELLS=${CELLS:-3}
+     case $CELLS in 3|4|5) ;; *) echo "CELLS=$CELLS: must be 3, 4 or 5" >&2; exit 2 ;; esac
      cp "$HERE/bench_long_confirm_4perclass_frozen.yaml" "$WT/$CONFIG" ;;
   *) echo "PER_CLASS=$PER_CLASS: must be 1 or 4" >&2; exit 2 ;;
 esac
