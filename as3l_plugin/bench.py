@@ -885,6 +885,18 @@ def _targets_table(cfg, by, curves: _Curves) -> List[str]:
     return lines
 
 
+def cell_per_class(out: Path, row: Mapping[str, str], num_classes: int) -> Optional[np.ndarray]:
+    """Per-class test accuracy of a finished cell (a ``cells.csv`` row of the bench directory
+    ``out``) at its last evaluation: the diagonal of the last confusion matrix USB logged next
+    to its ``metrics.csv`` (:func:`as3l_plugin.report.final_confusion`), float64
+    ``(num_classes,)``; None when the row has no metrics path or the log no parsable matrix."""
+    from . import report as rp
+    if not row.get("metrics"):
+        return None
+    cm = rp.final_confusion((Path(out) / row["metrics"]).parent / "log.txt", num_classes)
+    return None if cm is None else np.diag(cm)
+
+
 def _per_class_table(cfg, rows, out: Path, names: List[str]) -> List[str]:
     """Table 3: per-class test accuracy at each cell's last evaluation (the diagonal of the
     confusion matrix USB logged there), mean over the seeds done, per sampler + algorithm and
@@ -892,11 +904,10 @@ def _per_class_table(cfg, rows, out: Path, names: List[str]) -> List[str]:
     from . import report as rp
     groups: Dict[Tuple[str, str, int], List[np.ndarray]] = {}
     for r in rows:
-        log = (out / r["metrics"]).parent / "log.txt" if r.get("metrics") else None
-        cm = rp.final_confusion(log, len(names)) if log is not None else None
-        if cm is not None:
+        d = cell_per_class(out, r, len(names))
+        if d is not None:
             groups.setdefault((r["sampler"], r["algorithm"], int(r["labels_per_class"])),
-                              []).append(np.diag(cm))
+                              []).append(d)
     if not groups:
         return []
     order = {s: i for i, s in enumerate(cfg["samplers"])}

@@ -29,6 +29,7 @@ def bench(tmp_path):
     (d / "labels").mkdir(parents=True)
     atomic_write_csv(d / "labels" / "labels.csv", HEADER, annotation_rows(idx, y[idx]))
     pred = np.where(y == 1, 2, y)
+    pred[idx] = 3                                       # wrong on the labeled rows: not scored
     (d / "prior_seeded_kmeans").mkdir()
     np.save(d / "prior_seeded_kmeans" / "prior.npy", np.eye(10, dtype=np.float32)[pred])
     # a labeled set without a stored prior is skipped
@@ -41,10 +42,17 @@ def bench(tmp_path):
     log = b / "cells" / "c1" / "train" / "usb"
     log.mkdir(parents=True)
     (log / "log.txt").write_text(_usb_log(cm))
+    # cells of other labeled sets (another sampler, seed or budget), each with its own log
+    for c in ("c2", "c3", "c4"):
+        other = b / "cells" / c / "train" / "usb"
+        other.mkdir(parents=True)
+        (other / "log.txt").write_text(_usb_log(np.full((10, 10), 0.1)))
     atomic_write_csv(b / CELLS_CSV, ["sampler", "algorithm", "budget", "seed", "final_acc",
                                      "metrics"],
-                     [["first", "algo", 10, 3, 0.95, "cells/c1/train/usb/metrics.csv"],
-                      ["other", "algo", 10, 3, 0.5, "cells/c2/train/usb/metrics.csv"]])
+                     [["other", "algo", 10, 3, 0.5, "cells/c2/train/usb/metrics.csv"],
+                      ["first", "algo", 10, 4, 0.5, "cells/c3/train/usb/metrics.csv"],
+                      ["first", "algo", 40, 3, 0.5, "cells/c4/train/usb/metrics.csv"],
+                      ["first", "algo", 10, 3, 0.95, "cells/c1/train/usb/metrics.csv"]])
     return b, y, idx
 
 
@@ -61,6 +69,7 @@ def test_counts_recall_and_final_per_class(bench, capsys, tmp_path):
     keep = np.ones(len(y), bool)
     keep[idx] = False
     assert s["acc"] == pytest.approx(np.mean(y[keep] != 1))
+    assert list(s["cells"]) == ["algo"]
     acc, diag = s["cells"]["algo"]
     assert acc == 0.95 and diag[1] == 0.5 and diag[0] == 1.0
     assert ppc._gap(diag, s["recall"]) == pytest.approx(5.0)   # |0.5 - 0| / 10 classes
@@ -70,6 +79,13 @@ def test_counts_recall_and_final_per_class(bench, capsys, tmp_path):
     assert text.startswith("Command: `python -m as3l_plugin.benchmarks.prior_per_class")
     assert "| + algo final | 95 | 100 | 50 |" in text and text.count("| 5.0 |") == 2
     assert "| first (10), 1 seed(s) | labels |  | 2.0 | 1.0 |" in text
+
+
+def test_a_bench_without_cells_still_gives_the_prior_rows(bench):
+    b, _, _ = bench
+    (b / CELLS_CSV).unlink()
+    (s,) = ppc.run("digits", [b])
+    assert s["cells"] == {} and s["recall"][0] == 1.0
 
 
 def test_no_stored_prior_is_an_error(bench):

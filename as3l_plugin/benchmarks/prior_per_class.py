@@ -23,20 +23,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .prior_calibration import labeled_sets
-
-
-def _final_per_class(bench: Path, row, num_classes: int):
-    """float64 ``(num_classes,)`` per-class test accuracy of a cells.csv row, or None."""
-    from ..report import final_confusion
-    if not row.get("metrics"):
-        return None
-    cm = final_confusion((bench / row["metrics"]).parent / "log.txt", num_classes)
-    return None if cm is None else np.diag(cm)
 
 
 def run(dataset, benches, samplers=None, propagator="seeded_kmeans"):
@@ -45,7 +37,7 @@ def run(dataset, benches, samplers=None, propagator="seeded_kmeans"):
     (prior accuracy on the unlabeled rows) and ``cells``: ``{algorithm: (final test accuracy,
     float64 (C,) per-class test accuracy)}``."""
     from ..annotations import read_label_table
-    from ..bench import CELLS_CSV, read_rows
+    from ..bench import CELLS_CSV, cell_per_class, read_rows
     from ..datasets import load_dataset
     from ..metrics import prior_accuracy
     from ..report import per_class_accuracy
@@ -68,7 +60,7 @@ def run(dataset, benches, samplers=None, propagator="seeded_kmeans"):
             trained = {}
             for r in cells:
                 if (r["sampler"], int(r["budget"]), int(r["seed"])) == (sampler, budget, seed):
-                    d = _final_per_class(bench, r, C)
+                    d = cell_per_class(bench, r, C)
                     if d is not None:
                         trained[r["algorithm"]] = (float(r["final_acc"]), d)
             out.append({"bench": bench.name, "seed": seed, "sampler": sampler, "budget": budget,
@@ -79,10 +71,16 @@ def run(dataset, benches, samplers=None, propagator="seeded_kmeans"):
 
 
 def _gap(final, recall) -> float:
+    """Mean over classes of ``|final - recall|`` in points; both float64 ``(C,)`` in [0, 1]
+    (NaN classes left out)."""
     return float(100 * np.nanmean(np.abs(final - recall)))
 
 
 def tables(sets, names) -> str:
+    """Markdown: one block of rows per labeled set of :func:`run` (``sets``), then the mean
+    over seeds per (sampler, budget) — labels and prior recall over every seed given, each
+    algorithm's final accuracy over the seeds that have its cell (their number in brackets).
+    ``names``: the ``C`` class names, column order."""
     from ..report import markdown_table
     head = ["labeled set", "row", "all"] + list(names) + ["gap"]
     fmt = lambda v: "–" if not np.isfinite(v) else f"{100 * v:.0f}"   # noqa: E731
@@ -103,9 +101,11 @@ def tables(sets, names) -> str:
         mean_rows.append([f"{sampler} ({budget}), {len(ss)} seed(s)", "labels", ""]
                          + [f"{v:.1f}" for v in np.mean([s["counts"] for s in ss], axis=0)]
                          + [""])
+        with warnings.catch_warnings():     # a class with no unlabeled row on any seed: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            recall = np.nanmean([s["recall"] for s in ss], axis=0)
         mean_rows.append(["", "prior recall", fmt(np.mean([s["acc"] for s in ss]))]
-                         + [fmt(v) for v in np.nanmean([s["recall"] for s in ss], axis=0)]
-                         + [""])
+                         + [fmt(v) for v in recall] + [""])
         for alg in sorted({a for s in ss for a in s["cells"]}):
             have = [s for s in ss if alg in s["cells"]]
             finals = np.mean([s["cells"][alg][1] for s in have], axis=0)
