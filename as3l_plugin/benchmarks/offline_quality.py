@@ -226,12 +226,17 @@ def summarize(rows, command=""):
                 peers_cov = [_mean(_agg(rows, dataset=d, per_class=p, sampler=s,
                                         propagator="seeded_kmeans"), "coverage")
                              for s in samplers if not s.startswith("as3l")]
-                # no peer sampler in the run (only as3l rows): no margin, nothing "met"
+                # no peer sampler in the run (only as3l rows): no margin
                 cm = _mean(ours, "coverage") - max(peers_cov) if peers_cov else float("nan")
-                met = all(x > 0 for x in diffs if np.isfinite(x)) and cm >= 0
+                # "yes"/"no" only where every comparison was made: a peer (or every peer
+                # sampler) missing from the run leaves the row undecided ("–")
+                if all(np.isfinite(x) for x in diffs + [cm]):
+                    met = "yes" if all(x > 0 for x in diffs) and cm >= 0 else "no"
+                else:
+                    met = "–"
                 out.append(f"| {d} | {p} | " + " | ".join(
                     f"{x:+.1f}" if np.isfinite(x) else "–" for x in diffs + [cm])
-                           + f" | {'yes' if met else 'no'} |")
+                           + f" | {met} |")
         out.append("")
     return "\n".join(out)
 
