@@ -56,7 +56,9 @@ Report
 - targets (with ``method: [sampler, algorithm]``): that cell against the best of ``peers``
   (default: the pairs sharing neither its sampler nor its algorithm), paired by seed: the
   difference of final accuracy, the seeds it is ahead on, and the iteration at which it first
-  reaches the reference's final accuracy.
+  reaches the reference's final accuracy;
+- Table 1f (with ``prior_effect: [algorithm, algorithm with the prior]``): what the prior
+  does on the same labels, the second algorithm minus the first per sampler, budget and seed.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ BENCH_DEFAULTS: Dict[str, Any] = {
     "reference": ["random", "flexmatch"],
     "method": None,           # [sampler, algorithm]: the cell the targets table pits against
     "peers": None,            # [[sampler, algorithm], ...]; None: every pair sharing neither
+    "prior_effect": None,     # [algorithm, the same with the prior]: Table 1f pairs them
     "priority": [],
     "pretrain": {},
     "features": {},
@@ -162,6 +165,7 @@ def load_bench_config(source, *, quick: bool = False,
     cfg["algorithms"] = _as_named(cfg["algorithms"], "algorithms")
     cfg["reference"] = _pair(cfg["reference"], cfg, where, "reference", check_grid=False)
     cfg["method"], cfg["peers"] = _targets_config(cfg, where)
+    cfg["prior_effect"] = _prior_effect_config(cfg, where)
     if quick:
         q = dict(cfg.get("quick") or {})
         for key in ("samplers", "propagators", "algorithms"):
@@ -176,6 +180,9 @@ def load_bench_config(source, *, quick: bool = False,
         if not (have(cfg["method"]) and peers):
             cfg["method"], peers = None, None
         cfg["peers"] = peers
+    if quick and cfg["prior_effect"] is not None \
+            and not set(cfg["prior_effect"]) <= set(cfg["algorithms"]):
+        cfg["prior_effect"] = None
     if not cfg["propagators"]:
         raise ConfigError("needs at least one propagator", path=where, field="propagators")
     for name, alg in cfg["algorithms"].items():
@@ -259,6 +266,21 @@ def _targets_config(cfg, where) -> Tuple[Optional[Pair], Optional[List[Pair]]]:
     if method in peers:
         raise ConfigError(f"lists the method {list(method)!r} itself", path=where, field="peers")
     return method, peers
+
+
+def _prior_effect_config(cfg, where) -> Optional[Tuple[str, str]]:
+    """``prior_effect: [without, with]``, two different algorithms of the (full) grid, as a
+    tuple; None when not set."""
+    value = cfg["prior_effect"]
+    if value is None:
+        return None
+    algs = sorted(cfg["algorithms"])
+    if not (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(a, str) and a in cfg["algorithms"] for a in value)
+            and value[0] != value[1]):
+        raise ConfigError(f"={value!r} must be [algorithm, the same algorithm with the prior]: "
+                          f"two different names of {algs}", path=where, field="prior_effect")
+    return str(value[0]), str(value[1])
 
 
 # =========================================================================== cells
@@ -706,6 +728,7 @@ def bench_tables(cfg: Mapping[str, Any], rows: Sequence[Mapping[str, str]],
                                                "(needs the reference cells)\n")]
 
     lines += _targets_table(cfg, by, curves)
+    lines += _prior_effect_table(cfg, by, curves)
 
     if out is not None and class_names:
         lines += _per_class_table(cfg, rows, Path(out), list(class_names))
@@ -883,6 +906,50 @@ def _targets_table(cfg, by, curves: _Curves) -> List[str]:
     if not any_budget:
         lines.append("(needs a peer cell on a seed the method has)\n")
     return lines
+
+
+def _prior_effect_table(cfg, by, curves: _Curves) -> List[str]:
+    """Table 1f: ``cfg['prior_effect'] = (without, with)``, the algorithm with the prior minus
+    the one without it on the same labeled set (sampler, budget and seed), in points.
+
+    One row per sampler and budget with at least one seed that has both cells: the final
+    accuracy's difference per seed (blank where a cell is missing, "–" where a value is not a
+    number), its mean ± std and the seeds the prior is ahead on, and the mean differences of
+    Table 1e's end-of-run mean and of Table 1c's early accuracy (over the seeds with curves)."""
+    from . import report as rp
+    if cfg.get("prior_effect") is None:
+        return []
+    a0, a1 = cfg["prior_effect"]
+    seeds = list(cfg["seeds"])
+
+    def cell(v: Optional[float]) -> str:
+        return "" if v is None else f"{v:+.1f}" if math.isfinite(v) else "–"
+
+    trs = []
+    for l in cfg["labels_per_class"]:
+        for s in cfg["samplers"]:
+            pairs = {sd: (by[(s, a0, l, sd)], by[(s, a1, l, sd)]) for sd in seeds
+                     if (s, a0, l, sd) in by and (s, a1, l, sd) in by}
+            if not pairs:
+                continue
+            final = {sd: 100 * (_f(w, "final_acc") - _f(wo, "final_acc"))
+                     for sd, (wo, w) in pairs.items()}
+            ok = [d for d in final.values() if math.isfinite(d)]
+            late = [d for d in (100 * (_late(w, curves) - _late(wo, curves))
+                                for wo, w in pairs.values()) if math.isfinite(d)]
+            early = [d for d in (100 * (_early(w, curves) - _early(wo, curves))
+                                 for wo, w in pairs.values()) if math.isfinite(d)]
+            trs.append([s, f"{l}"] + [cell(final.get(sd)) for sd in seeds] + [
+                rp.mean_std(ok, signed=True), f"{sum(d > 0 for d in ok)} of {len(ok)}",
+                rp.mean_std(late, signed=True), rp.mean_std(early, signed=True)])
+    head = [f"## Table 1f. The prior on the same labels: {a1} − {a0} (points), paired by "
+            "sampler, budget and seed\n"]
+    if not trs:
+        return head + [f"(needs a {a0} and a {a1} cell on the same labeled set)\n"]
+    return head + [rp.markdown_table(
+        ["sampler", "labels/cls"] + [f"seed {sd}" for sd in seeds]
+        + ["final: mean", "prior ahead", "end of run (1e): mean",
+           f"after {EARLY_FRACTION:.0%} (1c): mean"], trs)]
 
 
 def cell_per_class(out: Path, row: Mapping[str, str], num_classes: int) -> Optional[np.ndarray]:

@@ -354,9 +354,11 @@ _BENCH_KEYS = {
     "usb": USB,
 }
 #: ``as3l bench`` (:func:`as3l_plugin.bench.load_bench_config`); ``quick`` takes the same keys
-#: but the targets table's (a quick grid keeps the pairs of the full one it still has)
+#: but the report-only keys of the targets table and Table 1f (a quick grid keeps what of
+#: the full one's pairs it still has)
 BENCH_SCHEMA = Section({**_BENCH_KEYS,
                         "method": None, "peers": None,  # targets table: [s, a] vs [[s, a], ...]
+                        "prior_effect": None,           # Table 1f: [algorithm, with the prior]
                         "quick": Section(_BENCH_KEYS)})
 
 SCHEMAS = {"run": RUN_SCHEMA, "bench": BENCH_SCHEMA}

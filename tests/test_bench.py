@@ -307,8 +307,9 @@ def test_frozen_4perclass_copy_matches_the_config():
                           / "bench_long_confirm_4perclass.yaml").read_text())
     frozen = yaml.safe_load((root / "docs" / "results" / "fashion_mnist_long_confirm"
                              / "bench_long_confirm_4perclass_frozen.yaml").read_text())
-    assert {"method", "peers"} <= set(cfg) and not {"method", "peers"} & set(frozen)
-    assert frozen == {k: v for k, v in cfg.items() if k not in ("method", "peers")}
+    report_only = {"method", "peers", "prior_effect"}
+    assert report_only <= set(cfg) and not report_only & set(frozen)
+    assert frozen == {k: v for k, v in cfg.items() if k not in report_only}
 
 
 def test_upsert_row_replaces_by_key(tmp_path):
@@ -395,6 +396,57 @@ def test_method_and_peers_config(fakes):
         q = bn.load_bench_config({**two, "quick": quick}, quick=True)
         assert q["method"] is None and q["peers"] is None
         assert bn._targets_table(q, {}, bn._Curves(None)) == []
+
+
+def test_prior_effect_config(fakes):
+    cfg = bn.load_bench_config({**fakes, "prior_effect": ["flexmatch", "as3l_remove"]})
+    assert cfg["prior_effect"] == ("flexmatch", "as3l_remove")
+    assert bn.load_bench_config(fakes)["prior_effect"] is None
+    for bad in (["flexmatch"], ["flexmatch", "nope"], ["flexmatch", "flexmatch"], "flexmatch",
+                ["flexmatch", "as3l_remove", "flexmatch"]):
+        with pytest.raises(ConfigError) as ei:
+            bn.load_bench_config({**fakes, "prior_effect": bad})
+        assert ei.value.field == "prior_effect"
+    with pytest.raises(ConfigError, match="unknown key"):      # the full grid's setting only
+        bn.load_bench_config({**fakes, "quick": {"prior_effect": ["flexmatch", "as3l_remove"]}},
+                             quick=True)
+    # the fixture's quick grid has as3l_remove only: no pair left, no Table 1f
+    q = bn.load_bench_config({**fakes, "prior_effect": ["flexmatch", "as3l_remove"]}, quick=True)
+    assert q["prior_effect"] is None and bn._prior_effect_table(q, {}, bn._Curves(None)) == []
+    q = bn.load_bench_config({**fakes, "prior_effect": ["flexmatch", "as3l_remove"],
+                              "quick": {"algorithms": ["flexmatch", "as3l_remove"]}}, quick=True)
+    assert q["prior_effect"] == ("flexmatch", "as3l_remove")
+
+
+def test_prior_effect_table_pairs_the_same_labeled_set(tmp_path):
+    """Table 1f: with-prior minus without on the same sampler, budget and seed; a seed with one
+    of the two cells is blank and left out of the summary, a non-number is "–"; a sampler
+    with no pair has no row; the end-of-run and early columns use the curves."""
+    cfg = {"seeds": [0, 1, 2, 3], "labels_per_class": [1], "reference": ["r", "F"],
+           "samplers": {"m": {}, "t": {}, "r": {}}, "algorithms": {"F": {}, "A": {}},
+           "prior_effect": ("F", "A")}
+    spec = {("m", "F", 0): 0.60, ("m", "A", 0): 0.65, ("m", "F", 1): 0.70, ("m", "A", 1): 0.62,
+            ("m", "F", 2): 0.50,                                   # seed 2: no m + A cell
+            ("m", "F", 3): "nan", ("m", "A", 3): 0.60,
+            ("t", "A", 0): 0.50,                                   # t: never both
+            ("r", "F", 1): 0.40, ("r", "A", 1): 0.45}
+    by = _rows(spec)
+    for (s, a, sd), acc in {("r", "F", 1): [0.1, 0.2, 0.3, 0.4, 0.4],
+                            ("r", "A", 1): [0.3, 0.4, 0.4, 0.5, 0.45]}.items():
+        atomic_write_csv(tmp_path / f"{s}-{a}-{sd}.csv", ["iteration", "algorithm", "eval_acc"],
+                         [[20 * (i + 1), a, v] for i, v in enumerate(acc)])
+    text = "\n".join(bn._prior_effect_table(cfg, by, bn._Curves(tmp_path)))
+    assert "## Table 1f. The prior on the same labels: A − F (points)" in text
+    rows = [l for l in text.splitlines() if l.startswith("| ")]
+    assert rows[0].startswith("| sampler | labels/cls | seed 0 | seed 1 | seed 2 | seed 3 | "
+                              "final: mean | prior ahead |")
+    # m: +5.0 and -8.0 (seed 2 unpaired, seed 3 not a number); no curves: "–"
+    assert rows[1] == "| m | 1 | +5.0 | -8.0 |  | – | -1.5 ± 9.2 | 1 of 2 | – | – |"
+    # r: one seed; end of run = mean from iteration 80 (0.475 vs 0.40), early: iteration 20
+    assert rows[2] == "| r | 1 |  | +5.0 |  |  | +5.0 ± 0.0 | 1 of 1 | +7.5 ± 0.0 | +20.0 ± 0.0 |"
+    assert len(rows) == 3 and "| t |" not in text
+    none = bn._prior_effect_table(cfg, _rows({("t", "A", 0): 0.5}), bn._Curves(None))
+    assert none[-1].startswith("(needs a F and a A cell")
 
 
 def _rows(spec):

@@ -301,9 +301,9 @@ def test_schemas_declare_what_the_loaders_take():
     for sec, d in pl.SECTION_DEFAULTS.items():
         assert set(d) <= set(C.RUN_SCHEMA.keys[sec].keys), sec
     assert set(C.BENCH_SCHEMA.keys) == set(bn.BENCH_DEFAULTS)
-    # the targets table's pairs belong to the full grid (a quick grid keeps those it has)
+    # the report-only pairs belong to the full grid (a quick grid keeps those it has)
     assert set(C.BENCH_SCHEMA.keys["quick"].keys) == set(bn.BENCH_DEFAULTS) - {
-        "quick", "method", "peers"}
+        "quick", "method", "peers", "prior_effect"}
 
 
 def _params(*funcs):
