@@ -296,20 +296,34 @@ def test_shipped_confirm_4perclass_bench():
         tuple(cfg["method"]), ("typiclust", "flexmatch"), tuple(cfg["reference"])]
 
 
-def test_frozen_4perclass_copy_matches_the_config():
-    """The 4-labels/class cells run on the frozen confirmation code with a copy of the config
+@pytest.mark.parametrize("name", ["bench_long_confirm", "bench_long_confirm_4perclass"])
+def test_frozen_confirm_copies_match_the_configs(name):
+    """The confirmation cells run on the frozen confirmation code with a copy of the config
     (docs/results/fashion_mnist_long_confirm/): the same grid, less the report-only keys that
     code does not know."""
     import yaml
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    cfg = yaml.safe_load((root / "usb_configs" / "fashion_mnist"
-                          / "bench_long_confirm_4perclass.yaml").read_text())
+    cfg = yaml.safe_load((root / "usb_configs" / "fashion_mnist" / f"{name}.yaml").read_text())
     frozen = yaml.safe_load((root / "docs" / "results" / "fashion_mnist_long_confirm"
-                             / "bench_long_confirm_4perclass_frozen.yaml").read_text())
+                             / f"{name}_frozen.yaml").read_text())
     report_only = {"method", "peers", "prior_effect"}
-    assert report_only <= set(cfg) and not report_only & set(frozen)
+    assert {"method", "prior_effect"} <= set(cfg) and not report_only & set(frozen)
     assert frozen == {k: v for k, v in cfg.items() if k not in report_only}
+
+
+def test_confirm_priority_runs_the_prior_on_a_peers_labels_before_the_far_peers():
+    """The 1-label confirmation's priority since 2026-12-07: typiclust + as3l_remove before
+    probcover and freematch; each seed's six cells first, all 6 × 5 distinct."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "usb_configs" / "fashion_mnist"
+    cfg = bn.load_bench_config(root / "bench_long_confirm.yaml")
+    cells = bn.plan_cells(cfg, 10)
+    assert [tuple(p) for p in cfg["priority"]] == [
+        ("random", "flexmatch"), ("as3l", "as3l_remove"), ("typiclust", "flexmatch"),
+        ("typiclust", "as3l_remove"), ("probcover_k10", "flexmatch"), ("random", "freematch")]
+    assert [(c["sampler"], c["algorithm"]) for c in cells[:6]] == cfg["priority"]
+    assert len({c["cell"] for c in cells}) == len(cells) == 4 * 3 * 5
 
 
 def test_upsert_row_replaces_by_key(tmp_path):

@@ -4,6 +4,9 @@
 # background process per seed (one thread, nice 5), each logging to RUNS/confirm_sS.log.
 #   bash docs/results/fashion_mnist_long_confirm/resume.sh 5 6     # after bash .ci/setup
 # A seed with no directory here yet (7-9) starts from the shared backbone of confirm_s5.
+# The 1-label cells read bench_long_confirm_frozen.yaml (main's bench_long_confirm.yaml without
+# the report-only keys, copied into the worktree; since 2026-12-07 its priority runs
+# typiclust + as3l_remove before probcover and freematch; no cell key changes).
 # PER_CLASS=4 runs the 4-labels/class part instead (bench_long_confirm_4perclass.yaml, copied
 # into the worktree without its report-only keys as bench_long_confirm_4perclass_frozen.yaml),
 # into RUNS/confirm4_sS, on the same frozen code; merge those with main's config. Each process
@@ -21,7 +24,8 @@ WT=${WT:-/work/bench15}
 [ -d "$WT" ] || git -C "$MAIN" worktree add "$WT" 60bf6bb --detach
 PER_CLASS=${PER_CLASS:-1}
 case $PER_CLASS in
-  1) CONFIG=usb_configs/fashion_mnist/bench_long_confirm.yaml; PREFIX=confirm_s; CELLS=6 ;;
+  1) CONFIG=usb_configs/fashion_mnist/bench_long_confirm_frozen.yaml; PREFIX=confirm_s; CELLS=6
+     cp "$HERE/bench_long_confirm_frozen.yaml" "$WT/$CONFIG" ;;
   4) CONFIG=usb_configs/fashion_mnist/bench_long_confirm_4perclass_frozen.yaml; PREFIX=confirm4_s
      CELLS=${CELLS:-3}
      case $CELLS in 3|4|5) ;; *) echo "CELLS=$CELLS: must be 3, 4 or 5" >&2; exit 2 ;; esac
