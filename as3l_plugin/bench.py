@@ -74,7 +74,7 @@ import numpy as np
 from .config import deep_merge
 from .errors import ConfigError
 from . import pipeline as pl
-from .stages import Stage, StageRecord, cache_key, run_lock, run_stage, run_stages
+from .stages import Stage, StageRecord, cache_key, lock_held, run_lock, run_stage, run_stages
 
 CELLS_CSV = "cells.csv"
 PRIORS_CSV = "priors.csv"
@@ -500,6 +500,71 @@ class Bench:
                 bar.close()
             paths = self.report(cells)
         return {"out": self.out, "cells": len(cells), "ran": ran, **paths}
+
+    def status(self) -> List[Dict[str, Any]]:
+        """Each planned cell's state, read from the files under ``out``; runs and writes nothing.
+
+        Returns one dict per cell of :func:`plan_cells` (run order), with its ``cell`` id,
+        ``sampler``, ``algorithm``, ``labels_per_class``, ``seed`` and
+
+        - ``state``: ``"done"`` (a row of ``cells.csv``), ``"training"`` (its ``metrics.csv``
+          exists, no row yet: a process is training it or stopped while training it) or
+          ``"pending"``;
+        - ``iteration`` (int, the last evaluated; None when pending), ``num_train_iter`` (int),
+          ``acc`` (float in [0, 1] at ``iteration``; NaN when pending or unreadable) and
+          ``best`` (float, the best so far; NaN likewise);
+        - ``checkpoint`` (bool): USB's ``latest_model.pth`` is on disk, so a re-run resumes
+          from it if the cell's key still matches.
+
+        A done row is reported as recorded; whether its key still matches the config is
+        checked only by a run.
+        """
+        from . import report as rp
+        cells = plan_cells(self.cfg, self.num_classes())
+        done = {r["cell"]: r for r in read_rows(self.out / CELLS_CSV)}
+        out = []
+        for c in cells:
+            its = int(self.usb_conf(c["algorithm"])["num_train_iter"])
+            st = {k: c[k] for k in ("cell", "sampler", "algorithm", "labels_per_class", "seed")}
+            train = self.out / "cells" / c["cell"] / "train" / pl.SAVE_NAME
+            st.update(state="pending", iteration=None, num_train_iter=its, acc=float("nan"),
+                      best=float("nan"), checkpoint=(train / "latest_model.pth").is_file())
+            row = done.get(c["cell"])
+            if row is not None:
+                n_it = _f(row, "num_train_iter")
+                its = int(n_it) if math.isfinite(n_it) else its
+                last = _f(row, "last_it")
+                st.update(state="done", iteration=int(last) if math.isfinite(last) else its,
+                          num_train_iter=its, acc=_f(row, "final_acc"),
+                          best=_f(row, "best_acc"))
+            elif (train / pl.METRICS).is_file():
+                st["state"] = "training"
+                try:
+                    it, acc = rp.read_metrics(train / pl.METRICS)
+                except (OSError, ValueError):          # unreadable: state only
+                    it, acc = [], []
+                if len(it):
+                    st.update(iteration=int(it[-1]), acc=float(acc[-1]),
+                              best=float(np.max(acc)))
+            out.append(st)
+        return out
+
+    def status_text(self) -> str:
+        """:meth:`status` as text: a count line (and whether a process holds the directory's
+        lock now), then a Markdown table of the cells in run order."""
+        from . import report as rp
+        rows = self.status()
+        n = {k: sum(r["state"] == k for r in rows) for k in ("done", "training", "pending")}
+        busy = "a process is writing it now" if lock_held(self.out) else "no process is writing it"
+        head = (f"bench {self.cfg['name']} in {self.out}: {n['done']} of {len(rows)} cells done, "
+                f"{n['training']} training, {n['pending']} not started; {busy}")
+        trs = [[r["cell"], r["state"] + (" (checkpoint)" if r["state"] == "training"
+                                         and r["checkpoint"] else ""),
+                "" if r["iteration"] is None else f"{r['iteration']}/{r['num_train_iter']}",
+                rp.pct(r["acc"]) if r["iteration"] is not None else "",
+                rp.pct(r["best"]) if r["iteration"] is not None else ""] for r in rows]
+        return head + "\n\n" + rp.markdown_table(
+            ["cell", "state", "iteration", "test acc (%)", "best (%)"], trs)
 
     def _run_cell(self, cell, st, ups) -> None:
         from . import report as rp
@@ -1060,6 +1125,17 @@ def run_bench(config, *, quick: bool = False, out=None, max_cells: Optional[int]
     ``seeds`` replaces the config's (``--quick`` included): one process per seed subset, each
     with its own ``out``, splits a grid over cores; ``merge`` joins them afterwards.
     """
+    bench = open_bench(config, quick=quick, out=out, seeds=seeds, log=log, overrides=overrides)
+    if merge:
+        return bench.merge(merge)
+    return bench.run(max_cells=max_cells, report_only=report_only)
+
+
+def open_bench(config, *, quick: bool = False, out=None, seeds: Optional[Sequence[int]] = None,
+               log: Callable[[str], None] = print,
+               overrides: Optional[Mapping[str, Any]] = None) -> Bench:
+    """The :class:`Bench` of a config and ``out`` (default ``results/bench_<name>``), with
+    ``seeds`` (distinct non-negative ints) replacing the config's; runs nothing."""
     cfg = load_bench_config(config, quick=quick, overrides=overrides)
     if seeds is not None:
         seeds = list(seeds)
@@ -1069,7 +1145,4 @@ def run_bench(config, *, quick: bool = False, out=None, max_cells: Optional[int]
                               field="--seeds")
         cfg["seeds"] = seeds
     out = Path(out) if out is not None else Path("results") / f"bench_{cfg['name']}"
-    bench = Bench(cfg, out, log=log)
-    if merge:
-        return bench.merge(merge)
-    return bench.run(max_cells=max_cells, report_only=report_only)
+    return Bench(cfg, out, log=log)

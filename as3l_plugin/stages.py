@@ -196,6 +196,22 @@ def _clear_dir(sdir: Path) -> None:
     sdir.mkdir(parents=True)
 
 
+def lock_held(root: Path) -> bool:
+    """Whether a process holds :func:`run_lock` on ``root`` now (creates nothing)."""
+    import fcntl
+    try:
+        fh = open(Path(root) / LOCK_FILE, "r")
+    except OSError:           # no lock file: no process has written here
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
 @contextlib.contextmanager
 def run_lock(root: Path):
     """Exclusive lock on a run directory (one writer at a time); released on exit or death."""

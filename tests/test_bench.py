@@ -412,6 +412,59 @@ def test_method_and_peers_config(fakes):
         assert bn._targets_table(q, {}, bn._Curves(None)) == []
 
 
+def test_status_reads_the_cells_and_writes_nothing(fakes, tmp_path, capsys):
+    """``as3l bench --status``: done cells from cells.csv, a cell being trained from its
+    metrics.csv (last evaluation, best, checkpoint), the rest not started; whether a process
+    holds the lock; nothing written (not even the lock file)."""
+    import yaml
+    from as3l_plugin.cli import run as cli
+    from as3l_plugin.stages import LOCK_FILE, run_lock
+    cfg_path = tmp_path / "bench.yaml"
+    cfg_path.write_text(yaml.safe_dump(fakes))
+    out = tmp_path / "b"
+    b = bn.open_bench(cfg_path, out=out, seeds=[1], log=quiet)
+    assert b.cfg["seeds"] == [1]
+    ids = [c["cell"] for c in bn.plan_cells(b.cfg, 10)]
+    out.mkdir()
+    bn.upsert_row(out / bn.CELLS_CSV, bn.CELL_COLUMNS,
+                  {"cell": ids[0], "num_train_iter": 100, "last_it": 100,
+                   "final_acc": "0.5", "best_acc": "0.6"}, keys=("cell",))
+    train = out / "cells" / ids[1] / "train" / pl.SAVE_NAME
+    train.mkdir(parents=True)
+    atomic_write_csv(train / pl.METRICS, ["iteration", "algorithm", "eval_acc"],
+                     [[10, "x", 0.3], [20, "x", 0.25]])
+    (train / "latest_model.pth").write_bytes(b"")
+    (out / "cells" / ids[2] / "train").mkdir(parents=True)     # started, no evaluation yet
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    st = {r["cell"]: r for r in b.status()}
+    assert [r["cell"] for r in b.status()] == ids
+    assert (st[ids[0]]["state"], st[ids[0]]["iteration"], st[ids[0]]["acc"],
+            st[ids[0]]["best"]) == ("done", 100, 0.5, 0.6)
+    assert (st[ids[1]]["state"], st[ids[1]]["iteration"], st[ids[1]]["num_train_iter"],
+            st[ids[1]]["acc"], st[ids[1]]["best"], st[ids[1]]["checkpoint"]) == (
+        "training", 20, 100, 0.25, 0.3, True)
+    assert st[ids[2]]["state"] == "pending" and st[ids[2]]["iteration"] is None
+    text = b.status_text()
+    assert f"1 of {len(ids)} cells done, 1 training, {len(ids) - 2} not started; no process" in text
+    assert f"| {ids[1]} | training (checkpoint) | 20/100 | 25.0 | 30.0 |" in text
+    assert f"| {ids[0]} | done | 100/100 | 50.0 | 60.0 |" in text
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert not (out / LOCK_FILE).exists()
+    with run_lock(out):
+        assert "; a process is writing it now" in b.status_text()
+    assert "no process is writing it" in b.status_text()
+    # the CLI: prints the same, exit 0; with a writing option or no directory: exit 2
+    assert cli(["bench", "--config", str(cfg_path), "--out", str(out), "--seeds", "1",
+                "--status"])[0] == 0
+    assert f"| {ids[1]} | training (checkpoint) | 20/100 |" in capsys.readouterr().out
+    rc, exc = cli(["bench", "--config", str(cfg_path), "--out", str(out), "--status",
+                   "--max-cells", "1"])
+    assert rc == 2 and exc.field == "--status"
+    rc, exc = cli(["bench", "--config", str(cfg_path), "--out", str(tmp_path / "none"),
+                   "--status"])
+    assert rc == 2 and "none" in str(exc) and not (tmp_path / "none").exists()
+
+
 def test_prior_effect_config(fakes):
     cfg = bn.load_bench_config({**fakes, "prior_effect": ["flexmatch", "as3l_remove"]})
     assert cfg["prior_effect"] == ("flexmatch", "as3l_remove")

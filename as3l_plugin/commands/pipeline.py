@@ -39,6 +39,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  as3l bench --config usb_configs/digits/bench.yaml --quick\n"
                "  nohup as3l bench --config usb_configs/digits/bench.yaml > bench.log 2>&1 &\n"
+               "  as3l bench --config usb_configs/digits/bench.yaml --status\n"
                "  as3l bench --config usb_configs/digits/bench.yaml --merge "
                "results/bench_digits_1perclass results/bench_digits_4perclass")
     b.add_argument("--config", "-c", required=True, help="bench YAML "
@@ -53,6 +54,10 @@ def register(subparsers) -> None:
     b.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S",
                    help="run only these seeds (replaces the config's): split a grid over "
                         "processes, each with its own --out, then --merge them")
+    b.add_argument("--status", action="store_true",
+                   help="print each cell's state from the files under --out (done, training "
+                        "at iteration N, not started) and whether a process is writing it "
+                        "now; runs and writes nothing")
     b.add_argument("--merge", nargs="+", default=[], metavar="DIR",
                    help="import the finished cells of these bench directories (e.g. the "
                         "budget-split runs) into --out, then only write the tables and plots")
@@ -72,7 +77,19 @@ def _run(args) -> int:
 
 
 def _bench(args) -> int:
-    from ..bench import run_bench
+    from ..bench import open_bench, run_bench
+    if args.status:
+        if args.merge or args.max_cells is not None or args.report_only:
+            from ..errors import ParameterError
+            raise ParameterError("only reads --out: it takes no --merge, --max-cells or "
+                                 "--report-only", field="--status")
+        bench = open_bench(args.config, quick=args.quick, out=args.out, seeds=args.seeds,
+                           log=_log)
+        if not bench.out.is_dir():
+            from ..errors import InputError
+            raise InputError("no bench directory here (nothing has run yet)", path=bench.out)
+        print(bench.status_text())
+        return 0
     if args.max_cells is not None and args.max_cells < 0:
         from ..errors import ParameterError
         raise ParameterError(f"={args.max_cells} must be >= 0", field="--max-cells")
