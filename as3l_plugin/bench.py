@@ -74,7 +74,8 @@ import numpy as np
 from .config import deep_merge
 from .errors import ConfigError
 from . import pipeline as pl
-from .stages import Stage, StageRecord, cache_key, lock_held, run_lock, run_stage, run_stages
+from .stages import (RUNNING_FILE, Stage, StageRecord, cache_key, lock_held, run_lock,
+                     run_stage, run_stages)
 
 CELLS_CSV = "cells.csv"
 PRIORS_CSV = "priors.csv"
@@ -204,6 +205,12 @@ def load_bench_config(source, *, quick: bool = False,
         if managed:
             raise ConfigError(f"key(s) {managed} are set by the bench", path=where,
                               field=f"algorithms.{name}")
+    if cfg["prior_effect"] is not None:
+        without, with_ = (uses_prior(usb_conf(cfg, a)) for a in cfg["prior_effect"])
+        if without or not with_:
+            raise ConfigError(f"={list(cfg['prior_effect'])!r}: the first algorithm must train "
+                              "without the prior, the second with it (as3l_*)", path=where,
+                              field="prior_effect")
     p = cfg["pretrain_seed"]
     if p is not None and not (isinstance(p, int) and not isinstance(p, bool) and p >= 0):
         raise ConfigError(f"={p!r} must be null (one model per seed) or an integer >= 0",
@@ -266,6 +273,19 @@ def _targets_config(cfg, where) -> Tuple[Optional[Pair], Optional[List[Pair]]]:
     if method in peers:
         raise ConfigError(f"lists the method {list(method)!r} itself", path=where, field="peers")
     return method, peers
+
+
+def usb_conf(cfg: Mapping[str, Any], alg: str) -> Dict[str, Any]:
+    """The USB config of the algorithm ``alg`` of a loaded bench config
+    (:func:`as3l_plugin.pipeline.usb_config`: its base YAML < ``usb:`` < its own keys)."""
+    spec = cfg["algorithms"][alg]
+    return pl.usb_config(spec["config"], cfg["usb"],
+                         {k: v for k, v in spec.items() if k not in ("config", "prior")})
+
+
+def uses_prior(conf: Mapping[str, Any]) -> bool:
+    """Whether a USB config's algorithm trains with the prior (``as3l_*``)."""
+    return str(conf["algorithm"]).startswith("as3l")
 
 
 def _prior_effect_config(cfg, where) -> Optional[Tuple[str, str]]:
@@ -435,10 +455,7 @@ class Bench:
 
     def usb_conf(self, alg: str) -> Dict[str, Any]:
         if alg not in self._usb:
-            spec = self.cfg["algorithms"][alg]
-            self._usb[alg] = pl.usb_config(spec["config"], self.cfg["usb"],
-                                           {k: v for k, v in spec.items()
-                                            if k not in ("config", "prior")})
+            self._usb[alg] = usb_conf(self.cfg, alg)
         return self._usb[alg]
 
     def train_prior(self, alg: str) -> str:
@@ -453,7 +470,7 @@ class Bench:
         conf = self.usb_conf(cell["algorithm"])
         ups = {"select": labels["select"]}
         inputs = ["select"]
-        if conf["algorithm"].startswith("as3l"):
+        if uses_prior(conf):
             ups["prior"] = labels[f"prior_{self.train_prior(cell['algorithm'])}"]
             inputs.append("prior")
         if conf["use_pretrain"]:
@@ -502,19 +519,21 @@ class Bench:
         return {"out": self.out, "cells": len(cells), "ran": ran, **paths}
 
     def status(self) -> List[Dict[str, Any]]:
-        """Each planned cell's state, read from the files under ``out``; runs and writes nothing.
+        """Each planned cell's state, read from the files under ``out``; runs nothing and
+        writes nothing there (the dataset is opened for its number of classes, so a ``folder``
+        dataset may build its cache, as any command reading it does).
 
         Returns one dict per cell of :func:`plan_cells` (run order), with its ``cell`` id,
         ``sampler``, ``algorithm``, ``labels_per_class``, ``seed`` and
 
-        - ``state``: ``"done"`` (a row of ``cells.csv``), ``"training"`` (its ``metrics.csv``
-          exists, no row yet: a process is training it or stopped while training it) or
-          ``"pending"``;
-        - ``iteration`` (int, the last evaluated; None when pending), ``num_train_iter`` (int),
-          ``acc`` (float in [0, 1] at ``iteration``; NaN when pending or unreadable) and
-          ``best`` (float, the best so far; NaN likewise);
-        - ``checkpoint`` (bool): USB's ``latest_model.pth`` is on disk, so a re-run resumes
-          from it if the cell's key still matches.
+        - ``state``: ``"done"`` (a row of ``cells.csv``), ``"training"`` (a ``metrics.csv``,
+          no row yet: a process is training it or stopped while training it), ``"started"``
+          (its training stage began, no evaluation logged yet) or ``"pending"``;
+        - ``iteration`` (int, the last evaluated; None without one), ``num_train_iter`` (int),
+          ``acc`` (float in [0, 1] at ``iteration``; NaN without one) and ``best`` (float, the
+          best so far; NaN likewise);
+        - ``checkpoint`` (bool): USB's checkpoint is on disk, so a re-run resumes from it if
+          the cell's key still matches.
 
         A done row is reported as recorded; whether its key still matches the config is
         checked only by a run.
@@ -526,9 +545,10 @@ class Bench:
         for c in cells:
             its = int(self.usb_conf(c["algorithm"])["num_train_iter"])
             st = {k: c[k] for k in ("cell", "sampler", "algorithm", "labels_per_class", "seed")}
-            train = self.out / "cells" / c["cell"] / "train" / pl.SAVE_NAME
+            stage_dir = self._cell_root(c["cell"]) / "train"
+            usb = stage_dir / pl.SAVE_NAME
             st.update(state="pending", iteration=None, num_train_iter=its, acc=float("nan"),
-                      best=float("nan"), checkpoint=(train / "latest_model.pth").is_file())
+                      best=float("nan"), checkpoint=(usb / pl.CHECKPOINT).is_file())
             row = done.get(c["cell"])
             if row is not None:
                 n_it = _f(row, "num_train_iter")
@@ -537,15 +557,17 @@ class Bench:
                 st.update(state="done", iteration=int(last) if math.isfinite(last) else its,
                           num_train_iter=its, acc=_f(row, "final_acc"),
                           best=_f(row, "best_acc"))
-            elif (train / pl.METRICS).is_file():
+            elif (usb / pl.METRICS).is_file():
                 st["state"] = "training"
                 try:
-                    it, acc = rp.read_metrics(train / pl.METRICS)
+                    it, acc = rp.read_metrics(usb / pl.METRICS)
                 except (OSError, ValueError):          # unreadable: state only
                     it, acc = [], []
                 if len(it):
                     st.update(iteration=int(it[-1]), acc=float(acc[-1]),
                               best=float(np.max(acc)))
+            elif (stage_dir / RUNNING_FILE).is_file():
+                st["state"] = "started"
             out.append(st)
         return out
 
@@ -554,10 +576,14 @@ class Bench:
         lock now), then a Markdown table of the cells in run order."""
         from . import report as rp
         rows = self.status()
-        n = {k: sum(r["state"] == k for r in rows) for k in ("done", "training", "pending")}
-        busy = "a process is writing it now" if lock_held(self.out) else "no process is writing it"
+        n = {k: sum(r["state"] == k for r in rows)
+             for k in ("done", "training", "started", "pending")}
+        held = lock_held(self.out)
+        busy = {True: "a process is writing it now", False: "no process is writing it",
+                None: "whether a process is writing it is unknown"}[held]
         head = (f"bench {self.cfg['name']} in {self.out}: {n['done']} of {len(rows)} cells done, "
-                f"{n['training']} training, {n['pending']} not started; {busy}")
+                f"{n['training']} training, {n['started']} started (no evaluation yet), "
+                f"{n['pending']} not started; {busy}")
         trs = [[r["cell"], r["state"] + (" (checkpoint)" if r["state"] == "training"
                                          and r["checkpoint"] else ""),
                 "" if r["iteration"] is None else f"{r['iteration']}/{r['num_train_iter']}",
@@ -566,9 +592,18 @@ class Bench:
         return head + "\n\n" + rp.markdown_table(
             ["cell", "state", "iteration", "test acc (%)", "best (%)"], trs)
 
+    def has_run(self) -> bool:
+        """Whether ``out`` holds anything a bench writes (its CSVs or stage directories)."""
+        return any((self.out / n).exists()
+                   for n in (CELLS_CSV, PRIORS_CSV, "shared", "labels", "cells"))
+
+    def _cell_root(self, cell_id: str) -> Path:
+        """A cell's directory; its training stage is the subdirectory ``train``."""
+        return self.out / "cells" / cell_id
+
     def _run_cell(self, cell, st, ups) -> None:
         from . import report as rp
-        root = self.out / "cells" / cell["cell"]
+        root = self._cell_root(cell["cell"])
         rec = run_stage(st, root, ups, log=self._sub(cell["cell"]))
         curve = rp.read_metrics(rec.path(f"{pl.SAVE_NAME}/{pl.METRICS}"))
         best, best_it = rp.best_accuracy(curve)
@@ -975,7 +1010,8 @@ def _targets_table(cfg, by, curves: _Curves) -> List[str]:
 
 def _prior_effect_table(cfg, by, curves: _Curves) -> List[str]:
     """Table 1f: ``cfg['prior_effect'] = (without, with)``, the algorithm with the prior minus
-    the one without it on the same labeled set (sampler, budget and seed), in points.
+    the one without it on the same labeled set (sampler, budget and seed), in points. ``by``
+    maps ``(sampler, algorithm, labels per class: int, seed: int)`` to a ``cells.csv`` row.
 
     One row per sampler and budget with at least one seed that has both cells: the final
     accuracy's difference per seed (blank where a cell is missing, "–" where a value is not a
@@ -1000,12 +1036,12 @@ def _prior_effect_table(cfg, by, curves: _Curves) -> List[str]:
             final = {sd: 100 * (_f(w, "final_acc") - _f(wo, "final_acc"))
                      for sd, (wo, w) in pairs.items()}
             ok = [d for d in final.values() if math.isfinite(d)]
-            late = [d for d in (100 * (_late(w, curves) - _late(wo, curves))
-                                for wo, w in pairs.values()) if math.isfinite(d)]
-            early = [d for d in (100 * (_early(w, curves) - _early(wo, curves))
-                                 for wo, w in pairs.values()) if math.isfinite(d)]
+            late = [100 * (_late(w, curves) - _late(wo, curves)) for wo, w in pairs.values()]
+            early = [100 * (_early(w, curves) - _early(wo, curves)) for wo, w in pairs.values()]
+            # mean_std marks "(k/n)" where only k of the n paired seeds have a finite value
             trs.append([s, f"{l}"] + [cell(final.get(sd)) for sd in seeds] + [
-                rp.mean_std(ok, signed=True), f"{sum(d > 0 for d in ok)} of {len(ok)}",
+                rp.mean_std(list(final.values()), signed=True),
+                f"{sum(d > 0 for d in ok)} of {len(ok)}",
                 rp.mean_std(late, signed=True), rp.mean_std(early, signed=True)])
     head = [f"## Table 1f. The prior on the same labels: {a1} − {a0} (points), paired by "
             "sampler, budget and seed\n"]

@@ -163,6 +163,7 @@ F_FINE = "f_fine.npy"
 PRIOR = "prior.npy"
 LABELS = "labels.csv"
 METRICS = "metrics.csv"
+CHECKPOINT = "latest_model.pth"   # USB's checkpoint a resumed training continues from
 
 
 def dataset_env(cfg: Mapping[str, Any]) -> Dict[str, Any]:
@@ -515,7 +516,7 @@ def stage_train(ctx: StageContext) -> Dict[str, Any]:
     if "pretrain" in ctx.inputs:
         conf["use_pretrain"] = True
         conf["pretrain_path"] = str(ctx.inputs["pretrain"].path(BACKBONE))
-    latest = ctx.dir / SAVE_NAME / "latest_model.pth"
+    latest = ctx.dir / SAVE_NAME / CHECKPOINT
     resume = bool(ctx.resuming and latest.is_file())
     if resume:  # USB writes checkpoints in place: a kill during the write leaves a torn file
         import torch

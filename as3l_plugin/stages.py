@@ -196,20 +196,24 @@ def _clear_dir(sdir: Path) -> None:
     sdir.mkdir(parents=True)
 
 
-def lock_held(root: Path) -> bool:
-    """Whether a process holds :func:`run_lock` on ``root`` now (creates nothing)."""
+def lock_held(root: Path) -> Optional[bool]:
+    """Whether a process holds :func:`run_lock` on ``root`` now; None when it cannot tell
+    (a lock file it cannot open or lock). Creates nothing; it takes a shared lock on the file
+    for an instant, which :func:`run_lock` waits out."""
     import fcntl
+    path = Path(root) / LOCK_FILE
+    if not path.exists():     # no lock file: no process has written here
+        return False
     try:
-        fh = open(Path(root) / LOCK_FILE, "r")
-    except OSError:           # no lock file: no process has written here
-        return False
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
+        with open(path, "r") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
+    except OSError:
+        return None
 
 
 @contextlib.contextmanager
@@ -219,11 +223,15 @@ def run_lock(root: Path):
     root.mkdir(parents=True, exist_ok=True)
     fh = open(root / LOCK_FILE, "a+")
     try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError("another as3l process is writing this directory; wait for it "
-                              "or choose another --out", path=root) from None
+        for attempt in range(10):   # a reader (lock_held) holds it for an instant at most
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == 9:
+                    raise OutputError("another as3l process is writing this directory; wait "
+                                      "for it or choose another --out", path=root) from None
+                time.sleep(0.1)
         yield
     finally:
         fh.close()

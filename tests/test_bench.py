@@ -314,7 +314,7 @@ def test_frozen_confirm_copies_match_the_configs(name):
 
 def test_confirm_priority_runs_the_prior_on_a_peers_labels_before_the_far_peers():
     """The 1-label confirmation's priority since 2026-12-07: typiclust + as3l_remove before
-    probcover and freematch; each seed's six cells first, all 6 × 5 distinct."""
+    probcover and freematch; seed 5's six cells run first; the 4 × 3 × 5 cells are distinct."""
     from pathlib import Path
     root = Path(__file__).resolve().parents[1] / "usb_configs" / "fashion_mnist"
     cfg = bn.load_bench_config(root / "bench_long_confirm.yaml")
@@ -418,7 +418,7 @@ def test_status_reads_the_cells_and_writes_nothing(fakes, tmp_path, capsys):
     holds the lock; nothing written (not even the lock file)."""
     import yaml
     from as3l_plugin.cli import run as cli
-    from as3l_plugin.stages import LOCK_FILE, run_lock
+    from as3l_plugin.stages import LOCK_FILE, RUNNING_FILE, run_lock
     cfg_path = tmp_path / "bench.yaml"
     cfg_path.write_text(yaml.safe_dump(fakes))
     out = tmp_path / "b"
@@ -435,6 +435,8 @@ def test_status_reads_the_cells_and_writes_nothing(fakes, tmp_path, capsys):
                      [[10, "x", 0.3], [20, "x", 0.25]])
     (train / "latest_model.pth").write_bytes(b"")
     (out / "cells" / ids[2] / "train").mkdir(parents=True)     # started, no evaluation yet
+    (out / "cells" / ids[2] / "train" / RUNNING_FILE).write_text("{}")
+    (out / "cells" / ids[3] / "train").mkdir(parents=True)     # a directory, nothing begun
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     st = {r["cell"]: r for r in b.status()}
     assert [r["cell"] for r in b.status()] == ids
@@ -443,9 +445,12 @@ def test_status_reads_the_cells_and_writes_nothing(fakes, tmp_path, capsys):
     assert (st[ids[1]]["state"], st[ids[1]]["iteration"], st[ids[1]]["num_train_iter"],
             st[ids[1]]["acc"], st[ids[1]]["best"], st[ids[1]]["checkpoint"]) == (
         "training", 20, 100, 0.25, 0.3, True)
-    assert st[ids[2]]["state"] == "pending" and st[ids[2]]["iteration"] is None
+    assert st[ids[2]]["state"] == "started" and st[ids[2]]["iteration"] is None
+    assert st[ids[3]]["state"] == "pending" and not st[ids[3]]["checkpoint"]
     text = b.status_text()
-    assert f"1 of {len(ids)} cells done, 1 training, {len(ids) - 2} not started; no process" in text
+    assert (f"1 of {len(ids)} cells done, 1 training, 1 started (no evaluation yet), "
+            f"{len(ids) - 3} not started; no process") in text
+    assert f"| {ids[2]} | started |  |  |  |" in text
     assert f"| {ids[1]} | training (checkpoint) | 20/100 | 25.0 | 30.0 |" in text
     assert f"| {ids[0]} | done | 100/100 | 50.0 | 60.0 |" in text
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
@@ -463,6 +468,8 @@ def test_status_reads_the_cells_and_writes_nothing(fakes, tmp_path, capsys):
     rc, exc = cli(["bench", "--config", str(cfg_path), "--out", str(tmp_path / "none"),
                    "--status"])
     assert rc == 2 and "none" in str(exc) and not (tmp_path / "none").exists()
+    rc, exc = cli(["bench", "--config", str(cfg_path), "--out", str(tmp_path), "--status"])
+    assert rc == 2 and "not a bench directory" in str(exc)     # a directory, not a bench's
 
 
 def test_prior_effect_config(fakes):
@@ -470,7 +477,8 @@ def test_prior_effect_config(fakes):
     assert cfg["prior_effect"] == ("flexmatch", "as3l_remove")
     assert bn.load_bench_config(fakes)["prior_effect"] is None
     for bad in (["flexmatch"], ["flexmatch", "nope"], ["flexmatch", "flexmatch"], "flexmatch",
-                ["flexmatch", "as3l_remove", "flexmatch"]):
+                ["flexmatch", "as3l_remove", "flexmatch"],
+                ["as3l_remove", "flexmatch"]):      # the prior's side first: the sign flipped
         with pytest.raises(ConfigError) as ei:
             bn.load_bench_config({**fakes, "prior_effect": bad})
         assert ei.value.field == "prior_effect"
@@ -507,8 +515,10 @@ def test_prior_effect_table_pairs_the_same_labeled_set(tmp_path):
     rows = [l for l in text.splitlines() if l.startswith("| ")]
     assert rows[0].startswith("| sampler | labels/cls | seed 0 | seed 1 | seed 2 | seed 3 | "
                               "final: mean | prior ahead |")
-    # m: +5.0 and -8.0 (seed 2 unpaired, seed 3 not a number); no curves: "–"
-    assert rows[1] == "| m | 1 | +5.0 | -8.0 |  | – | -1.5 ± 9.2 | 1 of 2 | – | – |"
+    # m: +5.0 and -8.0 (seed 2 unpaired, seed 3 not a number: 2 of the 3 paired seeds count);
+    # no curves: none of the 3 for the end-of-run and early columns
+    assert rows[1] == ("| m | 1 | +5.0 | -8.0 |  | – | -1.5 ± 9.2 (2/3) | 1 of 2 | – (0/3) "
+                       "| – (0/3) |")
     # r: one seed; end of run = mean from iteration 80 (0.475 vs 0.40), early: iteration 20
     assert rows[2] == "| r | 1 |  | +5.0 |  |  | +5.0 ± 0.0 | 1 of 1 | +7.5 ± 0.0 | +20.0 ± 0.0 |"
     assert len(rows) == 3 and "| t |" not in text

@@ -17,12 +17,37 @@ def test_offline_quality_smoke(tmp_path, capsys):
         assert r["budget"] == "10" and r["n"] == "1437"
     md = (out / "offline_quality.md").read_text()
     assert "## digits (n = 1437)" in md and "### as3l" in md and "| digits | 1 |" in md
-    # random + label_spreading (a peer of the targets) was not run: the row is undecided,
-    # not "met" on the comparisons that were made
+    # random + label_spreading (a peer of the targets) was not run: no margin against it
     (target_row,) = [ln for ln in md.splitlines() if ln.startswith("| digits | 1 |")]
-    assert target_row.split(" | ")[2] == "–" and target_row.endswith("| – |")
+    assert target_row.split(" | ")[2] == "–" and target_row.split(" | ")[-1] in ("no |", "– |")
     assert sorted(p.name for p in out.iterdir()) == ["offline_quality.csv",
                                                      "offline_quality.md"]
+
+
+def _quality_rows(spec):
+    """Hand-made offline_quality rows: {(sampler, propagator): (accuracy, coverage)}."""
+    return [{"dataset": "digits", "per_class": 1, "seed": 0, "n": 100, "sampler": s,
+             "propagator": p, "accuracy": a, "coverage": c, "select_s": 0.0,
+             "propagate_s": 0.0} for (s, p), (a, c) in spec.items()]
+
+
+def test_offline_quality_all_met_needs_every_comparison():
+    """"all met": "no" once a comparison made fails (even with a peer missing), "yes" only with
+    every peer compared and passed, "–" when a peer is missing and none of the rest fails."""
+    ours = {("as3l", "seeded_kmeans"): (0.8, 10)}
+    full = {("random", "label_spreading"): (0.5, 8), ("kmedoids", "seeded_kmeans"): (0.6, 9),
+            ("typiclust", "seeded_kmeans"): (0.7, 10)}
+
+    def met(spec):
+        md = oq.summarize(_quality_rows(spec))
+        (row,) = [ln for ln in md.splitlines() if ln.startswith("| digits | 1 |")]
+        return row.rsplit("|", 2)[1].strip()
+
+    assert met({**ours, **full}) == "yes"
+    missing = {k: v for k, v in full.items() if k[0] != "random"}
+    assert met({**ours, **missing}) == "–"
+    assert met({**ours, **missing, ("typiclust", "seeded_kmeans"): (0.9, 10)}) == "no"
+    assert met({**ours, **full, ("typiclust", "seeded_kmeans"): (0.7, 11)}) == "no"  # coverage
 
 
 def test_offline_quality_typical_row_is_the_faithful_sampler_with_typical_representatives(

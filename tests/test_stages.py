@@ -171,6 +171,23 @@ def test_missing_output_and_lock_are_errors(tmp_path):
                 pass
 
 
+def test_lock_held_reads_the_lock_and_run_lock_waits_out_a_reader(tmp_path):
+    """lock_held: False without a lock file (and creates none), True while run_lock holds it;
+    run_lock waits for a reader's instant shared lock instead of failing."""
+    import fcntl
+    import threading
+    import time
+    assert sr.lock_held(tmp_path) is False and not (tmp_path / sr.LOCK_FILE).exists()
+    with sr.run_lock(tmp_path):
+        assert sr.lock_held(tmp_path) is True
+    assert sr.lock_held(tmp_path) is False
+    fh = open(tmp_path / sr.LOCK_FILE)
+    fcntl.flock(fh, fcntl.LOCK_SH)                   # a reader, released 0.3 s from now
+    threading.Thread(target=lambda: (time.sleep(0.3), fh.close())).start()
+    with sr.run_lock(tmp_path):
+        pass
+
+
 def test_cache_key_depends_on_everything():
     k = sr.cache_key("s", {"a": 1}, {"up": "f"}, version="1")
     assert k == sr.cache_key("s", {"a": 1}, {"up": "f"}, version="1")

@@ -223,17 +223,18 @@ def summarize(rows, command=""):
                 for s, pr in PEERS:
                     diffs.append(100 * (a - _mean(_agg(rows, dataset=d, per_class=p, sampler=s,
                                                        propagator=pr), "accuracy")))
-                peers_cov = [_mean(_agg(rows, dataset=d, per_class=p, sampler=s,
-                                        propagator="seeded_kmeans"), "coverage")
-                             for s in samplers if not s.startswith("as3l")]
+                peers_cov = [c for c in (_mean(_agg(rows, dataset=d, per_class=p, sampler=s,
+                                                    propagator="seeded_kmeans"), "coverage")
+                                         for s in samplers if not s.startswith("as3l"))
+                             if np.isfinite(c)]
                 # no peer sampler in the run (only as3l rows): no margin
                 cm = _mean(ours, "coverage") - max(peers_cov) if peers_cov else float("nan")
-                # "yes"/"no" only where every comparison was made: a peer (or every peer
-                # sampler) missing from the run leaves the row undecided ("–")
-                if all(np.isfinite(x) for x in diffs + [cm]):
-                    met = "yes" if all(x > 0 for x in diffs) and cm >= 0 else "no"
-                else:
-                    met = "–"
+                # "no" as soon as a comparison made fails; "yes" only where every comparison
+                # was made and passes; otherwise (a peer missing, none failing) undecided "–"
+                failed = any(np.isfinite(x) and x <= 0 for x in diffs) or (
+                    np.isfinite(cm) and cm < 0)
+                complete = all(np.isfinite(x) for x in diffs + [cm])
+                met = "no" if failed else "yes" if complete else "–"
                 out.append(f"| {d} | {p} | " + " | ".join(
                     f"{x:+.1f}" if np.isfinite(x) else "–" for x in diffs + [cm])
                            + f" | {met} |")

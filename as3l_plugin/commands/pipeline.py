@@ -56,8 +56,8 @@ def register(subparsers) -> None:
                         "processes, each with its own --out, then --merge them")
     b.add_argument("--status", action="store_true",
                    help="print each cell's state from the files under --out (done, training "
-                        "at iteration N, not started) and whether a process is writing it "
-                        "now; runs and writes nothing")
+                        "at iteration N, started, not started) and whether a process is "
+                        "writing it now; runs nothing and writes nothing there")
     b.add_argument("--merge", nargs="+", default=[], metavar="DIR",
                    help="import the finished cells of these bench directories (e.g. the "
                         "budget-split runs) into --out, then only write the tables and plots")
@@ -85,9 +85,10 @@ def _bench(args) -> int:
                                  "--report-only", field="--status")
         bench = open_bench(args.config, quick=args.quick, out=args.out, seeds=args.seeds,
                            log=_log)
-        if not bench.out.is_dir():
+        if not bench.has_run():
             from ..errors import InputError
-            raise InputError("no bench directory here (nothing has run yet)", path=bench.out)
+            raise InputError("not a bench directory (no cells.csv, priors.csv, shared/, "
+                             "labels/ or cells/ here; nothing has run yet?)", path=bench.out)
         print(bench.status_text())
         return 0
     if args.max_cells is not None and args.max_cells < 0:
