@@ -80,6 +80,7 @@ from .stages import (RUNNING_FILE, Stage, StageRecord, cache_key, lock_held, run
 CELLS_CSV = "cells.csv"
 PRIORS_CSV = "priors.csv"
 TABLES_MD = "tables.md"
+TRAIN_STAGE = "train"  # a cell's training stage: its name and its directory under the cell
 CELL_COLUMNS = ["cell", "dataset", "sampler", "algorithm", "labels_per_class", "budget", "seed",
                 "num_train_iter", "final_acc", "best_acc", "best_it", "last_it", "coverage",
                 "prior_acc", "ece", "wall_s", "cpu_s", "key", "metrics"]
@@ -478,7 +479,7 @@ class Bench:
             inputs.append("pretrain")
         managed = {"dataset": self.cfg["dataset"], "net": self.cfg["net"],
                    "num_labels": budget, "seed": seed}
-        st = Stage("train", pl.stage_train, inputs=tuple(inputs),
+        st = Stage(TRAIN_STAGE, pl.stage_train, inputs=tuple(inputs),
                    params={"usb": conf, "managed": managed},
                    outputs=(f"{pl.SAVE_NAME}/{pl.METRICS}",), resumable=True, env=self.env)
         return st, ups
@@ -545,7 +546,7 @@ class Bench:
         for c in cells:
             its = int(self.usb_conf(c["algorithm"])["num_train_iter"])
             st = {k: c[k] for k in ("cell", "sampler", "algorithm", "labels_per_class", "seed")}
-            stage_dir = self._cell_root(c["cell"]) / "train"
+            stage_dir = self._cell_root(c["cell"]) / TRAIN_STAGE
             usb = stage_dir / pl.SAVE_NAME
             st.update(state="pending", iteration=None, num_train_iter=its, acc=float("nan"),
                       best=float("nan"), checkpoint=(usb / pl.CHECKPOINT).is_file())
