@@ -15,6 +15,13 @@
 # its prior (as3l + flexmatch, typiclust + as3l_remove).
 # RUNS (default /work/runs/bench15) and WT (default /work/bench15) can be set.
 set -eu
+# The grid ran on AVX2-only machines (float32, no bfloat16 autocast). On a CPU with AVX-512 /
+# AMX, oneDNN, ATen and MKL pick other kernels: the shared features come out with other bits
+# (every stage key downstream changes and the cells restart) and cpu_bf16 'auto' turns
+# bfloat16 on. Pinning the three to AVX2 reproduces the features bit for bit (sha256
+# 04b92a1c..., checked on an Intel Xeon with AVX-512 BF16 / AMX on 2026-12-07) and keeps
+# float32; on an AVX2 machine it changes nothing.
+export ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 MKL_CBWR=AVX2
 [ $# -ge 1 ] || { echo "usage: $0 SEED [SEED ...]" >&2; exit 2; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 MAIN=$(git -C "$HERE" rev-parse --show-toplevel)
