@@ -27,6 +27,7 @@ checkpoints after a kill. ``results/<run>/.lock`` stops two runs from writing on
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -413,7 +414,8 @@ def stage_labels(ctx: StageContext) -> Dict[str, Any]:
     atomic_write_csv(ctx.dir / LABELS, HEADER, annotation_rows(idx, labels))
     sel = ctx.inputs["select"]
     return {"coverage": int(class_coverage(labels, data.num_classes)), "source": p["source"],
-            "index_file": str(_selected_path(sel).resolve()),
+            # relative to this stage's directory, so a moved run directory still finds it
+            "index_file": os.path.relpath(_selected_path(sel).resolve(), ctx.dir.resolve()),
             "index_sha256": sel.outputs[sel.result["index_file"]]["sha256"],
             "num_classes": int(data.num_classes), "disagree_with_dataset": disagree,
             "label_counts": np.bincount(labels, minlength=data.num_classes).tolist()}
@@ -458,12 +460,14 @@ def stage_prior(ctx: StageContext) -> Dict[str, Any]:
                                       seed=p["seed"]), dtype=np.float32)
     rec = ctx.inputs["labels"]
     sel = rec.result
+    # the labels stage records the index relative to its directory (older records: absolute)
+    index_file = rec.path(sel["index_file"]).resolve()
     write_prior(ctx.dir / PRIOR, prior, prior_meta(
         n=prior.shape[0], num_classes=data.num_classes, idx=lab[:, 0], labels=lab[:, 1],
         propagator=p["propagator"], params=p["params"], prop_obj=prop, seed=p["seed"],
-        dataset=ctx.env.get("dataset"), selection=read_artifact_sidecar(sel["index_file"],
+        dataset=ctx.env.get("dataset"), selection=read_artifact_sidecar(index_file,
                                                                         required=False),
-        features_sha256=sha256_array(X), index_file=sel["index_file"],
+        features_sha256=sha256_array(X), index_file=index_file,
         index_sha256=sel["index_sha256"], labels_source=sel["source"],
         labels_file=rec.path(LABELS), labels_sha256=sha256_file(rec.path(LABELS)),
         dataset_files_sha256=data.files_sha256, **_choice_meta(ctx, p["features"])))

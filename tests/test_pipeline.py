@@ -183,6 +183,23 @@ def test_user_labels_csv(run1, tmp_path):
 
 
 @pytest.mark.slow
+def test_moved_run_directory_keeps_the_priors_provenance(run1, tmp_path):
+    """A run directory moved elsewhere (an exported bench, a copied run) re-makes a missing
+    prior with its selection's sidecar found inside the moved directory, not at the old path."""
+    root = tmp_path / "moved"
+    shutil.copytree(run1["root"], tmp_path / "first")
+    (tmp_path / "first").rename(root)
+    shutil.rmtree(root / "prior")
+    cfg = yaml.safe_load(run1["cfg"].read_text())
+    recs = sr.run_stages(pl.build_stages(pl.load_config(cfg))[:5], root, log=quiet)
+    assert recs["labels"].cached and not recs["prior"].cached
+    side = json.loads((root / "prior" / "prior.npy.json").read_text())
+    assert side["index_file"] == str((root / "select" / "lb_labels10_1_seed0_idx.npy").resolve())
+    assert side["sampler"] == "as3l" and side["selection_seed"] == 0
+    assert (root / "prior" / "prior.npy").read_bytes() == (run1["root"] / "prior" / "prior.npy").read_bytes()
+
+
+@pytest.mark.slow
 def test_annotate_source_stops_after_select_then_continues(run1, tmp_path):
     """labels.source: annotate — `as3l run` writes the page into <run>/annotate/, says what to
     do and exits 0 without training; an incomplete or bad CSV keeps it there (bad: exit 2,
