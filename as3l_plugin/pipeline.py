@@ -461,7 +461,7 @@ def stage_prior(ctx: StageContext) -> Dict[str, Any]:
     rec = ctx.inputs["labels"]
     sel = rec.result
     # the labels stage records the index relative to its directory (older records: absolute)
-    index_file = rec.path(sel["index_file"]).resolve()
+    index_file = rec.path(sel["index_file"])
     write_prior(ctx.dir / PRIOR, prior, prior_meta(
         n=prior.shape[0], num_classes=data.num_classes, idx=lab[:, 0], labels=lab[:, 1],
         propagator=p["propagator"], params=p["params"], prop_obj=prop, seed=p["seed"],

@@ -187,8 +187,7 @@ def test_moved_run_directory_keeps_the_priors_provenance(run1, tmp_path):
     """A run directory moved elsewhere (an exported bench, a copied run) re-makes a missing
     prior with its selection's sidecar found inside the moved directory, not at the old path."""
     root = tmp_path / "moved"
-    shutil.copytree(run1["root"], tmp_path / "first")
-    (tmp_path / "first").rename(root)
+    shutil.copytree(run1["root"], root)
     shutil.rmtree(root / "prior")
     cfg = yaml.safe_load(run1["cfg"].read_text())
     recs = sr.run_stages(pl.build_stages(pl.load_config(cfg))[:5], root, log=quiet)
